@@ -1,0 +1,102 @@
+"""The experiment configuration: every field, its default, and validation.
+
+Presets in `configs/` start from `default_config()` and override fields. `validate_config` runs before
+any work starts and names the offending field and the allowed values.
+
+Model fields (read by the networks; also stored in their Keras config):
+  resolution       output size of G / input size of D: one of architecture.RESOLUTIONS.
+  ch               base channel width (REFERENCE: 64).
+  z_dim            noise dimension (128).
+  num_classes      number of classes; 0 = unconditional (no CBN tables, no projection term).
+  image_channels   1 or 3.
+  g_attention      feature sizes after which G applies self-attention (list, may be empty).
+  d_attention      the same for D.
+  init             kernel initialiser: 'orthogonal' | 'normal' (N(0, 0.02)) | 'glorot'.
+  pooled_attention 2×2 max-pool keys and values (the paper); False for full attention.
+  sync_bn          cross-replica batch statistics in G's batch norms.
+Training fields:
+  dataset          'fashion_mnist_idx' | 'image_folder' | 'tfds:<builder name>'.
+  random_flip      random horizontal flips of real images.
+  batch_size       GLOBAL batch (split across replicas).
+  g_lr, d_lr       Adam learning rates (TTUR: 1e-4 and 4e-4).
+  beta1, beta2     Adam betas (paper: 0 and 0.9; the reference code leaves β2 at 0.999).
+  n_dis            D updates per G update.
+  loss             'hinge' (paper) | 'non_saturating'.
+  ema_decay        decay of the EMA of G's weights used for sampling.
+  ema_start        G step from which the EMA averages (before: it copies G).
+  mixed_precision  'float32' | 'mixed_bfloat16' | 'mixed_float16'.
+  jit_compile      compile the train step with XLA.
+  seed             seeds weights, data order and noise.
+  train_steps      total G steps of a run (a resumed run continues to this count).
+  checkpoint_every, sample_every, log_every, keep_checkpoints: checkpoint/monitoring cadence in G steps.
+  eval_every, eval_samples: periodic evaluation cadence (0 = off) and sample count.
+"""
+import ml_collections
+
+from sagan_tf.layers.initializers import INITIALIZERS
+from sagan_tf.models.architecture import (MODEL_FIELDS, RESOLUTIONS, attention_resolutions, discriminator_stages,
+                                          generator_stages, model_fields)
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+LOSSES = ("hinge", "non_saturating")
+
+
+def default_config():
+    """All fields with the paper's values where the paper gives one (ImageNet 128² shape)."""
+    return ml_collections.ConfigDict(dict(
+        # Model
+        resolution=128, ch=64, z_dim=128, num_classes=1000, image_channels=3,
+        g_attention=[32], d_attention=[32], init="orthogonal", pooled_attention=True, sync_bn=False,
+        # Data
+        dataset="tfds:imagenet2012", random_flip=False,
+        # Optimisation (paper, section 5)
+        batch_size=256, g_lr=1e-4, d_lr=4e-4, beta1=0.0, beta2=0.9, n_dis=1, loss="hinge",
+        ema_decay=0.9999, ema_start=1000,
+        # Runtime
+        mixed_precision="mixed_bfloat16", jit_compile=False, seed=0,
+        train_steps=1_000_000, checkpoint_every=1000, sample_every=1000, log_every=100, keep_checkpoints=3,
+        eval_every=0, eval_samples=10000,
+    ))
+
+
+def _require(condition, field, value, allowed):
+    if not condition:
+        raise ValueError(f"config.{field}={value!r} is not allowed; allowed: {allowed}.")
+
+
+def validate_config(config, num_replicas=1):
+    """Checks every field; raises ValueError naming the field, its value and what is allowed."""
+    _require(config.resolution in RESOLUTIONS, "resolution", config.resolution, list(RESOLUTIONS))
+    for field in ("ch", "z_dim", "batch_size", "n_dis", "train_steps", "checkpoint_every", "sample_every",
+                  "log_every", "keep_checkpoints"):
+        value = config[field]
+        _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, field, value,
+                 "a positive integer")
+    _require(isinstance(config.num_classes, int) and config.num_classes >= 0, "num_classes", config.num_classes,
+             "an integer >= 0 (0 = unconditional)")
+    _require(config.image_channels in (1, 3), "image_channels", config.image_channels, [1, 3])
+    _require(config.init in INITIALIZERS, "init", config.init, sorted(INITIALIZERS))
+    _require(config.mixed_precision in PRECISIONS, "mixed_precision", config.mixed_precision, list(PRECISIONS))
+    _require(config.loss in LOSSES, "loss", config.loss, list(LOSSES))
+    for network, field in (("generator", "g_attention"), ("discriminator", "d_attention")):
+        allowed = attention_resolutions(network, config.resolution)
+        for size in config[field]:
+            _require(size in allowed, field, list(config[field]),
+                     f"sizes from {allowed} (the {network}'s feature-map sizes at resolution {config.resolution})")
+    stages = (generator_stages(config.resolution, config.ch, config.g_attention)
+              + discriminator_stages(config.resolution, config.ch, config.image_channels, config.d_attention))
+    for stage in stages:
+        _require(not stage.attention or stage.out_channels % 8 == 0, "ch", config.ch,
+                 f"a width giving a multiple of 8 channels where attention sits ({stage.out_channels} channels "
+                 f"at {stage.resolution}x{stage.resolution})")
+    for field in ("g_lr", "d_lr"):
+        _require(config[field] > 0, field, config[field], "a positive learning rate")
+    for field in ("beta1", "beta2"):
+        _require(0 <= config[field] < 1, field, config[field], "a value in [0, 1)")
+    _require(0 <= config.ema_decay < 1, "ema_decay", config.ema_decay, "a value in [0, 1)")
+    _require(config.ema_start >= 0, "ema_start", config.ema_start, "a step >= 0")
+    _require(config.eval_every >= 0, "eval_every", config.eval_every, "a step count >= 0 (0 = off)")
+    if config.batch_size % num_replicas:
+        raise ValueError(f"config.batch_size={config.batch_size} (the global batch) is not divisible by the "
+                         f"number of replicas ({num_replicas}); use a multiple of {num_replicas}.")
+    return config

@@ -1,0 +1,17 @@
+"""Weight initialisers selectable by name in the config (`config.init`)."""
+import keras
+
+# Names accepted by `config.init`, mapped to Keras initializer configs. A fresh initializer is made
+# for every layer so no two layers share a seeded instance.
+INITIALIZERS = {
+    "orthogonal": {"class_name": "Orthogonal", "config": {"gain": 1.0}},   # BigGAN / SAGAN ports
+    "normal": {"class_name": "RandomNormal", "config": {"mean": 0.0, "stddev": 0.02}},  # N(0, 0.02)
+    "glorot": {"class_name": "GlorotUniform", "config": {}},
+}
+
+
+def get_initializer(name):
+    """Returns a new Keras initializer for `name` (one of INITIALIZERS)."""
+    if name not in INITIALIZERS:
+        raise ValueError(f"Unknown init {name!r}; allowed: {sorted(INITIALIZERS)}.")
+    return keras.initializers.get(dict(INITIALIZERS[name]))

@@ -1,0 +1,87 @@
+"""One architecture table per resolution for each network, in the style of BigGAN-PyTorch's G_arch/D_arch.
+
+Channel widths are multiples of `ch`. Adding a resolution means adding one row to each table; the
+networks themselves have no per-resolution code.
+"""
+import dataclasses
+
+# Generator: (in, out) channel multipliers of each ResBlockUp; the first block reads the 4×4 map made
+# by the input linear layer and every block doubles the resolution.
+GENERATOR_TABLES = {
+    32: ((4, 4), (4, 4), (4, 4)),
+    64: ((16, 8), (8, 4), (4, 2), (2, 1)),
+    128: ((16, 16), (16, 8), (8, 4), (4, 2), (2, 1)),
+    256: ((16, 16), (16, 8), (8, 8), (8, 4), (4, 2), (2, 1)),
+}
+
+# Discriminator: (out channel multiplier, downsample) of each block; the first is the optimized block
+# reading the image.
+DISCRIMINATOR_TABLES = {
+    32: ((4, True), (4, True), (4, False), (4, False)),
+    64: ((1, True), (2, True), (4, True), (8, True), (16, False)),
+    128: ((1, True), (2, True), (4, True), (8, True), (16, True), (16, False)),
+    256: ((1, True), (2, True), (4, True), (8, True), (8, True), (16, True), (16, False)),
+}
+
+RESOLUTIONS = tuple(sorted(GENERATOR_TABLES))
+# The config fields that define the networks (documented in sagan_tf.config); G and D serialise these.
+MODEL_FIELDS = ("resolution", "ch", "z_dim", "num_classes", "image_channels", "g_attention", "d_attention",
+                "init", "pooled_attention", "sync_bn")
+GENERATOR_BASE_RESOLUTION = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One residual block: channels in/out, the resolution it outputs, and whether attention follows it."""
+    in_channels: int
+    out_channels: int
+    resolution: int
+    resample: bool
+    attention: bool
+
+
+def generator_stages(resolution, ch, attention=()):
+    """The generator's blocks at `resolution`; attention follows the first block reaching each listed size."""
+    stages, size = [], GENERATOR_BASE_RESOLUTION
+    for in_mult, out_mult in GENERATOR_TABLES[resolution]:
+        size *= 2
+        stages.append(Stage(in_mult * ch, out_mult * ch, size, True, size in attention))
+    return _attention_once(stages)
+
+
+def discriminator_stages(resolution, ch, image_channels, attention=()):
+    """The discriminator's blocks at `resolution`; attention follows the first block reaching each listed size."""
+    stages, size, in_channels = [], resolution, image_channels
+    for out_mult, downsample in DISCRIMINATOR_TABLES[resolution]:
+        size = size // 2 if downsample else size
+        stages.append(Stage(in_channels, out_mult * ch, size, downsample, size in attention))
+        in_channels = out_mult * ch
+    return _attention_once(stages)
+
+
+def _attention_once(stages):
+    """Several blocks can share an output size (D's last blocks); attention goes after the first only."""
+    seen, result = set(), []
+    for stage in stages:
+        attention = stage.attention and stage.resolution not in seen
+        seen.add(stage.resolution)
+        result.append(dataclasses.replace(stage, attention=attention))
+    return result
+
+
+def attention_resolutions(network, resolution):
+    """Feature-map sizes at which `network` ('generator' or 'discriminator') can place attention."""
+    if network == "generator":
+        return sorted({s.resolution for s in generator_stages(resolution, 1)})
+    return sorted({s.resolution for s in discriminator_stages(resolution, 1, 3)})
+
+
+def model_fields(config):
+    """The plain-Python subset of a config mapping that defines the networks."""
+    missing = [name for name in MODEL_FIELDS if name not in config]
+    if missing:
+        raise ValueError(f"model config lacks fields {missing}; it needs {list(MODEL_FIELDS)}.")
+    fields = {name: config[name] for name in MODEL_FIELDS}
+    for name in ("g_attention", "d_attention"):
+        fields[name] = [int(size) for size in fields[name]]
+    return fields

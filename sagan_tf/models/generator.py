@@ -1,0 +1,72 @@
+"""The SAGAN generator: z, y → SN-Linear → 4×4 map → ResBlockUp × k (+ self-attention) → BN → ReLU → SN-Conv → tanh."""
+import keras
+from keras import ops
+
+from sagan_tf.layers import (ConditionalBatchNormalization, GeneratorBlock, SelfAttention, SpectralNormalization,
+                             get_initializer)
+from sagan_tf.layers.resblocks import sn_conv
+from sagan_tf.layers.serialization import register
+from sagan_tf.models.architecture import GENERATOR_BASE_RESOLUTION, generator_stages, model_fields
+
+
+@register
+class Generator(keras.Model):
+    """Class-conditional SAGAN generator built from `architecture.GENERATOR_TABLES[config.resolution]`.
+
+    Call as `G((z, labels), training=...)` with z float [batch, z_dim] and int labels [batch]
+    (ignored when num_classes=0); returns float32 images in [-1, 1], NHWC. With
+    `return_attention=True` also returns the list of attention maps, one per attention layer.
+    """
+
+    def __init__(self, config, **kwargs):
+        kwargs.setdefault("name", "generator")
+        super().__init__(**kwargs)
+        self.spec = model_fields(config)
+        spec = self.spec
+        dtype = self.dtype_policy
+        self.stages = generator_stages(spec["resolution"], spec["ch"], spec["g_attention"])
+        first = self.stages[0].in_channels
+        base = GENERATOR_BASE_RESOLUTION
+        self.linear = SpectralNormalization(
+            keras.layers.Dense(base * base * first, kernel_initializer=get_initializer(spec["init"]), dtype=dtype,
+                               name="linear"), dtype=dtype, name="sn_linear")
+        self.blocks = [
+            GeneratorBlock(stage.out_channels, spec["num_classes"], upsample=True, init=spec["init"],
+                           synchronized_bn=spec["sync_bn"], dtype=dtype, name=f"block{i}")
+            for i, stage in enumerate(self.stages)]
+        self.attention = {
+            str(i): SelfAttention(spec["pooled_attention"], spec["init"], dtype=dtype, name=f"attention{i}")
+            for i, stage in enumerate(self.stages) if stage.attention}
+        # Plain (unconditional) BN with its own affine before the output convolution.
+        self.bn_out = ConditionalBatchNormalization(0, spec["sync_bn"], dtype=dtype, name="bn_out")
+        self.conv_out = sn_conv(spec["image_channels"], 3, spec["init"], dtype, "conv_out")
+
+    def call(self, inputs, training=False, return_attention=False):
+        z, labels = inputs
+        base = GENERATOR_BASE_RESOLUTION
+        h = ops.reshape(self.linear(z, training=training), (-1, base, base, self.stages[0].in_channels))
+        maps = []
+        for i, block in enumerate(self.blocks):
+            h = block(h, labels, training=training)
+            if str(i) in self.attention:
+                h, attention = self.attention[str(i)](h, training=training, return_attention=True)
+                maps.append(attention)
+        h = ops.relu(self.bn_out(h, training=training))
+        images = ops.tanh(ops.cast(self.conv_out(h, training=training), "float32"))
+        return (images, maps) if return_attention else images
+
+    def build(self, input_shape=None):
+        """Builds every weight by running one tiny batch (shapes are fixed by the config)."""
+        z = ops.zeros((1, self.spec["z_dim"]))
+        self.call((z, ops.zeros((1,), "int32")))
+
+    @property
+    def attention_layers(self):
+        return [self.attention[key] for key in sorted(self.attention, key=int)]
+
+    def get_config(self):
+        return {"config": self.spec, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
