@@ -1,0 +1,58 @@
+"""Multiply-accumulate counts of the networks, derived from the same architecture tables.
+
+Counts convolutions, linear layers and the two attention matmuls (the dominant terms); biases,
+normalisation, activations and pooling are ignored. REFERENCE.md: G ≈ 9.2 GMAC and D ≈ 4.7 GMAC
+per 128² image at ch=64.
+"""
+from sagan_tf.models.architecture import GENERATOR_BASE_RESOLUTION, discriminator_stages, generator_stages
+
+
+def attention_macs(channels, size, pooled=True):
+    """MACs of one SelfAttention block on a size×size×channels map."""
+    n = size * size
+    m = n // 4 if pooled else n
+    projections = n * channels * (channels // 8) * 2 + n * channels * (channels // 2) + n * (channels // 2) * channels
+    return projections + n * m * (channels // 8) + n * m * (channels // 2)
+
+
+def generator_macs(spec):
+    """[(stage name, MACs per image)] for a generator config mapping (see architecture.MODEL_FIELDS)."""
+    stages = generator_stages(spec["resolution"], spec["ch"], spec["g_attention"])
+    base = GENERATOR_BASE_RESOLUTION
+    rows = [("linear", spec["z_dim"] * base * base * stages[0].in_channels)]
+    for i, s in enumerate(stages):
+        area = s.resolution ** 2
+        rows.append((f"block{i}", area * (9 * s.in_channels * s.out_channels + 9 * s.out_channels ** 2
+                                          + s.in_channels * s.out_channels)))
+        if s.attention:
+            rows.append((f"attention{i}", attention_macs(s.out_channels, s.resolution, spec["pooled_attention"])))
+    rows.append(("conv_out", spec["resolution"] ** 2 * 9 * stages[-1].out_channels * spec["image_channels"]))
+    return rows
+
+
+def discriminator_macs(spec):
+    """[(stage name, MACs per image)] for a discriminator config mapping."""
+    stages = discriminator_stages(spec["resolution"], spec["ch"], spec["image_channels"], spec["d_attention"])
+    rows, size = [], spec["resolution"]
+    for i, s in enumerate(stages):
+        shortcut = s.in_channels * s.out_channels * s.resolution ** 2 if (s.resample or s.in_channels != s.out_channels) else 0
+        rows.append((f"block{i}", size ** 2 * (9 * s.in_channels * s.out_channels + 9 * s.out_channels ** 2) + shortcut))
+        if s.attention:
+            rows.append((f"attention{i}", attention_macs(s.out_channels, s.resolution, spec["pooled_attention"])))
+        size = s.resolution
+    head = stages[-1].out_channels * (2 if spec["num_classes"] else 1)
+    rows.append(("head", head))
+    return rows
+
+
+def train_step_flops(spec, n_dis=1):
+    """FLOPs per image of one training iteration: n_dis D steps and one G step.
+
+    D step = G forward + D forward/backward on real and fake; G step = G forward/backward + D forward/backward.
+    A backward pass costs twice its forward; 1 MAC = 2 FLOPs.
+    """
+    g = sum(m for _, m in generator_macs(spec))
+    d = sum(m for _, m in discriminator_macs(spec))
+    d_step = g + 2 * 3 * d
+    g_step = 3 * g + 3 * d
+    return 2 * (n_dis * d_step + g_step)
