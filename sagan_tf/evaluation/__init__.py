@@ -1,0 +1,1 @@
+"""Evaluation of generated samples: feature networks, reference statistics and FID/IS/KID/PR."""

@@ -105,11 +105,21 @@ class GaussianStatsAccumulator:
 # Frechet distance
 # ----------------------------------------------------------------------------------------------
 
+def _clip_round_off(eigvals: np.ndarray) -> np.ndarray:
+    """Zero eigenvalues of a PSD matrix that are indistinguishable from round-off.
+
+    eigh resolves eigenvalues only to about D * eps * max|eigenvalue|; below that an exact zero
+    (a singular covariance) comes out as +-noise, and sqrt would turn noise of 1e-16 into 1e-8.
+    """
+    tol = eigvals.shape[0] * np.finfo(np.float64).eps * max(np.max(np.abs(eigvals)), 0.0)
+    return np.where(eigvals > tol, eigvals, 0.0)
+
+
 def _symmetric_psd_sqrt(matrix: np.ndarray) -> np.ndarray:
-    """Square root of a symmetric PSD matrix via eigh, clipping round-off negative eigenvalues to 0."""
+    """Square root of a symmetric PSD matrix via eigh, zeroing round-off eigenvalues."""
     sym = (matrix + matrix.T) / 2.0
     eigvals, eigvecs = np.linalg.eigh(sym)
-    return (eigvecs * np.sqrt(np.clip(eigvals, 0.0, None))) @ eigvecs.T
+    return (eigvecs * np.sqrt(_clip_round_off(eigvals))) @ eigvecs.T
 
 
 def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
@@ -124,7 +134,7 @@ def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     sqrt_sigma1 = _symmetric_psd_sqrt(sigma1)
     m = sqrt_sigma1 @ sigma2 @ sqrt_sigma1
     eigvals = np.linalg.eigvalsh((m + m.T) / 2.0)
-    return float(np.sum(np.sqrt(np.clip(eigvals, 0.0, None))))
+    return float(np.sum(np.sqrt(_clip_round_off(eigvals))))
 
 
 def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2) -> float:
