@@ -150,6 +150,14 @@ def test_classifier_outputs_features_and_logits_and_round_trips(tmp_path):
     assert network(np.zeros((2, 32, 32, 3), np.float32))[0].shape == (2, 24)
 
 
+def test_classifier_is_float32_under_a_mixed_precision_training_policy():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = classifier_lib.build_classifier(image_size=8, width=2, feature_dim=4)
+    assert keras.mixed_precision.global_policy().name == "mixed_float16"  # restored
+    assert all(layer.dtype_policy.name == "float32" for layer in model.layers)
+    assert model(np.zeros((1, 8, 8, 1), np.float32))["features"].dtype == tf.float32
+
+
 def test_train_classifier_learns_a_separable_toy_task():
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 2, size=256)

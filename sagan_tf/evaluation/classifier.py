@@ -16,6 +16,7 @@ test_accuracy, name, dataset_name). The metadata's ``name`` labels every metric 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -31,10 +32,26 @@ __all__ = [
     "save_classifier",
     "load_classifier",
     "classifier_paths",
+    "float32_policy",
 ]
 
 METADATA_FORMAT_VERSION = 1
 DEFAULT_STEM = "classifier"
+
+
+@contextlib.contextmanager
+def float32_policy():
+    """Build Keras layers in float32 whatever the global (e.g. mixed_float16) training policy.
+
+    Feature networks are measuring instruments: float16 activations would shift FID by more
+    than the differences being measured. The previous global policy is restored on exit.
+    """
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def build_classifier(image_size: int = 32, image_channels: int = 1, num_classes: int = 10,
@@ -43,10 +60,16 @@ def build_classifier(image_size: int = 32, image_channels: int = 1, num_classes:
     """Build a VGG-style CNN: 3 stages of two conv3x3-BN-ReLU (width, 2x, 4x channels), max-pool
     between stages, global average pool, a ReLU `features` dense layer and a `logits` layer.
 
-    For 32x32 inputs the last stage runs at 8x8, which is plenty for Fashion-MNIST (about 93%
-    test accuracy after a few epochs). Dropout sits between features and logits only, so the
-    features used for FID are deterministic at inference.
+    For 32x32 inputs the last stage runs at 8x8. Dropout sits between features and logits only,
+    so the features used for FID are deterministic at inference. Always built in float32 (see
+    :func:`float32_policy`).
     """
+    with float32_policy():
+        return _build_classifier(image_size, image_channels, num_classes, width, feature_dim,
+                                 dropout, name)
+
+
+def _build_classifier(image_size, image_channels, num_classes, width, feature_dim, dropout, name):
     images = keras.Input(shape=(image_size, image_size, image_channels), name="images")
     x = images
     for stage, multiplier in enumerate((1, 2, 4)):

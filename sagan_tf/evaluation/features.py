@@ -194,11 +194,12 @@ class KerasInceptionV3FeatureNetwork:
         self.name = name
         self.image_size = int(image_size)
         self.fingerprint = _file_digest(weights_path)
-        base = keras.applications.InceptionV3(
-            weights=None, include_top=True, input_shape=(self.image_size, self.image_size, 3),
-            classes=num_classes, classifier_activation=None)
-        base.load_weights(weights_path)
-        self.model = keras.Model(base.input, [base.get_layer("avg_pool").output, base.output])
+        with classifier_lib.float32_policy():  # never in the training's mixed precision
+            base = keras.applications.InceptionV3(
+                weights=None, include_top=True, input_shape=(self.image_size, self.image_size, 3),
+                classes=num_classes, classifier_activation=None)
+            base.load_weights(weights_path)
+            self.model = keras.Model(base.input, [base.get_layer("avg_pool").output, base.output])
         self._predict = tf.function(lambda x: self.model(x, training=False),
                                     reduce_retracing=True)
 
