@@ -65,7 +65,7 @@ class Generator(keras.Model):
         return [self.attention[key] for key in sorted(self.attention, key=int)]
 
     def get_config(self):
-        return {"config": self.spec, "name": self.name}
+        return {"config": self.spec, "name": self.name, "dtype": self.dtype_policy.name}
 
     @classmethod
     def from_config(cls, config):

@@ -1,0 +1,130 @@
+"""The SAGAN training model: G, D and an EMA copy of G, trained by `fit` with a custom `train_step`.
+
+One `train_step` = `n_dis` discriminator updates, then one generator update (TTUR: separate Adam
+optimizers and learning rates), then the EMA update. It runs in replica context under any
+tf.distribute strategy (Keras calls it through `strategy.run`):
+
+* losses are averaged over the GLOBAL batch (`tf.nn.compute_average_loss`) and the optimizers sum
+  gradients across replicas, so N replicas compute exactly the single-device update;
+* noise and fake labels are drawn with stateless ops from (seed, step, purpose) for the whole global
+  batch, and each replica takes its own rows: replicas see different noise, and the run does not
+  depend on how many replicas there are;
+* the batch the dataset yields holds `n_dis` real batches, one per D update.
+"""
+import keras
+import tensorflow as tf
+from keras import ops
+
+from sagan_tf.losses import get_losses
+from sagan_tf.models import Discriminator, Generator
+from sagan_tf.training.ema import update_ema
+
+METRICS = ("d_loss", "g_loss", "d_real", "d_fake")
+
+
+class SAGAN(keras.Model):
+    """Holds `generator`, `discriminator` and `ema_generator`; compile with both optimizers, then `fit`."""
+
+    def __init__(self, config, **kwargs):
+        kwargs.setdefault("name", "sagan")
+        super().__init__(**kwargs)
+        dtype = config.mixed_precision
+        self.generator = Generator(config, dtype=dtype)
+        self.discriminator = Discriminator(config, dtype=dtype)
+        self.ema_generator = Generator(config, dtype=dtype, name="ema_generator")
+        self.d_loss_fn, self.g_loss_fn = get_losses(config.loss)
+        self.z_dim, self.num_classes = config.z_dim, config.num_classes
+        self.n_dis, self.seed = config.n_dis, config.seed
+        self.ema_decay, self.ema_start = config.ema_decay, config.ema_start
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRICS}
+
+    def compile(self, g_optimizer, d_optimizer, **kwargs):
+        super().compile(**kwargs)
+        self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.build_all()
+
+    def build_all(self):
+        """Creates every weight and both optimizers' slots before the first step (needed under
+        tf.distribute), and starts the EMA generator as an exact copy of G."""
+        for network in (self.generator, self.discriminator, self.ema_generator):
+            network.build()
+        self.ema_generator.set_weights(self.generator.get_weights())
+        self.g_optimizer.build(self.generator.trainable_variables)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.built = True
+
+    @property
+    def step(self):
+        """Generator updates done so far (the run's step counter)."""
+        return self.g_optimizer.iterations
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def sample_noise(self, local_batch, purpose):
+        """(z, labels) for this replica: rows of a global draw keyed by (seed, step, purpose)."""
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context else 1
+        replica = context.replica_id_in_sync_group if context else 0
+        step = tf.cast(self.step, tf.int32)
+        seed = tf.stack([tf.constant(self.seed, tf.int32), step * (self.n_dis + 1) + purpose])
+        global_batch = local_batch * replicas
+        z = tf.random.stateless_normal([global_batch, self.z_dim], seed=seed)
+        labels = tf.random.stateless_uniform([global_batch], seed=seed[::-1], minval=0,
+                                             maxval=max(self.num_classes, 1), dtype=tf.int32)
+        start = replica * local_batch
+        return z[start:start + local_batch], labels[start:start + local_batch]
+
+    def _apply(self, optimizer, tape, loss, variables):
+        grads = tape.gradient(optimizer.scale_loss(loss), variables)
+        optimizer.apply_gradients(zip(grads, variables))
+
+    def train_step(self, data):
+        images, labels = data
+        local_batch = tf.shape(images)[0] // self.n_dis
+
+        # 1. n_dis discriminator updates, each on its own slice of real images.
+        for k in range(self.n_dis):
+            real = images[k * local_batch:(k + 1) * local_batch]
+            real_labels = labels[k * local_batch:(k + 1) * local_batch]
+            z, fake_labels = self.sample_noise(local_batch, purpose=k)
+            fake = ops.stop_gradient(self.generator((z, fake_labels), training=True))
+            with tf.GradientTape() as tape:
+                # Real and fake in one pass: D has no batch statistics, so this equals two passes.
+                logits = self.discriminator(
+                    (ops.concatenate([ops.cast(real, fake.dtype), fake]), ops.concatenate([real_labels, fake_labels])),
+                    training=True)
+                real_logits, fake_logits = logits[:local_batch], logits[local_batch:]
+                per_example = self.d_loss_fn(real_logits, fake_logits)
+                d_loss = tf.nn.compute_average_loss(per_example)
+            self._apply(self.d_optimizer, tape, d_loss, self.discriminator.trainable_variables)
+
+        # 2. One generator update. D's power iteration already advanced in its own update.
+        z, fake_labels = self.sample_noise(local_batch, purpose=self.n_dis)
+        with tf.GradientTape() as tape:
+            fake_logits_g = self.discriminator((self.generator((z, fake_labels), training=True), fake_labels),
+                                               training=False)
+            g_per_example = self.g_loss_fn(fake_logits_g)
+            g_loss = tf.nn.compute_average_loss(g_per_example)
+        self._apply(self.g_optimizer, tape, g_loss, self.generator.trainable_variables)
+
+        # 3. EMA of G (a copy until ema_start).
+        decay = tf.where(self.step >= self.ema_start, self.ema_decay, 0.0)
+        update_ema(self.ema_generator, self.generator, decay)
+
+        # Metrics get replica-local means; Keras averages them across replicas.
+        for name, value in (("d_loss", ops.mean(per_example)), ("g_loss", ops.mean(g_per_example)),
+                            ("d_real", ops.mean(real_logits)), ("d_fake", ops.mean(fake_logits))):
+            self.trackers[name].update_state(value)
+        logs = {name: tracker.result() for name, tracker in self.trackers.items()}
+        logs.update(self.attention_gammas())
+        return logs
+
+    def attention_gammas(self):
+        """{'g_gamma<i>': γ, 'd_gamma<i>': γ} of every attention layer."""
+        gammas = {}
+        for prefix, network in (("g", self.generator), ("d", self.discriminator)):
+            for key, layer in sorted(network.attention.items()):
+                gammas[f"{prefix}_gamma{key}"] = ops.convert_to_tensor(layer.gamma)
+        return gammas

@@ -1,0 +1,99 @@
+"""`train(config, model_dir, strategy)`: the whole training run, resumable, driven by `fit`.
+
+    config → validate → build SAGAN + optimizers in strategy.scope() → restore latest checkpoint →
+    dataset positioned at that step → fit(steps = train_steps − step) with the monitoring callbacks.
+"""
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from sagan_tf.config import validate_config
+from sagan_tf.training import callbacks as cb
+from sagan_tf.training.checkpointing import CheckpointManager
+from sagan_tf.training.gan import SAGAN
+from sagan_tf.visualization import atomic_write_bytes
+
+
+def make_optimizers(config):
+    """TTUR: Adam(β1, β2) for each network with its own learning rate (loss-scaled under float16)."""
+    g_opt = keras.optimizers.Adam(config.g_lr, beta_1=config.beta1, beta_2=config.beta2, name="g_adam")
+    d_opt = keras.optimizers.Adam(config.d_lr, beta_1=config.beta1, beta_2=config.beta2, name="d_adam")
+    if config.mixed_precision == "mixed_float16":
+        g_opt = keras.optimizers.LossScaleOptimizer(g_opt, name="g_loss_scale")
+        d_opt = keras.optimizers.LossScaleOptimizer(d_opt, name="d_loss_scale")
+    return g_opt, d_opt
+
+
+def build_model(config, strategy):
+    """A compiled SAGAN whose variables live under `strategy`."""
+    with strategy.scope():
+        model = SAGAN(config)
+        g_opt, d_opt = make_optimizers(config)
+        model.compile(g_optimizer=g_opt, d_optimizer=d_opt, jit_compile=bool(config.jit_compile))
+    return model
+
+
+def is_chief(strategy):
+    """True on the worker that owns model_dir (always, except on non-chief multi-worker tasks)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type in ("chief", None) or (
+        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def write_config(config, model_dir):
+    atomic_write_bytes(os.path.join(model_dir, "config.json"), config.to_json_best_effort(indent=2).encode())
+
+
+def train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, verbose=1):
+    """Trains (or resumes) to `config.train_steps` G steps; returns the SAGAN model.
+
+    `dataset_fn(start_step)` may replace the configured pipeline (tests); it must yield batches of
+    `n_dis × batch_size` (images, labels), positioned at `start_step`.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    validate_config(config, strategy.num_replicas_in_sync)
+    chief = is_chief(strategy)
+    # Non-chief workers write to a scratch directory that is removed afterwards (TF's multi-worker pattern).
+    out_dir = model_dir if chief else tempfile.mkdtemp(prefix="sagan-worker-")
+    os.makedirs(out_dir, exist_ok=True)
+    try:
+        model = build_model(config, strategy)
+        manager = CheckpointManager(model, os.path.join(out_dir, "checkpoints"), keep=config.keep_checkpoints)
+        if chief:
+            write_config(config, model_dir)
+        # Resume from the chief's checkpoints on every worker.
+        start = CheckpointManager(model, os.path.join(model_dir, "checkpoints")).restore_latest()
+        remaining = config.train_steps - start
+        if remaining <= 0:
+            print(f"{model_dir}: already at step {start} >= train_steps={config.train_steps}; nothing to do.")
+            return model
+        print(f"{'Resuming at' if start else 'Starting from'} step {start}; training to step {config.train_steps} "
+              f"on {strategy.num_replicas_in_sync} replica(s).", flush=True)
+        if dataset_fn is None:
+            from sagan_tf.data import build_dataset
+            data_config = config.copy_and_resolve_references()
+            data_config.batch_size = config.batch_size * config.n_dis
+            dataset = build_dataset(data_config, data_dir=data_dir, start_step=start)
+        else:
+            dataset = dataset_fn(start)
+        writer = tf.summary.create_file_writer(os.path.join(out_dir, "train"))
+        callbacks = [
+            cb.NonFiniteGuard(),
+            cb.Throughput(config.batch_size * config.n_dis),
+            cb.ScalarSummaries(writer, config.log_every),
+            cb.SampleGrid(writer, os.path.join(out_dir, "samples"), config.sample_every, config.z_dim,
+                          config.num_classes, seed=config.seed),
+            cb.Checkpointing(manager, config.checkpoint_every),
+            cb.StopOnSignal(),
+        ]
+        model.fit(dataset, epochs=1, steps_per_epoch=remaining, callbacks=callbacks, verbose=verbose)
+        return model
+    finally:
+        if not chief:
+            shutil.rmtree(out_dir, ignore_errors=True)

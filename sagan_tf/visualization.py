@@ -1,0 +1,50 @@
+"""Turning generated images into grids and PNG files."""
+import io
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(images):
+    """float images in [-1, 1] → uint8 in [0, 255]."""
+    images = np.asarray(images, np.float32)
+    return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def image_grid(images, rows):
+    """Tiles [N, H, W, C] images into one [rows·H, cols·W, C] image, row-major (N = rows·cols)."""
+    images = np.asarray(images)
+    n, h, w, c = images.shape
+    if n % rows:
+        raise ValueError(f"{n} images do not fill {rows} rows evenly.")
+    cols = n // rows
+    return images.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+
+
+def png_bytes(image):
+    """Encodes one uint8 [H, W, C] image (C = 1 or 3) as PNG."""
+    image = np.asarray(image)
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def atomic_write_bytes(path, data):
+    """Writes `data` to `path` through a temporary file and a rename: readers never see half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_png(path, image):
+    atomic_write_bytes(path, png_bytes(image))
