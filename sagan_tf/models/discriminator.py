@@ -26,13 +26,14 @@ class Discriminator(keras.Model):
         dtype = self.dtype_policy
         self.stages = discriminator_stages(spec["resolution"], spec["ch"], spec["image_channels"],
                                            spec["d_attention"])
-        self.blocks = [
-            DiscriminatorBlock(stage.out_channels, downsample=stage.resample, preactivation=i > 0,
-                               init=spec["init"], dtype=dtype, name=f"block{i}")
-            for i, stage in enumerate(self.stages)]
-        self.attention = {
-            str(i): SelfAttention(spec["pooled_attention"], spec["init"], dtype=dtype, name=f"attention{i}")
-            for i, stage in enumerate(self.stages) if stage.attention}
+        for i, stage in enumerate(self.stages):
+            # Plain attributes (not lists) so tf.train.Checkpoint tracks every block by name.
+            setattr(self, f"block{i}", DiscriminatorBlock(
+                stage.out_channels, downsample=stage.resample, preactivation=i > 0, init=spec["init"],
+                dtype=dtype, name=f"block{i}"))
+            if stage.attention:
+                setattr(self, f"attention{i}", SelfAttention(spec["pooled_attention"], spec["init"], dtype=dtype,
+                                                             name=f"attention{i}"))
         init = get_initializer(spec["init"])
         self.linear = SpectralNormalization(
             keras.layers.Dense(1, kernel_initializer=init, dtype="float32", name="linear"),
@@ -47,10 +48,10 @@ class Discriminator(keras.Model):
     def features(self, images, training=False, return_attention=False):
         """φ(x): the globally sum-pooled features, float32 [batch, 16·ch]."""
         h, maps = images, []
-        for i, block in enumerate(self.blocks):
+        for i, (block, stage) in enumerate(zip(self.blocks, self.stages)):
             h = block(h, training=training)
-            if str(i) in self.attention:
-                h, attention = self.attention[str(i)](h, training=training, return_attention=True)
+            if stage.attention:
+                h, attention = getattr(self, f"attention{i}")(h, training=training, return_attention=True)
                 maps.append(attention)
         phi = ops.sum(ops.cast(ops.relu(h), "float32"), axis=(1, 2))
         return (phi, maps) if return_attention else phi
@@ -67,6 +68,15 @@ class Discriminator(keras.Model):
         """Builds every weight by running one tiny batch (shapes are fixed by the config)."""
         size, channels = self.spec["resolution"], self.spec["image_channels"]
         self.call((ops.zeros((1, size, size, channels)), ops.zeros((1,), "int32")))
+
+    @property
+    def blocks(self):
+        return [getattr(self, f"block{i}") for i in range(len(self.stages))]
+
+    @property
+    def attention(self):
+        """{block index as str: the SelfAttention layer after that block}."""
+        return {str(i): getattr(self, f"attention{i}") for i, stage in enumerate(self.stages) if stage.attention}
 
     @property
     def attention_layers(self):

@@ -30,13 +30,14 @@ class Generator(keras.Model):
         self.linear = SpectralNormalization(
             keras.layers.Dense(base * base * first, kernel_initializer=get_initializer(spec["init"]), dtype=dtype,
                                name="linear"), dtype=dtype, name="sn_linear")
-        self.blocks = [
-            GeneratorBlock(stage.out_channels, spec["num_classes"], upsample=True, init=spec["init"],
-                           synchronized_bn=spec["sync_bn"], dtype=dtype, name=f"block{i}")
-            for i, stage in enumerate(self.stages)]
-        self.attention = {
-            str(i): SelfAttention(spec["pooled_attention"], spec["init"], dtype=dtype, name=f"attention{i}")
-            for i, stage in enumerate(self.stages) if stage.attention}
+        for i, stage in enumerate(self.stages):
+            # Plain attributes (not lists) so tf.train.Checkpoint tracks every block by name.
+            setattr(self, f"block{i}", GeneratorBlock(
+                stage.out_channels, spec["num_classes"], upsample=True, init=spec["init"],
+                synchronized_bn=spec["sync_bn"], dtype=dtype, name=f"block{i}"))
+            if stage.attention:
+                setattr(self, f"attention{i}", SelfAttention(spec["pooled_attention"], spec["init"], dtype=dtype,
+                                                             name=f"attention{i}"))
         # Plain (unconditional) BN with its own affine before the output convolution.
         self.bn_out = ConditionalBatchNormalization(0, spec["sync_bn"], dtype=dtype, name="bn_out")
         self.conv_out = sn_conv(spec["image_channels"], 3, spec["init"], dtype, "conv_out")
@@ -46,10 +47,10 @@ class Generator(keras.Model):
         base = GENERATOR_BASE_RESOLUTION
         h = ops.reshape(self.linear(z, training=training), (-1, base, base, self.stages[0].in_channels))
         maps = []
-        for i, block in enumerate(self.blocks):
+        for i, (block, stage) in enumerate(zip(self.blocks, self.stages)):
             h = block(h, labels, training=training)
-            if str(i) in self.attention:
-                h, attention = self.attention[str(i)](h, training=training, return_attention=True)
+            if stage.attention:
+                h, attention = getattr(self, f"attention{i}")(h, training=training, return_attention=True)
                 maps.append(attention)
         h = ops.relu(self.bn_out(h, training=training))
         images = ops.tanh(ops.cast(self.conv_out(h, training=training), "float32"))
@@ -59,6 +60,15 @@ class Generator(keras.Model):
         """Builds every weight by running one tiny batch (shapes are fixed by the config)."""
         z = ops.zeros((1, self.spec["z_dim"]))
         self.call((z, ops.zeros((1,), "int32")))
+
+    @property
+    def blocks(self):
+        return [getattr(self, f"block{i}") for i in range(len(self.stages))]
+
+    @property
+    def attention(self):
+        """{block index as str: the SelfAttention layer after that block}."""
+        return {str(i): getattr(self, f"attention{i}") for i, stage in enumerate(self.stages) if stage.attention}
 
     @property
     def attention_layers(self):

@@ -71,7 +71,7 @@ class SAGAN(keras.Model):
         seed = tf.stack([tf.constant(self.seed, tf.int32), step * (self.n_dis + 1) + purpose])
         global_batch = local_batch * replicas
         z = tf.random.stateless_normal([global_batch, self.z_dim], seed=seed)
-        labels = tf.random.stateless_uniform([global_batch], seed=seed[::-1], minval=0,
+        labels = tf.random.stateless_uniform([global_batch], seed=tf.stack([seed[1], seed[0]]), minval=0,
                                              maxval=max(self.num_classes, 1), dtype=tf.int32)
         start = replica * local_batch
         return z[start:start + local_batch], labels[start:start + local_batch]

@@ -29,7 +29,8 @@ def make_optimizers(config):
 
 
 def build_model(config, strategy):
-    """A compiled SAGAN whose variables live under `strategy`."""
+    """A compiled SAGAN whose variables live under `strategy`, initialised from `config.seed`."""
+    keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = SAGAN(config)
         g_opt, d_opt = make_optimizers(config)

@@ -1,0 +1,144 @@
+"""The SAGAN train step: distribution equivalence, update counts, EMA, exact resume, non-finite guard."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sagan_tf.training import SAGAN, build_model, train
+from sagan_tf.training.checkpointing import NonFiniteError
+from tests.helpers import tiny_config
+
+RNG = np.random.default_rng(0)
+IMAGES = RNG.uniform(-1, 1, size=(32, 32, 32, 1)).astype(np.float32)
+LABELS = (np.arange(32) % 3).astype(np.int32)
+
+
+def in_memory_dataset(batch, start_step=0, images=IMAGES):
+    """A deterministic pipeline positioned at `start_step`, like the real ones."""
+    return (tf.data.Dataset.from_tensor_slices((images, LABELS)).repeat().batch(batch, drop_remainder=True)
+            .skip(start_step))
+
+
+def weights(network):
+    return [w.numpy().copy() for w in network.weights]
+
+
+def trainable(network):
+    return [w.numpy().copy() for w in network.trainable_weights]
+
+
+def run_one_step(model, strategy, batch):
+    dataset = strategy.experimental_distribute_dataset(in_memory_dataset(batch)) if strategy else in_memory_dataset(batch)
+    model.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0)
+
+
+def sgd_model(config, strategy):
+    """SGD instead of Adam: Adam's first step is ≈ lr·sign(g), blind to how the loss is scaled and
+    unstable for gradients near 0; SGD's update is proportional to the gradient."""
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = SAGAN(config)
+        model.compile(g_optimizer=keras.optimizers.SGD(1e-3), d_optimizer=keras.optimizers.SGD(1e-3))
+    return model
+
+
+def test_mirrored_step_equals_single_device_step(two_device_strategy):
+    # Cross-replica BN makes G's batch statistics those of the global batch, as on one device.
+    config = tiny_config(sync_bn=True, batch_size=4)
+    single = sgd_model(config, tf.distribute.get_strategy())
+    mirrored = sgd_model(config, two_device_strategy)
+    for a, b in ((single.generator, mirrored.generator), (single.discriminator, mirrored.discriminator),
+                 (single.ema_generator, mirrored.ema_generator)):
+        b.set_weights(a.get_weights())
+    initial = trainable(single.generator) + trainable(single.discriminator)
+    run_one_step(single, None, 4)
+    run_one_step(mirrored, two_device_strategy, 4)
+    # Trainable weights: cross-replica BN's moving variance is computed as E[x²] − E[x]², whose float32
+    # rounding differs from the single-device formula at the 1e-3 level of its (tiny) update.
+    after_single = trainable(single.generator) + trainable(single.discriminator)
+    after_mirrored = trainable(mirrored.generator) + trainable(mirrored.discriminator)
+    # Compare the updates: a loss scaled by the local instead of the global batch doubles them.
+    for w0, a, b in zip(initial, after_single, after_mirrored):
+        update_single, update_mirrored = a - w0, b - w0
+        scale = max(np.abs(update_single).max(), 1e-6)
+        np.testing.assert_allclose(update_mirrored / scale, update_single / scale, atol=2e-3)
+    assert max(np.abs(a - w0).max() for w0, a in zip(initial, after_single)) > 1e-4
+
+
+def test_one_step_updates_both_networks_and_n_dis_counts():
+    config = tiny_config(n_dis=2, batch_size=4)
+    model = build_model(config, tf.distribute.get_strategy())
+    g0, d0 = weights(model.generator), weights(model.discriminator)
+    model.fit(in_memory_dataset(8), epochs=1, steps_per_epoch=1, verbose=0)
+    assert int(model.g_optimizer.iterations) == 1 and int(model.d_optimizer.iterations) == 2
+    assert max(np.abs(a - b).max() for a, b in zip(weights(model.generator), g0)) > 1e-5
+    assert max(np.abs(a - b).max() for a, b in zip(weights(model.discriminator), d0)) > 1e-5
+
+
+@pytest.mark.parametrize("ema_start, expected_decay", [(0, 0.9), (5, 0.0)])
+def test_ema_follows_decay_formula(ema_start, expected_decay):
+    config = tiny_config(ema_decay=0.9, ema_start=ema_start)
+    model = build_model(config, tf.distribute.get_strategy())
+    before = [w.numpy().copy() for w in model.generator.trainable_weights]
+    np.testing.assert_array_equal(np.concatenate([b.ravel() for b in before]),
+                                  np.concatenate([w.numpy().ravel() for w in model.ema_generator.trainable_weights]))
+    model.fit(in_memory_dataset(4), epochs=1, steps_per_epoch=1, verbose=0)
+    for ema, g, g0 in zip(model.ema_generator.trainable_weights, model.generator.trainable_weights, before):
+        np.testing.assert_allclose(ema.numpy(), expected_decay * g0 + (1 - expected_decay) * g.numpy(),
+                                   rtol=1e-5, atol=1e-7)
+    for ema, g in zip(model.ema_generator.non_trainable_weights, model.generator.non_trainable_weights):
+        np.testing.assert_array_equal(ema.numpy(), g.numpy())
+
+
+def test_noise_differs_across_replicas_and_steps(two_device_strategy):
+    model = build_model(tiny_config(), two_device_strategy)
+
+    @tf.function
+    def draw():
+        return two_device_strategy.run(lambda: model.sample_noise(2, purpose=0))
+
+    z, labels = draw()
+    z0, z1 = [t.numpy() for t in two_device_strategy.experimental_local_results(z)]
+    assert z0.shape == (2, 8) and not np.allclose(z0, z1)
+    single = build_model(tiny_config(), tf.distribute.get_strategy())
+    z_global, _ = single.sample_noise(4, purpose=0)
+    np.testing.assert_allclose(np.concatenate([z0, z1]), z_global.numpy())
+    single.g_optimizer.iterations.assign(1)
+    assert not np.allclose(single.sample_noise(4, purpose=0)[0].numpy(), z_global.numpy())
+
+
+def _all_state(model):
+    state = weights(model.generator) + weights(model.discriminator) + weights(model.ema_generator)
+    state += [v.numpy().copy() for v in model.g_optimizer.variables + model.d_optimizer.variables]
+    return state
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    config = tiny_config(train_steps=6, checkpoint_every=3, ema_start=2)
+    dataset_fn = lambda start: in_memory_dataset(4, start)
+    train(config, str(tmp_path / "resumed"), dataset_fn=dataset_fn, verbose=0)
+    config.train_steps = 12
+    resumed = train(config, str(tmp_path / "resumed"), dataset_fn=dataset_fn, verbose=0)
+    straight = train(config, str(tmp_path / "straight"), dataset_fn=dataset_fn, verbose=0)
+    assert int(resumed.step) == int(straight.step) == 12
+    for a, b in zip(_all_state(resumed), _all_state(straight)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert tf.train.latest_checkpoint(str(tmp_path / "resumed" / "checkpoints")).endswith("ckpt-12")
+
+
+def test_non_finite_loss_stops_run_and_keeps_last_good_checkpoint(tmp_path):
+    config = tiny_config(train_steps=2, checkpoint_every=2)
+    model_dir = str(tmp_path / "run")
+    train(config, model_dir, dataset_fn=lambda start: in_memory_dataset(4, start), verbose=0)
+    poisoned = IMAGES.copy()
+    poisoned[:] = np.nan
+    config.train_steps = 6
+    with pytest.raises(NonFiniteError, match=r"step 3.*d_loss"):
+        train(config, model_dir, dataset_fn=lambda start: in_memory_dataset(4, start, poisoned), verbose=0)
+    latest = tf.train.latest_checkpoint(f"{model_dir}/checkpoints")
+    assert latest.endswith("ckpt-2")
+    reader = tf.train.load_checkpoint(latest)
+    for name in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(name)
+        if np.issubdtype(np.asarray(value).dtype, np.floating):
+            assert np.all(np.isfinite(value)), name

@@ -1,0 +1,64 @@
+"""What every trainer CLI shares: flags → config → strategy → `sagan_tf.training.train`.
+
+Common flags: --config (a preset file, with --config.<field>= overrides), --model_dir, --strategy,
+--tpu, --num_cpu_devices, --train_steps (the TOTAL step count; a rerun resumes from the latest
+checkpoint and continues to it), --data_dir. Everything is validated before any work starts, and
+nothing in model_dir is touched when a flag or config value is bad.
+"""
+import os
+import pathlib
+
+from absl import app, flags
+from ml_collections import config_flags
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+FLAGS = flags.FLAGS
+
+
+def define_flags(default_config):
+    """Defines the common flags; `default_config` is a preset file name in configs/."""
+    config_flags.DEFINE_config_file("config", str(CONFIG_DIR / default_config),
+                                    "Preset file; override fields with --config.<field>=<value>.")
+    flags.DEFINE_string("model_dir", None, "Directory for checkpoints, TensorBoard events and samples.")
+    flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "multi_worker_mirrored", "tpu"],
+                      "tf.distribute strategy.")
+    flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu.")
+    flags.DEFINE_integer("num_cpu_devices", 0, "Split the CPU into this many logical devices (CPU-only machines).",
+                         lower_bound=0)
+    flags.DEFINE_integer("train_steps", None, "Total G steps (overrides config.train_steps).", lower_bound=1)
+    flags.DEFINE_string("data_dir", None, "Dataset location (idx files, image folder or TFDS data_dir).")
+    flags.mark_flag_as_required("model_dir")
+
+
+def resolved_config(overrides=None):
+    """The config from flags, with --train_steps and per-trainer `overrides` applied, validated for
+    the replica count once the strategy exists."""
+    from sagan_tf.config import validate_config
+    config = FLAGS.config
+    if FLAGS.train_steps:
+        config.train_steps = FLAGS.train_steps
+    config.update(overrides or {})
+    validate_config(config)  # everything but the replica count, before TF starts
+    return config
+
+
+def check_data_dir(path):
+    if path is not None and not os.path.exists(path):
+        raise app.UsageError(f"--data_dir={path} does not exist.")
+
+
+def run(overrides_fn=None):
+    """Runs the trainer: `overrides_fn()` may return extra config values derived from flags."""
+    check_data_dir(FLAGS.data_dir)
+    try:
+        config = resolved_config(overrides_fn() if overrides_fn else None)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    from sagan_tf.training import get_strategy, train  # imports TF: after the cheap checks
+    strategy = get_strategy(FLAGS.strategy, tpu=FLAGS.tpu, num_cpu_devices=FLAGS.num_cpu_devices)
+    from sagan_tf.config import validate_config
+    try:
+        validate_config(config, strategy.num_replicas_in_sync)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    train(config, FLAGS.model_dir, strategy=strategy, data_dir=FLAGS.data_dir)
