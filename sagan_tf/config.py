@@ -46,7 +46,7 @@ def default_config():
     return ml_collections.ConfigDict(dict(
         # Model
         resolution=128, ch=64, z_dim=128, num_classes=1000, image_channels=3,
-        g_attention=[32], d_attention=[32], init="orthogonal", pooled_attention=True, sync_bn=False,
+        g_attention=(32,), d_attention=(32,), init="orthogonal", pooled_attention=True, sync_bn=False,
         # Data
         dataset="tfds:imagenet2012", random_flip=False,
         # Optimisation (paper, section 5)

@@ -1,0 +1,122 @@
+"""Each trainer CLI, run as a user would in a subprocess, on a tiny config."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from tests.helpers import ROOT
+
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+TINY = ["--config.ch=4", "--config.z_dim=8", "--config.batch_size=4", "--config.mixed_precision=float32",
+        "--config.checkpoint_every=2", "--config.sample_every=2", "--config.log_every=1"]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def run_cli(module, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_run_outputs(model_dir, step):
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith(f"ckpt-{step}")
+    events = os.listdir(os.path.join(model_dir, "train"))
+    assert any(name.startswith("events.out.tfevents") for name in events)
+    assert os.path.exists(os.path.join(model_dir, "samples", f"step_{step:08d}.png"))
+    assert os.path.exists(os.path.join(model_dir, "config.json"))
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_MNIST), reason="dataset-fashion-mnist is not installed")
+def test_fashion_mnist_trainer_writes_checkpoint_events_and_samples(tmp_path):
+    model_dir = str(tmp_path / "fmnist")
+    result = run_cli("trainers.fashion_mnist", f"--model_dir={model_dir}", "--train_steps=2", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_run_outputs(model_dir, 2)
+    sheet = np.asarray(Image.open(os.path.join(model_dir, "samples", "step_00000002.png")))
+    assert sheet.shape == (10 * 32, 8 * 32)  # one row per class, 8 samples each, 1 channel
+    # A rerun with a larger --train_steps resumes and continues to the new total.
+    result = run_cli("trainers.fashion_mnist", f"--model_dir={model_dir}", "--train_steps=4", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming at step 2" in result.stdout
+    assert_run_outputs(model_dir, 4)
+
+
+def test_image_folder_trainer(tmp_path):
+    data = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for label in ("cats", "dogs"):
+        (data / label).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(data / label / f"{i}.png")
+    (data / "dogs" / "broken.jpg").write_text("not an image")
+    model_dir = str(tmp_path / "run")
+    result = run_cli("trainers.image_folder", f"--data_dir={data}", "--resolution=32", f"--model_dir={model_dir}",
+                     "--train_steps=2", "--config.g_attention=(16,)", "--config.d_attention=(16,)", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_run_outputs(model_dir, 2)
+    sheet = np.asarray(Image.open(os.path.join(model_dir, "samples", "step_00000002.png")))
+    assert sheet.shape == (2 * 32, 8 * 32, 3)  # num_classes taken from the two folders
+
+
+IMAGENET_MOCK = """
+import sys
+import tensorflow_datasets as tfds
+from absl import app
+with tfds.testing.mock_data(num_examples=16):
+    from trainers import imagenet
+    app.run(imagenet.main, argv=["imagenet"] + sys.argv[1:])
+"""
+
+
+def test_imagenet_trainer_on_mock_tfds(tmp_path):
+    model_dir = str(tmp_path / "imagenet")
+    result = subprocess.run(
+        [sys.executable, "-c", IMAGENET_MOCK, f"--model_dir={model_dir}", "--train_steps=2", "--strategy=mirrored",
+         "--num_cpu_devices=2", "--config.resolution=32", "--config.g_attention=(16,)", "--config.d_attention=(16,)",
+         "--config.num_classes=1000", *TINY],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "on 2 replica(s)" in result.stdout
+    assert_run_outputs(model_dir, 2)
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--config.d_attention=(32,)", r"config.d_attention=\[32\] is not allowed; allowed: sizes from \[8, 16\]"),
+    ("--config.d_lr=-0.1", r"config.d_lr=-0.1 is not allowed"),
+    ("--strategy=gpu_cluster", r"gpu_cluster"),
+    ("--data_dir=/nonexistent/fmnist", r"--data_dir=/nonexistent/fmnist does not exist"),
+    ("--config.batch_size=5", r"batch_size=5.*replicas \(2\)"),
+])
+def test_bad_flags_fail_before_any_work(tmp_path, flag, message):
+    model_dir = tmp_path / "untouched"
+    result = run_cli("trainers.fashion_mnist", f"--model_dir={model_dir}", "--num_cpu_devices=2",
+                     "--strategy=mirrored", *TINY, flag) if "strategy" not in flag else run_cli(
+        "trainers.fashion_mnist", f"--model_dir={model_dir}", *TINY, flag)
+    assert result.returncode != 0
+    import re
+    assert re.search(message, result.stderr), result.stderr[-2000:]
+    assert not model_dir.exists()
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_MNIST), reason="dataset-fashion-mnist is not installed")
+def test_sigterm_checkpoints_and_exits_zero(tmp_path):
+    model_dir = tmp_path / "preempted"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainers.fashion_mnist", f"--model_dir={model_dir}", "--train_steps=100000",
+         *TINY[:-3], "--config.checkpoint_every=100000", "--config.sample_every=100000", "--config.log_every=1"],
+        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any((model_dir / "train").glob("events*")) and process.poll() is None:
+        time.sleep(0.5)
+    time.sleep(8)  # let it take a few steps
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "SIGTERM received" in stdout
+    latest = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
+    assert latest is not None and int(latest.rsplit("-", 1)[1]) > 0
