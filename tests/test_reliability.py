@@ -1,0 +1,129 @@
+"""Faults a long run meets: kill -9 at random moments, a full disk while checkpointing.
+
+(SIGTERM, non-finite losses, bad flags, corrupt images and interrupted exports are tested beside
+the code they exercise: test_trainers.py, test_training.py, test_data*.py, test_export.py.)
+"""
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from sagan_tf.training import train
+from tests.helpers import ROOT, tiny_config
+from tests.test_training import in_memory_dataset
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def logged_steps(model_dir):
+    """The G steps that TensorBoard saw completed (log_every=1)."""
+    steps = set()
+    for name in (model_dir / "train").glob("events*"):
+        try:
+            for event in tf.compat.v1.train.summary_iterator(str(name)):
+                if event.summary.value:
+                    steps.add(event.step)
+        except tf.errors.DataLossError:  # the last record of a killed writer may be truncated
+            pass
+    return steps
+
+
+def checkpoint_step(model_dir):
+    latest = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
+    return 0 if latest is None else int(latest.rsplit("-", 1)[1])
+
+
+def assert_checkpoint_loads_finite(model_dir):
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir / "checkpoints")))
+    for name in reader.get_variable_to_shape_map():
+        value = np.asarray(reader.get_tensor(name))
+        if np.issubdtype(value.dtype, np.floating):
+            assert np.all(np.isfinite(value)), name
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for label in ("a", "b", "c"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "data" / label / f"{i}.png")
+    return tmp_path / "data"
+
+
+def trainer_command(data, model_dir, steps, checkpoint_every):
+    return [sys.executable, "-m", "trainers.image_folder", f"--data_dir={data}", "--resolution=32",
+            f"--model_dir={model_dir}", f"--train_steps={steps}", "--config.ch=4", "--config.z_dim=8",
+            "--config.batch_size=4", "--config.mixed_precision=float32", "--config.g_attention=(16,)",
+            "--config.d_attention=(16,)", f"--config.checkpoint_every={checkpoint_every}",
+            "--config.sample_every=1000", "--config.log_every=1"]
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_loses_at_most_one_interval(tmp_path, image_folder):
+    model_dir, every, total = tmp_path / "run", 3, 400
+    rng = random.Random(7)
+    previous_checkpoint, seen = 0, 0
+    for attempt in range(5):
+        process = subprocess.Popen(trainer_command(image_folder, model_dir, total, every), cwd=ROOT, env=ENV,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        # Wait for this process to make progress of its own, then kill it at a random moment.
+        while time.time() < deadline and process.poll() is None and max(logged_steps(model_dir), default=0) <= seen:
+            time.sleep(0.2)
+        time.sleep(rng.uniform(0.0, 3.0))  # lands in steps and in checkpoint writes alike
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        done = seen = max(logged_steps(model_dir), default=0)
+        assert done < total, "the run finished before it could be killed; raise `total`"
+        resumed_from = checkpoint_step(model_dir)
+        assert resumed_from >= previous_checkpoint, "the step counter went backwards"
+        assert resumed_from >= done - every, f"lost more than one interval: saw step {done}, checkpoint {resumed_from}"
+        if resumed_from:
+            assert_checkpoint_loads_finite(model_dir)
+        print(f"attempt {attempt}: exit {process.returncode}, logged up to step {done}, checkpoint {resumed_from}")
+        previous_checkpoint = resumed_from
+    result = subprocess.run(trainer_command(image_folder, model_dir, total, every), cwd=ROOT, env=ENV,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert checkpoint_step(model_dir) == total
+    assert_checkpoint_loads_finite(model_dir)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_disk_full_while_checkpointing_keeps_previous_checkpoint(small_disk):
+    config = tiny_config(train_steps=2, checkpoint_every=2, sample_every=1000, log_every=1000)
+    model_dir = small_disk / "run"
+    dataset_fn = lambda start: in_memory_dataset(4, start)
+    train(config, str(model_dir), dataset_fn=dataset_fn, verbose=0)
+    assert checkpoint_step(model_dir) == 2
+    # Fill the disk, leaving too little for another checkpoint.
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    with open(small_disk / "filler", "wb") as f:
+        f.write(b"\0" * max(free - 20_000, 0))
+    config.train_steps = 4
+    with pytest.raises(OSError, match=r"could not write the step-4 checkpoint.*ckpt-2 is unchanged"):
+        train(config, str(model_dir), dataset_fn=dataset_fn, verbose=0)
+    os.remove(small_disk / "filler")
+    assert checkpoint_step(model_dir) == 2
+    assert_checkpoint_loads_finite(model_dir)
+    # And the run resumes from it once there is space again.
+    model = train(config, str(model_dir), dataset_fn=dataset_fn, verbose=0)
+    assert int(model.step) == 4 and checkpoint_step(model_dir) == 4
