@@ -1,0 +1,89 @@
+"""Input pipelines for SAGAN training: Fashion-MNIST idx files, image folders and TFDS datasets.
+
+Every pipeline yields `(images float32 [B, H, W, C] in [-1, 1], labels int32 [B])` batched by the GLOBAL
+batch size `B`, forever, in an order fixed by `seed`, and can resume exactly at any step
+(`start_step`); see `sagan_tf.data.common` for how.
+
+`build_dataset(config)` picks the pipeline named by `config.dataset`:
+
+* ``"fashion_mnist_idx"``: the original Fashion-MNIST idx files, 32x32 (`fashion_mnist.py`);
+* ``"image_folder"``: a directory with one sub-folder per class (`image_folder.py`);
+* ``"tfds:<name>"``: a TFDS image-classification dataset, e.g. ``"tfds:imagenet2012"``,
+  ``"tfds:cifar10"`` (`tfds_pipeline.py`).
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from sagan_tf.data.common import center_crop_and_resize, to_model_range
+from sagan_tf.data.fashion_mnist import (FASHION_MNIST_CLASSES, IdxFormatError, fashion_mnist_dataset,
+                                         load_fashion_mnist)
+from sagan_tf.data.fashion_mnist import DEFAULT_DIR as FASHION_MNIST_DIR
+from sagan_tf.data.fashion_mnist import RESOLUTION as FASHION_MNIST_RESOLUTION
+from sagan_tf.data.image_folder import (image_folder_class_names, image_folder_dataset,
+                                        scan_image_folder)
+from sagan_tf.data.tfds_pipeline import tfds_dataset
+
+__all__ = [
+    "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "IdxFormatError", "build_dataset",
+    "center_crop_and_resize", "fashion_mnist_dataset", "image_folder_class_names",
+    "image_folder_dataset", "load_fashion_mnist", "scan_image_folder", "tfds_dataset",
+    "to_model_range",
+]
+
+_TFDS_PREFIX = "tfds:"
+_ALLOWED_FORMS = "'fashion_mnist_idx', 'image_folder', 'tfds:<name>' (e.g. 'tfds:imagenet2012')"
+
+
+def build_dataset(config, *, data_dir: str | None = None, start_step: int = 0,
+                  split: str = "train") -> tf.data.Dataset:
+    """Builds the training (or evaluation) pipeline that `config` describes.
+
+    Config fields read:
+      dataset (required): which pipeline, see the module docstring.
+      batch_size (required): GLOBAL batch size.
+      resolution: output size; required for image_folder and TFDS, must be 32 for fashion_mnist_idx.
+      image_channels: 1 or 3 (default 1 for fashion_mnist_idx, 3 otherwise).
+      seed (default 0), random_flip (default False).
+      data_dir: used when the `data_dir` argument is None (the image folder; the TFDS data_dir;
+        the idx directory, by default `FASHION_MNIST_DIR`).
+      manual_dir (TFDS only, default None): archives to prepare a TFDS dataset offline.
+
+    Args:
+      config: an `ml_collections.ConfigDict` (any object with these attributes works).
+      data_dir: overrides `config.data_dir`.
+      start_step: first batch to produce, for resuming (see `sagan_tf.data.common`).
+      split: dataset split; image folders only have "train".
+
+    Raises:
+      ValueError: unknown `config.dataset`, or fields that do not fit the chosen pipeline.
+    """
+    name = str(config.dataset)
+    data_dir = data_dir if data_dir is not None else getattr(config, "data_dir", None)
+    common_args = dict(batch_size=int(config.batch_size), seed=int(getattr(config, "seed", 0)),
+                       start_step=start_step,
+                       random_flip=bool(getattr(config, "random_flip", False)))
+
+    if name == "fashion_mnist_idx":
+        resolution = getattr(config, "resolution", FASHION_MNIST_RESOLUTION)
+        if resolution != FASHION_MNIST_RESOLUTION:
+            raise ValueError(f"dataset 'fashion_mnist_idx' yields {FASHION_MNIST_RESOLUTION}x"
+                             f"{FASHION_MNIST_RESOLUTION} images but config.resolution is "
+                             f"{resolution}; use 'tfds:fashion_mnist' for other resolutions")
+        return fashion_mnist_dataset(data_dir=data_dir or FASHION_MNIST_DIR, split=split,
+                                     image_channels=int(getattr(config, "image_channels", 1)),
+                                     **common_args)
+
+    image_args = dict(resolution=int(config.resolution),
+                      image_channels=int(getattr(config, "image_channels", 3)), **common_args)
+    if name == "image_folder":
+        if data_dir is None:
+            raise ValueError("dataset 'image_folder' needs a directory: pass data_dir= or set "
+                             "config.data_dir")
+        if split != "train":
+            raise ValueError(f"dataset 'image_folder' has no splits, got split={split!r}")
+        return image_folder_dataset(data_dir, **image_args)
+    if name.startswith(_TFDS_PREFIX) and len(name) > len(_TFDS_PREFIX):
+        return tfds_dataset(name[len(_TFDS_PREFIX):], split=split, data_dir=data_dir,
+                            manual_dir=getattr(config, "manual_dir", None), **image_args)
+    raise ValueError(f"unknown dataset {name!r}; expected one of {_ALLOWED_FORMS}")
