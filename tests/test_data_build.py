@@ -1,0 +1,55 @@
+"""sagan_tf.data.build_dataset: dispatch on config.dataset and the config fields it reads."""
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from sagan_tf import data
+
+
+def _config(**fields):
+    return ml_collections.ConfigDict(dict(dict(batch_size=2, resolution=8, seed=0), **fields))
+
+
+def test_image_folder_reads_resolution_channels_and_data_dir(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    Image.new("RGB", (10, 10), (255, 255, 255)).save(tmp_path / "a" / "white.png")
+    Image.new("RGB", (10, 10), (0, 0, 0)).save(tmp_path / "b" / "black.png")
+    config = _config(dataset="image_folder", image_channels=1, data_dir=str(tmp_path))
+    images, labels = next(iter(data.build_dataset(config)))
+    assert images.shape == (2, 8, 8, 1)
+    # white (1.0) is class 0, black (-1.0) class 1, whatever the order
+    np.testing.assert_array_equal(images.numpy()[:, 0, 0, 0], np.where(labels.numpy() == 0, 1.0, -1.0))
+    with pytest.raises(ValueError, match="no splits"):
+        data.build_dataset(config, split="test")
+    with pytest.raises(ValueError, match="data_dir"):
+        data.build_dataset(_config(dataset="image_folder"))
+
+
+def test_tfds_prefix_dispatches_with_the_config_fields():
+    with tfds.testing.mock_data(num_examples=4):
+        ds = data.build_dataset(_config(dataset="tfds:cifar10", resolution=16, batch_size=4, image_channels=1))
+    assert ds.element_spec[0].shape == (4, 16, 16, 1)
+
+
+def test_start_step_is_passed_through():
+    with tfds.testing.mock_data(num_examples=3):
+        config = _config(dataset="tfds:cifar10", random_flip=True)
+        full = [x.numpy() for x, _ in data.build_dataset(config).take(3)]
+        resumed = next(iter(data.build_dataset(config, start_step=2)))[0].numpy()
+    np.testing.assert_array_equal(resumed, full[2])
+
+
+def test_fashion_mnist_needs_resolution_32(tmp_path):
+    with pytest.raises(ValueError, match="32x32.*tfds:fashion_mnist"):
+        data.build_dataset(_config(dataset="fashion_mnist_idx", resolution=64), data_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):  # right builder, missing files
+        data.build_dataset(_config(dataset="fashion_mnist_idx", resolution=32), data_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["mnist", "tfds:", "imagefolder"])
+def test_unknown_dataset_lists_allowed_forms(name):
+    with pytest.raises(ValueError, match=f"{name!r}.*fashion_mnist_idx.*image_folder.*tfds:<name>"):
+        data.build_dataset(_config(dataset=name))
