@@ -9,6 +9,6 @@ def get_config():
     config = default_config()
     config.update(dict(
         dataset="fashion_mnist_idx", resolution=32, ch=16, num_classes=10, image_channels=1,
-        g_attention=(16,), d_attention=(16,), batch_size=64, train_steps=2000, ema_decay=0.999, ema_start=200,
+        g_attention=(16,), d_attention=(16,), batch_size=64, train_steps=2000, ema_decay=0.99, ema_start=100,
         checkpoint_every=250, sample_every=250, log_every=50))
     return config

@@ -14,7 +14,7 @@ fi
 .venv/bin/pip install -q -e ".[dev]"
 
 RUN=runs/quickstart
-.venv/bin/python -m trainers.fashion_mnist --model_dir="$RUN" --train_steps=600 "$@"
+.venv/bin/python -m trainers.fashion_mnist --model_dir="$RUN" --train_steps=1200 "$@"
 .venv/bin/python -m export.saved_model --model_dir="$RUN" --export_base="$RUN/export"
 echo
 echo "Samples:     $(ls -1 "$RUN"/samples/*.png | tail -n 1)"

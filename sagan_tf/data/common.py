@@ -73,6 +73,22 @@ def example_key(seed: int, position: tf.Tensor) -> tf.Tensor:
     return _key(seed, _FLIP_STREAM, position)
 
 
+def block_shuffle(records: tf.data.Dataset, block_size: int, key: tf.Tensor) -> tf.data.Dataset:
+    """Shuffles within consecutive blocks of `block_size` records, in an order keyed by `key`.
+
+    Used instead of `Dataset.shuffle(seed=<tensor>)`, which fails inside `flat_map` as soon as a
+    global TF seed is set (`tf.random.set_seed`, `keras.utils.set_random_seed`): TF compares the
+    tensor seed in Python. Sorting each block by stateless random keys has no such problem.
+    """
+    def shuffle_block(block_index, block):
+        size = tf.shape(tf.nest.flatten(block)[0])[0]
+        block_key = tf.random.experimental.stateless_fold_in(key, block_index)
+        order = tf.argsort(tf.random.stateless_uniform([size], seed=block_key))
+        return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(lambda t: tf.gather(t, order), block))
+
+    return records.batch(block_size).enumerate().flat_map(shuffle_block)
+
+
 def _key(seed: int, stream: int, counter: tf.Tensor) -> tf.Tensor:
     base = tf.constant([int(seed), stream], dtype=tf.int64)
     return tf.random.experimental.stateless_fold_in(base, tf.cast(counter, tf.int64))

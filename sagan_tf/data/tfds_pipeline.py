@@ -77,8 +77,7 @@ def tfds_dataset(name: str, resolution: int, batch_size: int, split: str = "trai
         records = builder.as_dataset(split=split, decoders=decoders, shuffle_files=True,
                                      read_config=read_config)
         records = records.map(lambda record: (record[IMAGE_KEY], record[LABEL_KEY]))
-        return records.shuffle(RECORD_SHUFFLE_BUFFER, seed=epoch_seed,
-                               reshuffle_each_iteration=False)
+        return common.block_shuffle(records, RECORD_SHUFFLE_BUFFER, key)
 
     def decode(record: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         image, label = record
