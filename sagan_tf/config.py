@@ -17,6 +17,8 @@ Model fields (read by the networks; also stored in their Keras config):
 Training fields:
   dataset          'fashion_mnist_idx' | 'image_folder' | 'tfds:<builder name>'.
   random_flip      random horizontal flips of real images.
+  manual_dir       TFDS only: directory holding the dataset's original archives (ImageNet's
+                   ILSVRC2012_img_{train,val}.tar), used to prepare it offline on the first run.
   batch_size       GLOBAL batch (split across replicas).
   g_lr, d_lr       Adam learning rates (TTUR: 1e-4 and 4e-4).
   beta1, beta2     Adam betas (paper: 0 and 0.9; the reference code leaves β2 at 0.999).
@@ -49,6 +51,7 @@ def default_config():
         g_attention=(32,), d_attention=(32,), init="orthogonal", pooled_attention=True, sync_bn=False,
         # Data
         dataset="tfds:imagenet2012", random_flip=False,
+        manual_dir=ml_collections.config_dict.placeholder(str),
         # Optimisation (paper, section 5)
         batch_size=256, g_lr=1e-4, d_lr=4e-4, beta1=0.0, beta2=0.9, n_dis=1, loss="hinge",
         ema_decay=0.9999, ema_start=1000,
