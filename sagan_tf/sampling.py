@@ -1,0 +1,339 @@
+"""Sampling from a trained generator: (truncated) noise, class sheets, interpolations, sample dumps.
+
+Everything here works with a *sample function* ``fn(z, labels) -> images``: z float32 [B, z_dim],
+labels int32 [B], images float [B, H, W, C] in [-1, 1]. :func:`as_sample_fn` makes one from
+
+* a Keras :class:`~sagan_tf.models.Generator` (called as ``G((z, labels), training=False)``), or
+* any callable that already has that signature (a SavedModel signature wrapped by the caller,
+  a fake generator in a test).
+
+Noise is drawn with numpy from an explicit seed, so a sheet is reproducible and independent of
+TensorFlow's global RNG state.
+
+Truncation trick (BigGAN, Brock et al. 2019): each coordinate of z is drawn from N(0, 1) and every
+coordinate with ``|z| > t`` is redrawn until it falls inside ``[-t, t]``, which is exactly a
+standard normal truncated to ``[-t, t]``. Smaller t trades variety for fidelity. ``t=None`` (or
+inf) is the plain normal the generator was trained on.
+
+Class interpolation: the generator's only class input is an integer label that selects rows of
+the conditional batch-norm gain/bias tables, and it has no public hook that accepts a mixture of
+classes. Blending the tables would mean reaching into the layers' private embeddings, so
+:func:`class_pair_sheet` (the ``interpolate_class`` mode of ``trainers.sample``) does *not*
+interpolate between classes: it shows the same z under each of the two (or more) labels, one row
+per label, which is what can be done honestly with the public interface.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+from sagan_tf.visualization import image_grid, to_uint8
+
+__all__ = [
+    "SampleFn",
+    "Sheet",
+    "as_sample_fn",
+    "truncate_noise",
+    "truncated_normal",
+    "sample_noise",
+    "generate",
+    "balanced_labels",
+    "class_sheet",
+    "class_pair_sheet",
+    "interpolate",
+    "z_interpolation_sheet",
+    "truncation_sheet",
+    "generate_samples",
+    "load_generator",
+]
+
+SampleFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+# Below this truncation a uniform proposal on [-t, t] accepts more often (>= exp(-t^2/2) >= 0.6)
+# than drawing from N(0, 1) (2*Phi(t) - 1 < 0.68).
+_UNIFORM_PROPOSAL_BELOW = 1.0
+
+
+def _check_truncation(truncation):
+    """None for 'no truncation', else the threshold as a float > 0."""
+    if truncation is None:
+        return None
+    t = float(truncation)
+    if math.isnan(t) or t <= 0:
+        raise ValueError(f"truncation must be > 0 (or None/inf for none), got {truncation}")
+    return None if math.isinf(t) else t
+
+
+def _rng(seed) -> np.random.Generator:
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def truncate_noise(z, truncation, seed=None) -> np.ndarray:
+    """Return a copy of `z` in which every entry with ``|z| > truncation`` is redrawn inside.
+
+    Entries already inside ``[-t, t]`` are kept. If `z` is standard normal, the result is exactly
+    standard normal truncated to ``[-t, t]``: redrawn entries come from that truncated law
+    (rejection from N(0, 1) for t >= 1; from a uniform proposal on [-t, t] accepted with
+    probability exp(-x^2/2) for small t, where N(0, 1) proposals would rarely land inside).
+    `truncation` None or inf returns `z` unchanged (as float32).
+    """
+    t = _check_truncation(truncation)
+    z = np.array(z, dtype=np.float32, copy=True)
+    if t is None:
+        return z
+    rng = _rng(seed)
+    flat = z.reshape(-1)
+    outside = np.flatnonzero(np.abs(flat) > t)
+    while outside.size:
+        if t < _UNIFORM_PROPOSAL_BELOW:
+            proposal = rng.uniform(-t, t, outside.size)
+            accepted = rng.uniform(size=outside.size) < np.exp(-0.5 * proposal ** 2)
+        else:
+            proposal = rng.standard_normal(outside.size)
+            accepted = np.abs(proposal) <= t
+        flat[outside[accepted]] = proposal[accepted]
+        outside = outside[~accepted]
+    # Rounding to float32 can never leave [-t, t] by more than the float32 rounding of t itself.
+    np.clip(flat, -np.float32(t), np.float32(t), out=flat)
+    return z
+
+
+def truncated_normal(shape, truncation=None, seed=None) -> np.ndarray:
+    """float32 samples of N(0, 1) truncated to ``[-truncation, truncation]`` (plain N(0, 1) for None/inf)."""
+    rng = _rng(seed)
+    return truncate_noise(rng.standard_normal(shape), truncation, rng)
+
+
+def sample_noise(num: int, z_dim: int, truncation=None, seed=None) -> np.ndarray:
+    """z float32 [num, z_dim] for the generator, optionally truncated."""
+    return truncated_normal((int(num), int(z_dim)), truncation, seed)
+
+
+def as_sample_fn(generator) -> SampleFn:
+    """``fn(z, labels) -> float32 ndarray images`` for a Keras generator or a callable of that form."""
+    import keras  # the numpy-only helpers above do not need TensorFlow
+
+    if isinstance(generator, keras.Model):
+        import tensorflow as tf
+
+        @tf.function(reduce_retracing=True)
+        def run(z, labels):
+            return generator((z, labels), training=False)
+
+        return lambda z, labels: np.asarray(run(np.asarray(z, np.float32), np.asarray(labels, np.int32)))
+    if callable(generator):
+        return lambda z, labels: np.asarray(generator(np.asarray(z, np.float32), np.asarray(labels, np.int32)),
+                                            dtype=np.float32)
+    raise TypeError(f"expected a keras generator or a callable fn(z, labels), got {type(generator).__name__}")
+
+
+def generate(sample_fn: SampleFn, z, labels, batch_size: int = 64) -> np.ndarray:
+    """Images float32 [N, H, W, C] for z [N, z_dim] and labels [N], `batch_size` at a time."""
+    z = np.asarray(z, np.float32)
+    labels = np.asarray(labels, np.int32).reshape(-1)
+    if z.ndim != 2 or z.shape[0] != labels.shape[0]:
+        raise ValueError(f"z must be [N, z_dim] with one label per row, got z {z.shape} and labels {labels.shape}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batches = [np.asarray(sample_fn(z[i:i + batch_size], labels[i:i + batch_size]), np.float32)
+               for i in range(0, z.shape[0], batch_size)]
+    return np.concatenate(batches)
+
+
+def balanced_labels(num: int, labels: Sequence[int]) -> np.ndarray:
+    """int32 [num]: `labels` repeated in order (sample i gets labels[i % len(labels)])."""
+    labels = np.asarray(labels, np.int32).reshape(-1)
+    if labels.size == 0:
+        raise ValueError("at least one label is needed")
+    return labels[np.arange(int(num)) % labels.size]
+
+
+def _check_labels(labels, num_classes):
+    labels = [int(label) for label in labels]
+    if not labels:
+        raise ValueError("at least one label is needed")
+    limit = max(int(num_classes), 1)  # an unconditional generator ignores its (zero) labels
+    bad = [label for label in labels if not 0 <= label < limit]
+    if bad:
+        raise ValueError(f"labels {bad} are outside [0, {limit}) for a generator with num_classes={num_classes}")
+    return labels
+
+
+@dataclasses.dataclass
+class Sheet:
+    """A rows x columns sheet of samples.
+
+    images: float32 [rows, columns, H, W, C] in [-1, 1]; labels: int32 [rows, columns];
+    z: float32 [rows, columns, z_dim]; row_names: one caption per row (a label, a truncation...).
+    """
+    images: np.ndarray
+    labels: np.ndarray
+    z: np.ndarray
+    row_names: list
+
+    @property
+    def rows(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def columns(self) -> int:
+        return int(self.images.shape[1])
+
+    def grid(self) -> np.ndarray:
+        """The sheet as one uint8 image [rows*H, columns*W, C]."""
+        flat = self.images.reshape((-1,) + self.images.shape[2:])
+        return image_grid(to_uint8(flat), self.rows)
+
+
+def _sheet(sample_fn, z, labels, row_names, batch_size):
+    rows, columns = labels.shape
+    images = generate(sample_fn, z.reshape(rows * columns, -1), labels.reshape(-1), batch_size)
+    return Sheet(images.reshape((rows, columns) + images.shape[1:]), labels.astype(np.int32),
+                 z.astype(np.float32), list(row_names))
+
+
+def class_sheet(generator, labels: Sequence[int], columns: int, z_dim: int, num_classes: int,
+                truncation=None, seed=0, shared_noise: bool = False, batch_size: int = 64) -> Sheet:
+    """One row per requested label, `columns` samples each.
+
+    With ``shared_noise=False`` every cell has its own z (shows each class's variety); with
+    ``shared_noise=True`` column j uses the same z in every row (shows what the label alone
+    changes). The generator is called with exactly the labels in ``Sheet.labels``.
+    """
+    labels = _check_labels(labels, num_classes)
+    rng = np.random.default_rng(seed)
+    if shared_noise:
+        z = np.broadcast_to(sample_noise(columns, z_dim, truncation, rng), (len(labels), columns, z_dim))
+    else:
+        z = sample_noise(len(labels) * columns, z_dim, truncation, rng).reshape(len(labels), columns, z_dim)
+    grid_labels = np.repeat(np.asarray(labels, np.int32)[:, None], columns, axis=1)
+    return _sheet(as_sample_fn(generator), np.ascontiguousarray(z), grid_labels,
+                  [f"class {label}" for label in labels], batch_size)
+
+
+def class_pair_sheet(generator, labels: Sequence[int], columns: int, z_dim: int, num_classes: int,
+                     truncation=None, seed=0, batch_size: int = 64) -> Sheet:
+    """The same `columns` noise vectors under each label in `labels` (usually two), one row per label.
+
+    This stands in for interpolation *between* classes, which the generator's public interface
+    cannot do (see the module docstring): compare rows to see what the class changes for a fixed z.
+    """
+    if len(labels) < 2:
+        raise ValueError(f"class_pair_sheet needs at least two labels, got {list(labels)}")
+    return class_sheet(generator, labels, columns, z_dim, num_classes, truncation, seed, shared_noise=True,
+                       batch_size=batch_size)
+
+
+def interpolate(z0, z1, num_steps: int, method: str = "linear") -> np.ndarray:
+    """`num_steps` points from z0 to z1 (both included): [num_steps, z_dim].
+
+    ``method="linear"`` is a straight line (stays inside a truncation box, since the box is convex);
+    ``"slerp"`` follows the great circle, keeping the norm typical of high-dimensional Gaussians.
+    """
+    if num_steps < 2:
+        raise ValueError(f"num_steps must be >= 2, got {num_steps}")
+    z0, z1 = np.asarray(z0, np.float64), np.asarray(z1, np.float64)
+    alphas = np.linspace(0.0, 1.0, num_steps)[:, None]
+    if method == "linear":
+        return ((1 - alphas) * z0 + alphas * z1).astype(np.float32)
+    if method == "slerp":
+        n0, n1 = np.linalg.norm(z0), np.linalg.norm(z1)
+        cos = np.clip(np.dot(z0, z1) / max(n0 * n1, 1e-12), -1.0, 1.0)
+        omega = np.arccos(cos)
+        if omega < 1e-6:  # (anti-)parallel endpoints: fall back to the straight line
+            return ((1 - alphas) * z0 + alphas * z1).astype(np.float32)
+        result = (np.sin((1 - alphas) * omega) * z0 + np.sin(alphas * omega) * z1) / np.sin(omega)
+        return result.astype(np.float32)
+    raise ValueError(f"unknown interpolation method {method!r}; expected 'linear' or 'slerp'")
+
+
+def z_interpolation_sheet(generator, labels: Sequence[int], num_steps: int, z_dim: int, num_classes: int,
+                          truncation=None, seed=0, method: str = "linear", batch_size: int = 64) -> Sheet:
+    """One row per label: z interpolated between two random endpoints (own pair per row) at that fixed class."""
+    labels = _check_labels(labels, num_classes)
+    rng = np.random.default_rng(seed)
+    ends = sample_noise(2 * len(labels), z_dim, truncation, rng).reshape(len(labels), 2, z_dim)
+    z = np.stack([interpolate(a, b, num_steps, method) for a, b in ends])
+    grid_labels = np.repeat(np.asarray(labels, np.int32)[:, None], num_steps, axis=1)
+    return _sheet(as_sample_fn(generator), z, grid_labels, [f"class {label}" for label in labels], batch_size)
+
+
+def truncation_sheet(generator, truncations: Sequence, columns: int, z_dim: int, num_classes: int,
+                     labels: Sequence[int] | None = None, seed=0, batch_size: int = 64) -> Sheet:
+    """One row per truncation value; column j has the same label and the same base noise in every row.
+
+    The base noise is one N(0, 1) draw; each row truncates it with :func:`truncate_noise` (same
+    resampling seed per row), so coordinates already inside a row's box are unchanged and the rows
+    differ only where truncation acts. Labels cycle through `labels` (default: all classes).
+    """
+    if not truncations:
+        raise ValueError("at least one truncation value is needed")
+    labels = _check_labels(labels if labels is not None else range(max(num_classes, 1)), num_classes)
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((columns, z_dim))
+    resample_seed = int(rng.integers(2 ** 31))
+    z = np.stack([truncate_noise(base, t, np.random.default_rng(resample_seed)) for t in truncations])
+    grid_labels = np.broadcast_to(balanced_labels(columns, labels), (len(truncations), columns))
+    names = ["no truncation" if _check_truncation(t) is None else f"truncation {float(t):g}" for t in truncations]
+    return _sheet(as_sample_fn(generator), z, np.ascontiguousarray(grid_labels), names, batch_size)
+
+
+def generate_samples(generator, num: int, z_dim: int, num_classes: int, labels: Sequence[int] | None = None,
+                     truncation=None, seed=0, batch_size: int = 64):
+    """`num` samples as (uint8 images [num, H, W, C], int32 labels [num]), generated `batch_size` at a time.
+
+    Labels cycle through `labels` (default: every class), so classes are balanced. Noise is drawn
+    per batch from one seeded stream, so memory holds one float batch plus the uint8 result.
+    """
+    if num < 1:
+        raise ValueError(f"num must be >= 1, got {num}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    all_labels = balanced_labels(num, _check_labels(labels if labels is not None else range(max(num_classes, 1)),
+                                                    num_classes))
+    sample_fn = as_sample_fn(generator)
+    rng = np.random.default_rng(seed)
+    images = None
+    for start in range(0, num, batch_size):
+        batch_labels = all_labels[start:start + batch_size]
+        batch = to_uint8(sample_fn(sample_noise(batch_labels.size, z_dim, truncation, rng), batch_labels))
+        if images is None:
+            images = np.empty((num,) + batch.shape[1:], np.uint8)
+        images[start:start + batch.shape[0]] = batch
+    return images, all_labels
+
+
+def load_generator(model_dir: str, checkpoint: str | None = None):
+    """The EMA generator of a training run, in float32, for sampling and evaluation.
+
+    Reads ``<model_dir>/config.json`` and restores only ``ema_generator`` from `checkpoint` (a
+    checkpoint prefix such as ``.../ckpt-2000``, or a directory whose latest checkpoint is used;
+    default ``<model_dir>/checkpoints``). Returns (generator, config, checkpoint prefix, step), the
+    step read from the prefix's ``-<number>`` suffix (the trainer numbers checkpoints by G step).
+    """
+    import json
+    import os
+
+    import ml_collections
+    import tensorflow as tf
+
+    from sagan_tf.models import Generator
+
+    config_path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{config_path} not found: {model_dir!r} is not a training run directory")
+    with open(config_path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    location = checkpoint or os.path.join(model_dir, "checkpoints")
+    prefix = tf.train.latest_checkpoint(location) if os.path.isdir(location) else location
+    if not prefix or not tf.io.gfile.exists(prefix + ".index"):
+        raise FileNotFoundError(f"no checkpoint found at {location!r}")
+    generator = Generator(config, dtype="float32")
+    generator.build()
+    tf.train.Checkpoint(ema_generator=generator).restore(prefix).expect_partial().assert_existing_objects_matched()
+    suffix = prefix.rsplit("-", 1)[-1]
+    step = int(suffix) if suffix.isdigit() else None
+    return generator, config, prefix, step

@@ -1,0 +1,232 @@
+"""Draw samples from a trained generator: sheets, interpolations, truncation, attention maps, .npz dumps.
+
+    # one row per class (or per --labels), 8 samples each, from the latest EMA checkpoint
+    python -m trainers.sample --model_dir=runs/fmnist --mode=sheet --out=sheet.png
+    # z interpolated at a fixed class (one row per label), 10 steps, slerp
+    python -m trainers.sample --model_dir=runs/fmnist --mode=interpolate_z --labels=0,7 --columns=10 \
+        --interpolation=slerp --out=interp.png
+    # the same z under two classes (see sagan_tf.sampling: no true class interpolation)
+    python -m trainers.sample --model_dir=runs/fmnist --mode=interpolate_class --labels=5,7 --out=pair.png
+    # rows of decreasing truncation
+    python -m trainers.sample --model_dir=runs/fmnist --mode=truncation --truncations=none,1,0.5 --out=t.png
+    # paper-figure-1 attention overlays (needs --model_dir)
+    python -m trainers.sample --model_dir=runs/fmnist --mode=attention --query_points="8,8;24,16" --out=att.png
+    # 10000 samples as uint8 images + int labels, from an exported SavedModel
+    python -m trainers.sample --saved_model=export/1 --num=10000 --npz=samples.npz
+
+Exactly one of --model_dir (EMA generator of the latest checkpoint, or --checkpoint) and
+--saved_model (any SavedModel with a ``serving_default`` signature taking ``z`` float32
+[-1, z_dim] and ``label`` int32 [-1] and returning ``images`` float32 [-1, H, W, C] in [-1, 1]).
+
+--npz writes ``images`` (uint8 [N, H, W, C]) and ``labels`` (int32 [N]) for N = --num samples,
+labels cycling through --labels (default every class), generated --batch_size at a time. The PNG
+of --mode goes to --out (default ``<model_dir>/<mode>_step<step>.png``); with --npz and no --out
+only the .npz is written.
+"""
+import json
+import os
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+MODES = ("sheet", "interpolate_z", "interpolate_class", "truncation", "attention")
+
+flags.DEFINE_string("model_dir", None, "Training run directory (config.json, checkpoints/).")
+flags.DEFINE_string("checkpoint", None, "Checkpoint prefix or directory (default <model_dir>/checkpoints).")
+flags.DEFINE_string("saved_model", None, "Exported SavedModel directory (serving_default signature).")
+flags.DEFINE_enum("mode", "sheet", list(MODES), "What the PNG shows.")
+flags.DEFINE_list("labels", None, "Class labels, e.g. 1,2 (rows of sheets; cycled for --npz).")
+flags.DEFINE_integer("columns", 8, "Samples per row, or interpolation steps.", lower_bound=1)
+flags.DEFINE_integer("num", 64, "Number of samples written to --npz.", lower_bound=1)
+flags.DEFINE_string("npz", None, "Write --num samples to this .npz (images uint8, labels int32).")
+flags.DEFINE_string("out", None, "PNG output path.")
+flags.DEFINE_float("truncation", None, "Truncate z to [-t, t] (default: none).")
+flags.DEFINE_list("truncations", ["none", "2", "1", "0.5", "0.25"], "Rows of --mode=truncation ('none' = no "
+                  "truncation).")
+flags.DEFINE_enum("interpolation", "linear", ["linear", "slerp"], "Path between the two z of --mode=interpolate_z.")
+flags.DEFINE_integer("seed", 0, "Seeds the noise.")
+flags.DEFINE_integer("batch_size", 64, "Images per generator call.", lower_bound=1)
+flags.DEFINE_integer("num_classes", None, "Classes of a --saved_model that does not record them.", lower_bound=0)
+flags.DEFINE_integer("layer", 0, "Attention layer shown by --mode=attention.")
+flags.DEFINE_string("query_points", None, "Query pixels 'y,x;y,x;...' for --mode=attention (default: 4 points).")
+flags.DEFINE_integer("scale", 4, "Upscaling of --mode=attention images.", lower_bound=1)
+
+
+def _parse_labels():
+    if FLAGS.labels is None:
+        return None
+    try:
+        return [int(label) for label in FLAGS.labels]
+    except ValueError as error:
+        raise app.UsageError(f"--labels={','.join(FLAGS.labels)} must be comma-separated integers") from error
+
+
+def _parse_truncations():
+    values = []
+    for item in FLAGS.truncations:
+        if item.lower() in ("none", "inf"):
+            values.append(None)
+            continue
+        try:
+            value = float(item)
+        except ValueError as error:
+            raise app.UsageError(f"--truncations: {item!r} is not a number or 'none'") from error
+        if not value > 0:
+            raise app.UsageError(f"--truncations: {item!r} must be > 0")
+        values.append(value)
+    return values
+
+
+def _parse_query_points():
+    if FLAGS.query_points is None:
+        return None
+    try:
+        points = [tuple(int(v) for v in item.split(",")) for item in FLAGS.query_points.split(";") if item.strip()]
+    except ValueError as error:
+        raise app.UsageError(f"--query_points={FLAGS.query_points!r} must look like 'y,x;y,x'") from error
+    if not points or any(len(p) != 2 for p in points):
+        raise app.UsageError(f"--query_points={FLAGS.query_points!r} must look like 'y,x;y,x'")
+    return points
+
+
+def _check_flags():
+    if bool(FLAGS.model_dir) == bool(FLAGS.saved_model):
+        raise app.UsageError("pass exactly one of --model_dir and --saved_model")
+    if FLAGS.saved_model:
+        if not os.path.isfile(os.path.join(FLAGS.saved_model, "saved_model.pb")):
+            raise app.UsageError(f"--saved_model={FLAGS.saved_model} holds no saved_model.pb")
+        if FLAGS.mode == "attention" and (FLAGS.out or not FLAGS.npz):
+            raise app.UsageError("--mode=attention needs --model_dir (a SavedModel does not return attention maps)")
+        if not FLAGS.out and not FLAGS.npz:
+            raise app.UsageError("with --saved_model pass --out=<png> and/or --npz=<npz>")
+    elif not os.path.isfile(os.path.join(FLAGS.model_dir, "config.json")):
+        raise app.UsageError(f"--model_dir={FLAGS.model_dir} holds no config.json (not a training run)")
+    if FLAGS.truncation is not None and not FLAGS.truncation > 0:
+        raise app.UsageError(f"--truncation={FLAGS.truncation} must be > 0")
+
+
+class SavedModelGenerator:
+    """``fn(z, labels) -> images`` over a SavedModel's serving_default signature, plus its z_dim/num_classes."""
+
+    def __init__(self, path, num_classes=None):
+        import tensorflow as tf
+        self._loaded = tf.saved_model.load(path)
+        if "serving_default" not in self._loaded.signatures:
+            raise app.UsageError(f"--saved_model={path} has no serving_default signature "
+                                 f"(it has {list(self._loaded.signatures)})")
+        self._fn = self._loaded.signatures["serving_default"]
+        _, inputs = self._fn.structured_input_signature
+        if set(inputs) != {"z", "label"}:
+            raise app.UsageError(f"--saved_model={path}: serving_default takes {sorted(inputs)}, expected z and label")
+        self.z_dim = int(inputs["z"].shape[-1])
+        self.num_classes = num_classes if num_classes is not None else self._recorded_num_classes(path)
+
+    def _recorded_num_classes(self, path):
+        value = getattr(self._loaded, "num_classes", None)
+        if value is not None:
+            return int(value.numpy() if hasattr(value, "numpy") else value)
+        for candidate in (os.path.join(path, "assets", "config.json"), os.path.join(path, "config.json")):
+            if os.path.isfile(candidate):
+                with open(candidate) as f:
+                    config = json.load(f)
+                if "num_classes" in config:
+                    return int(config["num_classes"])
+        return None
+
+    def __call__(self, z, labels):
+        import tensorflow as tf
+        return self._fn(z=tf.constant(z, tf.float32), label=tf.constant(labels, tf.int32))["images"].numpy()
+
+
+def _default_rows(num_classes, limit=10):
+    import numpy as np
+    classes = max(num_classes, 1)
+    if classes <= limit:
+        return list(range(classes))
+    return sorted({int(v) for v in np.linspace(0, classes - 1, limit).round()})
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    _check_flags()
+    labels = _parse_labels()
+    truncations = _parse_truncations() if FLAGS.mode == "truncation" else None
+    query_points = _parse_query_points()
+
+    import numpy as np
+
+    from sagan_tf import sampling
+    from sagan_tf.visualization import save_png
+
+    step = None
+    if FLAGS.model_dir:
+        try:
+            generator, config, checkpoint, step = sampling.load_generator(FLAGS.model_dir, FLAGS.checkpoint)
+        except FileNotFoundError as error:
+            raise app.UsageError(str(error)) from error
+        z_dim, num_classes = int(config.z_dim), int(config.num_classes)
+        print(f"sampling the EMA generator of {checkpoint}")
+    else:
+        generator = SavedModelGenerator(FLAGS.saved_model, FLAGS.num_classes)
+        z_dim, num_classes = generator.z_dim, generator.num_classes
+        if num_classes is None:
+            if labels is None:
+                raise app.UsageError(f"--saved_model={FLAGS.saved_model} does not record its number of classes: "
+                                     "pass --num_classes or --labels")
+            num_classes = max(labels) + 1
+    if labels is not None:
+        bad = [label for label in labels if not 0 <= label < max(num_classes, 1)]
+        if bad:
+            raise app.UsageError(f"--labels {bad} outside [0, {max(num_classes, 1)}) (num_classes={num_classes})")
+
+    if FLAGS.npz:
+        images, npz_labels = sampling.generate_samples(generator, FLAGS.num, z_dim, num_classes, labels,
+                                                       FLAGS.truncation, FLAGS.seed, FLAGS.batch_size)
+        directory = os.path.dirname(os.path.abspath(FLAGS.npz))
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f".tmp-{os.getpid()}.npz")
+        np.savez(tmp, images=images, labels=npz_labels.astype(np.int32))
+        os.replace(tmp, FLAGS.npz)
+        print(f"wrote {FLAGS.npz}: images {images.dtype.name} {list(images.shape)}, labels int32 "
+              f"[{npz_labels.shape[0]}]")
+        if not FLAGS.out:
+            return
+
+    rows = labels if labels is not None else _default_rows(num_classes)
+    common = dict(z_dim=z_dim, num_classes=num_classes, seed=FLAGS.seed, batch_size=FLAGS.batch_size)
+    if FLAGS.mode == "sheet":
+        grid = sampling.class_sheet(generator, rows, FLAGS.columns, truncation=FLAGS.truncation, **common).grid()
+    elif FLAGS.mode == "interpolate_z":
+        grid = sampling.z_interpolation_sheet(generator, rows, max(FLAGS.columns, 2), truncation=FLAGS.truncation,
+                                              method=FLAGS.interpolation, **common).grid()
+    elif FLAGS.mode == "interpolate_class":
+        pair = labels if labels is not None else rows[:2]
+        if len(pair) < 2:
+            raise app.UsageError(f"--mode=interpolate_class needs two --labels, got {pair}")
+        grid = sampling.class_pair_sheet(generator, pair, FLAGS.columns, truncation=FLAGS.truncation,
+                                         **common).grid()
+    elif FLAGS.mode == "truncation":
+        grid = sampling.truncation_sheet(generator, truncations, FLAGS.columns, labels=labels, **common).grid()
+    else:  # attention
+        from sagan_tf.evaluation.attention_maps import attention_figure
+        if not generator.attention_layers:
+            raise app.UsageError(f"--mode=attention: the generator of {FLAGS.model_dir} has no attention layer")
+        if not -len(generator.attention_layers) <= FLAGS.layer < len(generator.attention_layers):
+            raise app.UsageError(f"--layer={FLAGS.layer}: the generator has {len(generator.attention_layers)} "
+                                 "attention layer(s)")
+        resolution = int(config.resolution)
+        for y, x in query_points or []:
+            if not (0 <= y < resolution and 0 <= x < resolution):
+                raise app.UsageError(f"--query_points: ({y}, {x}) is outside the {resolution}x{resolution} image")
+        attention_rows = labels if labels is not None else _default_rows(num_classes, limit=4)
+        z = sampling.sample_noise(len(attention_rows), z_dim, FLAGS.truncation, FLAGS.seed)
+        grid = attention_figure(generator, z, np.asarray(attention_rows, np.int32), query_points, FLAGS.layer,
+                                scale=FLAGS.scale)
+    out = FLAGS.out or os.path.join(FLAGS.model_dir, f"{FLAGS.mode}_step{step}.png")
+    save_png(out, grid)
+    print(f"wrote {out} ({FLAGS.mode}, {grid.shape[1]}x{grid.shape[0]})")
+
+
+if __name__ == "__main__":
+    app.run(main)
