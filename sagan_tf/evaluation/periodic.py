@@ -1,0 +1,176 @@
+"""Evaluation during training: a Keras callback that scores the EMA generator every `every` G steps.
+
+Interface (three small pieces, each replaceable in tests):
+
+* ``evaluate_fn(generator) -> {key: float}`` -- scores a generator. Keys follow
+  :func:`sagan_tf.evaluation.runner.metric_key` (``"fid/<network name>"``, ...).
+  :func:`make_evaluate_fn` builds the usual one from a feature network and a reference.
+* ``writer`` -- a ``tf.summary`` writer; every metric is written as ``eval/<key>`` at the step.
+* ``best_dir_fn(step, metrics)`` -- called exactly when the monitored metric (FID by default,
+  lower is better) improves on the best seen so far; it must persist the current weights.
+  :class:`BestCheckpointSaver` is the usual one: it writes a full checkpoint of the run into its
+  own directory (``<model_dir>/best``), keeps only that one, and records step and metrics in
+  ``best.json``, from which a resumed run reads the best value back (``best=saver.best_value()``)
+  so a worse evaluation after a restart does not replace a better checkpoint.
+
+The callback reads the step from ``self.model.step`` and evaluates ``self.model.ema_generator``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sagan_tf.evaluation.runner import LOWER_IS_BETTER, evaluate_generator, split_metric_key
+from sagan_tf.visualization import atomic_write_bytes
+
+__all__ = ["PeriodicEvaluation", "BestCheckpointSaver", "make_evaluate_fn"]
+
+BEST_FILE = "best.json"
+
+
+def _monitored_key(metrics: dict, metric: str | None) -> str:
+    if metric is not None:
+        if metric not in metrics:
+            raise KeyError(f"monitored metric {metric!r} is not among the evaluation's {sorted(metrics)}")
+        return metric
+    fid_keys = [key for key in metrics if key == "fid" or key.startswith("fid/")]
+    if len(fid_keys) != 1:
+        raise KeyError(f"cannot tell which FID to monitor among {sorted(metrics)}; pass metric=")
+    return fid_keys[0]
+
+
+def _lower_is_better(key: str) -> bool:
+    try:
+        return split_metric_key(key)[0] in LOWER_IS_BETTER
+    except ValueError:
+        return key in LOWER_IS_BETTER
+
+
+class PeriodicEvaluation(keras.callbacks.Callback):
+    """Every `every` G steps: evaluate the EMA generator, log to TensorBoard, save the best checkpoint.
+
+    Args:
+      every: evaluation period in G steps (evaluates when ``model.step % every == 0``).
+      evaluate_fn: ``fn(generator) -> {key: float}``.
+      writer: a ``tf.summary`` writer, or None for no TensorBoard logging.
+      best_dir_fn: ``fn(step, metrics)`` saving the current weights as the best, or None.
+      metric: the key to monitor; default the single ``"fid/..."`` key of the results.
+      best: best value so far (e.g. read back from ``best.json`` when resuming); default none.
+      higher_is_better: default inferred from the metric name (FID/KID lower, others higher).
+
+    After each evaluation ``self.history`` holds ``(step, metrics)`` pairs and ``self.best`` /
+    ``self.best_step`` the best value and its step.
+    """
+
+    def __init__(self, every: int, evaluate_fn, writer=None, best_dir_fn=None, metric: str | None = None,
+                 best: float | None = None, higher_is_better: bool | None = None, log_fn=print):
+        super().__init__()
+        if int(every) < 1:
+            raise ValueError(f"every must be a positive number of steps, got {every}")
+        self.every = int(every)
+        self.evaluate_fn, self.writer, self.best_dir_fn = evaluate_fn, writer, best_dir_fn
+        self.metric, self.higher_is_better = metric, higher_is_better
+        self.best = None if best is None or not math.isfinite(best) else float(best)
+        self.best_step = None
+        self.history = []
+        self.log_fn = log_fn
+        self._last_step = None
+
+    def _improves(self, key: str, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.best is None:
+            return True
+        higher = self.higher_is_better if self.higher_is_better is not None else not _lower_is_better(key)
+        return value > self.best if higher else value < self.best
+
+    def evaluate(self, step: int) -> dict:
+        """Evaluate now at `step` (also usable outside `fit`); returns the metrics."""
+        metrics = {key: float(value) for key, value in self.evaluate_fn(self.model.ema_generator).items()}
+        self._last_step = step
+        self.history.append((step, metrics))
+        if self.writer is not None:
+            with self.writer.as_default(step=step):
+                for key, value in metrics.items():
+                    tf.summary.scalar(f"eval/{key}", value)
+            self.writer.flush()
+        key = _monitored_key(metrics, self.metric)
+        improved = self._improves(key, metrics[key])
+        if improved:
+            self.best, self.best_step = metrics[key], step
+            if self.best_dir_fn is not None:
+                self.best_dir_fn(step, metrics)
+        if self.log_fn:
+            summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+            self.log_fn(f"\nstep {step} evaluation: {summary}" + (" (best so far)" if improved else ""))
+        return metrics
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.step.numpy())
+        if step % self.every == 0 and step != self._last_step:
+            self.evaluate(step)
+
+
+class BestCheckpointSaver:
+    """A ``best_dir_fn`` for :class:`PeriodicEvaluation`: keeps the best checkpoint in its own directory.
+
+    ``saver(step, metrics)`` writes ``checkpoint`` (any ``tf.train.Checkpoint``, normally
+    ``sagan_tf.training.checkpointing.make_checkpoint(model)``, so it restores like a regular one)
+    as ``<directory>/ckpt-<step>``, deletes the previous best, then writes ``best.json`` with
+    ``{"step", "metric", "value", "metrics", "checkpoint"}``. The evaluate CLI reads it with
+    ``--checkpoint_dir=<model_dir>/best``.
+    """
+
+    def __init__(self, checkpoint: tf.train.Checkpoint, directory: str, metric: str | None = None):
+        self.directory, self.metric = directory, metric
+        self._manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1)
+
+    @property
+    def best_file(self) -> str:
+        return os.path.join(self.directory, BEST_FILE)
+
+    def best_value(self) -> float | None:
+        """The monitored value recorded in ``best.json`` (None if there is none yet)."""
+        try:
+            with open(self.best_file) as f:
+                return float(json.load(f)["value"])
+        except (FileNotFoundError, KeyError, ValueError, TypeError):
+            return None
+
+    def __call__(self, step: int, metrics: dict) -> str:
+        path = self._manager.save(checkpoint_number=int(step))
+        key = _monitored_key(metrics, self.metric)
+        record = {"step": int(step), "metric": key, "value": float(metrics[key]),
+                  "metrics": {k: float(v) for k, v in metrics.items()}, "checkpoint": os.path.basename(path)}
+        atomic_write_bytes(self.best_file, json.dumps(record, indent=2).encode())
+        return path
+
+
+def make_evaluate_fn(config, feature_network, reference: dict, num_samples: int, batch_size: int = 100,
+                     seed: int = 0, dataset_name: str | None = None):
+    """``fn(generator) -> metrics`` that scores a float32 copy of the given (EMA) generator.
+
+    The copy is built once (float32 whatever the training precision, outside any distribution
+    strategy) and refreshed with ``set_weights`` at each call, so evaluation neither runs in
+    bfloat16 nor touches the training generator's state. A fixed `seed` gives every evaluation the
+    same noise and labels, so changes between steps come from the weights alone.
+    """
+    from sagan_tf.models import Generator
+
+    holder = {}
+
+    def evaluate_fn(generator):
+        if "g" not in holder:
+            holder["g"] = Generator(config, dtype="float32", name="eval_generator")
+            holder["g"].build()
+        copy = holder["g"]
+        copy.set_weights([np.asarray(w) for w in generator.get_weights()])
+        return evaluate_generator(copy, feature_network, reference, num_samples, batch_size, config.num_classes,
+                                  seed=seed, dataset_name=dataset_name)
+
+    return evaluate_fn

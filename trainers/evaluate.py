@@ -1,0 +1,121 @@
+"""Score a trained generator: FID, IS, KID, precision/recall and conditional accuracy.
+
+    python -m trainers.evaluate --model_dir=runs/fmnist --num_samples=10000 \
+        --feature_network=classifier:runs/fmnist_classifier [--reference_split=test] \
+        [--reference_cache=runs/reference_stats] [--checkpoint_dir=runs/fmnist/best] [--json=out.json]
+
+The EMA generator is restored (float32) from the latest checkpoint of ``<model_dir>/checkpoints``
+(or --checkpoint_dir / a --checkpoint prefix). Real-data statistics come from the config's data set
+(--reference_split, default "test" for Fashion-MNIST, "train" otherwise) and are cached under
+--reference_cache (default ``<model_dir>/reference_stats``), named by feature network, data set
+and count. Prints a table (metric, value, network) and writes JSON (default
+``<model_dir>/eval_<step>.json``).
+
+Feature networks (nothing is downloaded): ``classifier:<dir>`` (trainers.classifier),
+``savedmodel:<dir>`` (TF-GAN-style Inception SavedModel), ``keras_inception:<weights.h5>``.
+"""
+import json
+import os
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("model_dir", None, "Training run directory (config.json, checkpoints/).")
+flags.DEFINE_string("checkpoint_dir", None, "Directory whose latest checkpoint is evaluated "
+                    "(default <model_dir>/checkpoints; <model_dir>/best for the best-FID one).")
+flags.DEFINE_string("checkpoint", None, "A checkpoint prefix (e.g. .../ckpt-2000); overrides --checkpoint_dir.")
+flags.DEFINE_integer("num_samples", 10000, "Generated images to score.", lower_bound=2)
+flags.DEFINE_string("feature_network", None,
+                    "KIND:PATH with KIND classifier, savedmodel or keras_inception.")
+flags.DEFINE_string("reference_cache", None, "Cache .npz file or directory for the real-data statistics "
+                    "(default <model_dir>/reference_stats).")
+flags.DEFINE_string("reference_split", None, "Real-data split (default: test for Fashion-MNIST, else train).")
+flags.DEFINE_integer("num_reference", 0, "Real images for the statistics (0: --num_samples, at most the split).",
+                     lower_bound=0)
+flags.DEFINE_integer("num_real_features", 0, "Real features kept for KID and precision/recall "
+                     "(0: min(--num_reference, --num_samples)).", lower_bound=0)
+flags.DEFINE_string("data_dir", None, "Dataset location (default: the config's).")
+flags.DEFINE_integer("batch_size", 100, "Images per generator/feature-network call.", lower_bound=1)
+flags.DEFINE_float("truncation", None, "Truncate z to [-t, t] (default: none).")
+flags.DEFINE_integer("seed", 0, "Seeds the noise and labels.")
+flags.DEFINE_string("json", None, "Output JSON path (default <model_dir>/eval_<step>.json).")
+flags.mark_flag_as_required("model_dir")
+
+
+def _check_flags():
+    if not os.path.isfile(os.path.join(FLAGS.model_dir, "config.json")):
+        raise app.UsageError(f"--model_dir={FLAGS.model_dir} holds no config.json (not a training run)")
+    if not FLAGS.feature_network:
+        raise app.UsageError("--feature_network is required: classifier:<dir> (train one with "
+                             "python -m trainers.classifier), savedmodel:<dir> or keras_inception:<file.h5>")
+    kind, sep, path = FLAGS.feature_network.partition(":")
+    if not sep or kind not in ("classifier", "savedmodel", "keras_inception") or not path:
+        raise app.UsageError(f"--feature_network={FLAGS.feature_network} is not KIND:PATH with KIND one of "
+                             "classifier, savedmodel, keras_inception")
+    if not os.path.exists(os.path.expanduser(path)):
+        raise app.UsageError(f"--feature_network={FLAGS.feature_network}: {path} does not exist")
+    if FLAGS.truncation is not None and not FLAGS.truncation > 0:
+        raise app.UsageError(f"--truncation={FLAGS.truncation} must be > 0")
+    for name in ("checkpoint_dir", "data_dir"):
+        value = getattr(FLAGS, name)
+        if value is not None and not os.path.isdir(value):
+            raise app.UsageError(f"--{name}={value} is not a directory")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    _check_flags()
+    from sagan_tf.evaluation import load_feature_network
+    from sagan_tf.evaluation import runner
+    from sagan_tf.sampling import load_generator
+
+    try:
+        generator, config, checkpoint, step = load_generator(FLAGS.model_dir, FLAGS.checkpoint or FLAGS.checkpoint_dir)
+    except FileNotFoundError as error:
+        raise app.UsageError(str(error)) from error
+    network = load_feature_network(FLAGS.feature_network)
+    split = FLAGS.reference_split or runner.default_reference_split(config.dataset)
+    try:
+        real, reference_name, split_size = runner.real_image_source(config, split, FLAGS.batch_size, FLAGS.data_dir)
+    except (ValueError, FileNotFoundError) as error:
+        raise app.UsageError(f"--reference_split={split}: {error}") from error
+    num_reference = FLAGS.num_reference or FLAGS.num_samples
+    if split_size is not None and num_reference > split_size:
+        print(f"--num_reference={num_reference} exceeds the {split_size} images of {reference_name}; using "
+              f"{split_size}")
+        num_reference = split_size
+    num_real_features = min(FLAGS.num_real_features or min(num_reference, FLAGS.num_samples), num_reference)
+    cache = FLAGS.reference_cache or os.path.join(FLAGS.model_dir, "reference_stats")
+    reference = runner.load_or_compute_reference(cache, network, real, num_reference, reference_name,
+                                                 num_features=num_real_features, batch_size=FLAGS.batch_size)
+    dataset_name = runner.canonical_dataset_name(config.dataset)
+    metrics = runner.evaluate_generator(generator, network, reference, FLAGS.num_samples, FLAGS.batch_size,
+                                        config.num_classes, truncation=FLAGS.truncation, seed=FLAGS.seed,
+                                        dataset_name=dataset_name)
+    print(f"{checkpoint} (step {step}): {FLAGS.num_samples} samples vs {num_reference} images of "
+          f"{reference_name}, feature network {network.name}")
+    print(runner.format_table(metrics))
+
+    record = {
+        "step": step,
+        "checkpoint": checkpoint,
+        "network": network.name,
+        "network_spec": FLAGS.feature_network,
+        "network_fingerprint": getattr(network, "fingerprint", None),
+        "num_samples": FLAGS.num_samples,
+        "truncation": FLAGS.truncation,
+        "seed": FLAGS.seed,
+        "reference": {"dataset": reference_name, "num": int(reference["num"]),
+                      "num_features": num_real_features},
+        "metrics": metrics,
+    }
+    out = FLAGS.json or os.path.join(FLAGS.model_dir, f"eval_{step if step is not None else 'latest'}.json")
+    from sagan_tf.visualization import atomic_write_bytes
+    atomic_write_bytes(out, (json.dumps(record, indent=2) + "\n").encode())
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    app.run(main)
