@@ -1,4 +1,5 @@
 """Sampling: truncated noise, class sheets, interpolations, and the sample CLI's .npz output."""
+import json
 import os
 import subprocess
 import sys
@@ -244,9 +245,13 @@ def test_sample_cli_npz_from_a_saved_model(tmp_path):
     module = StandInExport(generator)
     export_dir = str(tmp_path / "export")
     tf.saved_model.save(module, export_dir, signatures={"serving_default": module.serve})
+    # Like export.saved_model, record the model fields beside the graph (the CLI reads num_classes there).
+    os.makedirs(os.path.join(export_dir, "assets.extra"))
+    with open(os.path.join(export_dir, "assets.extra", "sagan_export.json"), "w") as f:
+        json.dump({"model": dict(generator.spec)}, f)
     npz = tmp_path / "out" / "samples.npz"
-    result = run_cli("trainers.sample", f"--saved_model={export_dir}", "--num_classes=3", "--num=7", f"--npz={npz}",
-                     "--batch_size=3", "--truncation=0.5")
+    result = run_cli("trainers.sample", f"--saved_model={export_dir}", "--num=7", f"--npz={npz}", "--batch_size=3",
+                     "--truncation=0.5")
     assert result.returncode == 0, result.stderr[-3000:]
     check_npz(npz, 7, [0, 1, 2, 0, 1, 2, 0], (32, 32, 1))
 

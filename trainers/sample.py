@@ -17,6 +17,8 @@
 Exactly one of --model_dir (EMA generator of the latest checkpoint, or --checkpoint) and
 --saved_model (any SavedModel with a ``serving_default`` signature taking ``z`` float32
 [-1, z_dim] and ``label`` int32 [-1] and returning ``images`` float32 [-1, H, W, C] in [-1, 1]).
+A SavedModel's class count is read from ``assets.extra/sagan_export.json`` (written by
+export.saved_model) when present, else pass --num_classes (or --labels).
 
 --npz writes ``images`` (uint8 [N, H, W, C]) and ``labels`` (int32 [N]) for N = --num samples,
 labels cycling through --labels (default every class), generated --batch_size at a time. The PNG
@@ -125,10 +127,13 @@ class SavedModelGenerator:
         value = getattr(self._loaded, "num_classes", None)
         if value is not None:
             return int(value.numpy() if hasattr(value, "numpy") else value)
-        for candidate in (os.path.join(path, "assets", "config.json"), os.path.join(path, "config.json")):
+        # export.saved_model records the model fields in assets.extra/sagan_export.json ("model").
+        for candidate in (os.path.join(path, "assets.extra", "sagan_export.json"),
+                          os.path.join(path, "assets", "config.json"), os.path.join(path, "config.json")):
             if os.path.isfile(candidate):
                 with open(candidate) as f:
                     config = json.load(f)
+                config = config.get("model", config)
                 if "num_classes" in config:
                     return int(config["num_classes"])
         return None
