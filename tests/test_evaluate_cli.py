@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from sagan_tf.evaluation import metrics
 from sagan_tf.evaluation import runner
-from sagan_tf.evaluation.periodic import BestCheckpointSaver, PeriodicEvaluation, make_evaluate_fn
+from sagan_tf.evaluation.periodic import (BestCheckpointSaver, PeriodicEvaluation, build_periodic_evaluation,
+                                         make_evaluate_fn)
 from sagan_tf.evaluation.reference_stats import ReferenceStatsMismatchError
 from tests.helpers import tiny_config
 from tests.test_sampling import run_cli, tiny_run
@@ -242,6 +243,33 @@ def test_periodic_evaluation_scores_the_sagan_models_ema_generator(tmp_path):
     for weight in model.ema_generator.trainable_weights:
         weight.assign(weight * 1.5)
     assert evaluate_fn(model.ema_generator)["fid/standin_net"] != before["fid/standin_net"]
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_MNIST), reason="dataset-fashion-mnist is not installed")
+def test_build_periodic_evaluation_from_config_and_resume(tmp_path):
+    from sagan_tf.training import build_model
+    config = tiny_config(num_classes=10, eval_every=2, eval_samples=16)
+    model = build_model(config, tf.distribute.get_strategy())
+    network = StandInNetwork(num_classes=10)
+    callback = build_periodic_evaluation(config, model, str(tmp_path), None, feature_network=network, log_fn=None)
+    assert callback.every == 2 and callback.best is None
+    assert os.listdir(tmp_path / "reference_stats")  # fashion_mnist_test statistics cached in model_dir
+    callback.set_model(model)
+    for _ in range(2):
+        model.g_optimizer.iterations.assign_add(1)
+        callback.on_train_batch_end(0, {})
+    record = json.loads((tmp_path / "best" / "best.json").read_text())
+    assert record["step"] == 2 and record["metric"] == "fid/standin_net"
+    assert tf.train.latest_checkpoint(str(tmp_path / "best")).endswith("ckpt-2")
+    # A resumed run starts from the recorded best, and only with the same feature network.
+    resumed = build_periodic_evaluation(config, model, str(tmp_path), None, feature_network=network, log_fn=None)
+    assert resumed.best == record["value"]
+    other = StandInNetwork(num_classes=10)
+    other.name = "another_net"
+    assert build_periodic_evaluation(config, model, str(tmp_path), None, feature_network=other,
+                                     log_fn=None).best is None
+    with pytest.raises(ValueError, match="eval_feature_network"):
+        build_periodic_evaluation(config, model, str(tmp_path), None)
 
 
 @pytest.mark.slow

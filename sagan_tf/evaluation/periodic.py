@@ -5,6 +5,8 @@ Interface (three small pieces, each replaceable in tests):
 * ``evaluate_fn(generator) -> {key: float}`` -- scores a generator. Keys follow
   :func:`sagan_tf.evaluation.runner.metric_key` (``"fid/<network name>"``, ...).
   :func:`make_evaluate_fn` builds the usual one from a feature network and a reference.
+  :func:`build_periodic_evaluation` assembles all three from a run's config (what the training
+  loop calls).
 * ``writer`` -- a ``tf.summary`` writer; every metric is written as ``eval/<key>`` at the step.
 * ``best_dir_fn(step, metrics)`` -- called exactly when the monitored metric (FID by default,
   lower is better) improves on the best seen so far; it must persist the current weights.
@@ -28,7 +30,7 @@ import tensorflow as tf
 from sagan_tf.evaluation.runner import LOWER_IS_BETTER, evaluate_generator, split_metric_key
 from sagan_tf.visualization import atomic_write_bytes
 
-__all__ = ["PeriodicEvaluation", "BestCheckpointSaver", "make_evaluate_fn"]
+__all__ = ["PeriodicEvaluation", "BestCheckpointSaver", "make_evaluate_fn", "build_periodic_evaluation"]
 
 BEST_FILE = "best.json"
 
@@ -131,14 +133,23 @@ class BestCheckpointSaver:
         self._manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1)
 
     @property
+    def latest(self) -> str | None:
+        """Prefix of the best checkpoint saved so far (None if none)."""
+        return self._manager.latest_checkpoint
+
+    @property
     def best_file(self) -> str:
         return os.path.join(self.directory, BEST_FILE)
 
     def best_value(self) -> float | None:
-        """The monitored value recorded in ``best.json`` (None if there is none yet)."""
+        """The monitored value recorded in ``best.json``; None if there is none yet, or if it was
+        recorded for another metric key than this saver's `metric` (e.g. another feature network)."""
         try:
             with open(self.best_file) as f:
-                return float(json.load(f)["value"])
+                record = json.load(f)
+            if self.metric is not None and record["metric"] != self.metric:
+                return None
+            return float(record["value"])
         except (FileNotFoundError, KeyError, ValueError, TypeError):
             return None
 
@@ -155,22 +166,70 @@ def make_evaluate_fn(config, feature_network, reference: dict, num_samples: int,
                      seed: int = 0, dataset_name: str | None = None):
     """``fn(generator) -> metrics`` that scores a float32 copy of the given (EMA) generator.
 
-    The copy is built once (float32 whatever the training precision, outside any distribution
-    strategy) and refreshed with ``set_weights`` at each call, so evaluation neither runs in
-    bfloat16 nor touches the training generator's state. A fixed `seed` gives every evaluation the
-    same noise and labels, so changes between steps come from the weights alone.
+    The copy is built here, once (call this outside any ``strategy.scope()``): float32 whatever
+    the training precision, refreshed with ``set_weights`` at each call, so evaluation neither runs
+    in bfloat16 nor touches the training generator's state, and is traced only once. A fixed `seed`
+    gives every evaluation the same noise and labels, so changes between steps come from the
+    weights alone.
     """
     from sagan_tf.models import Generator
+    from sagan_tf.sampling import as_sample_fn
 
-    holder = {}
+    copy = Generator(config, dtype="float32", name="eval_generator")
+    copy.build()
+    sample_fn = as_sample_fn(copy)
+    z_dim, num_classes = int(config.z_dim), int(config.num_classes)
 
     def evaluate_fn(generator):
-        if "g" not in holder:
-            holder["g"] = Generator(config, dtype="float32", name="eval_generator")
-            holder["g"].build()
-        copy = holder["g"]
         copy.set_weights([np.asarray(w) for w in generator.get_weights()])
-        return evaluate_generator(copy, feature_network, reference, num_samples, batch_size, config.num_classes,
-                                  seed=seed, dataset_name=dataset_name)
+        return evaluate_generator(sample_fn, feature_network, reference, num_samples, batch_size, num_classes,
+                                  z_dim=z_dim, seed=seed, dataset_name=dataset_name)
 
     return evaluate_fn
+
+
+def build_periodic_evaluation(config, model, model_dir: str, writer, data_dir: str | None = None,
+                              feature_network=None, log_fn=print) -> PeriodicEvaluation:
+    """The :class:`PeriodicEvaluation` a training run uses, from its config.
+
+    Config fields read (``config.get`` with these defaults, so older configs work):
+      eval_every: period in G steps (must be > 0 to call this).
+      eval_samples (10000): generated images per evaluation, and real images for the reference
+        (capped at the split's size where it is known).
+      eval_feature_network: "classifier:<dir>" | "savedmodel:<dir>" | "keras_inception:<h5>"
+        (required unless `feature_network`, a spec string or a loaded network, is given).
+      eval_reference_split (None): real split; default "test" for Fashion-MNIST, else "train".
+      eval_reference_cache (None): cache file/directory; default ``<model_dir>/reference_stats``.
+      eval_batch_size (100): images per generator / feature-network call.
+
+    The reference statistics are computed (or loaded) here, before training starts. The best
+    checkpoint (lowest FID) goes to ``<model_dir>/best`` (:class:`BestCheckpointSaver` over
+    ``sagan_tf.training.checkpointing.make_checkpoint(model)``), and a resumed run starts from the
+    best value recorded there.
+    """
+    from sagan_tf.evaluation.features import load_feature_network
+    from sagan_tf.evaluation import runner
+    from sagan_tf.training.checkpointing import make_checkpoint
+
+    every = int(config.get("eval_every", 0) or 0)
+    if every < 1:
+        raise ValueError(f"config.eval_every={every}: periodic evaluation needs a positive period")
+    spec = feature_network or config.get("eval_feature_network")
+    if not spec:
+        raise ValueError("config.eval_every > 0 needs config.eval_feature_network (e.g. "
+                         "'classifier:/path/to/classifier_dir'; train one with python -m trainers.classifier)")
+    network = load_feature_network(spec) if isinstance(spec, str) else spec
+    num_samples = int(config.get("eval_samples", 10000))
+    batch_size = int(config.get("eval_batch_size", 100))
+    split = config.get("eval_reference_split") or runner.default_reference_split(config.dataset)
+    real, reference_name, split_size = runner.real_image_source(config, split, batch_size, data_dir)
+    num_reference = min(num_samples, split_size) if split_size else num_samples
+    cache = config.get("eval_reference_cache") or os.path.join(model_dir, "reference_stats")
+    reference = runner.load_or_compute_reference(cache, network, real, num_reference, reference_name,
+                                                 num_features=min(num_reference, num_samples), batch_size=batch_size)
+    evaluate_fn = make_evaluate_fn(config, network, reference, num_samples, batch_size,
+                                   dataset_name=runner.canonical_dataset_name(config.dataset))
+    metric = runner.metric_key("fid", network.name)
+    saver = BestCheckpointSaver(make_checkpoint(model), os.path.join(model_dir, "best"), metric=metric)
+    return PeriodicEvaluation(every, evaluate_fn, writer, saver, metric=metric, best=saver.best_value(),
+                              log_fn=log_fn)
