@@ -66,6 +66,22 @@ def is_chief(strategy):
         resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict())
 
 
+def check_same_start_step(strategy, start, model_dir):
+    """Multi-worker runs only: every worker must have restored the same step, or they would train
+    different step counts and wait on each other's collectives. (They do when `model_dir` is storage
+    they all read; a worker given a local `model_dir` would start again from step 0.)"""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    # Sums over all replicas of (1, step, step²): all steps are equal iff n·Σstep² = (Σstep)², exact in float64.
+    values = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant([1.0, start, float(start) ** 2], tf.float64))
+    n, total, squares = strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None).numpy()
+    if n * squares != total * total:
+        raise RuntimeError(f"the workers restored different steps (this one: {start}, mean {total / n:g}) from "
+                           f"{model_dir}/checkpoints: --model_dir must be storage every worker reads "
+                           f"(GCS, NFS), the same on all of them.")
+
+
 def write_config(config, model_dir):
     atomic_write_bytes(os.path.join(model_dir, "config.json"), config.to_json_best_effort(indent=2).encode())
 
@@ -89,6 +105,7 @@ def train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, verb
             write_config(config, model_dir)
         # Resume from the chief's checkpoints on every worker.
         start = CheckpointManager(model, os.path.join(model_dir, "checkpoints")).restore_latest()
+        check_same_start_step(strategy, start, model_dir)
         remaining = config.train_steps - start
         if remaining <= 0:
             print(f"{model_dir}: already at step {start} >= train_steps={config.train_steps}; nothing to do.")

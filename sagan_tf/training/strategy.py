@@ -38,6 +38,6 @@ def get_strategy(name="default", tpu=None, num_cpu_devices=0):
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as error:
-        raise RuntimeError(f"--strategy=tpu: no TPU found at --tpu={tpu!r} ({error}). Run on a Cloud TPU VM or "
-                           f"pass --tpu=<name or grpc://address>.") from error
+        raise RuntimeError(f"--strategy=tpu: no TPU found at --tpu={tpu!r} ({error}). Run on a Cloud TPU VM with "
+                           f"--tpu=local, or pass --tpu=<TPU name or grpc://address>.") from error
     return tf.distribute.TPUStrategy(resolver)
