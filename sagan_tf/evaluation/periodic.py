@@ -46,6 +46,17 @@ def _monitored_key(metrics: dict, metric: str | None) -> str:
     return fid_keys[0]
 
 
+def _summary(metrics: dict) -> str:
+    """"fid 12.3, is 4.5 [network]" when every key names the same network, else "key value, ..."."""
+    try:
+        parts = [split_metric_key(key) + (value,) for key, value in metrics.items()]
+    except ValueError:
+        parts = None
+    if parts and len({network for _, network, _ in parts}) == 1:
+        return ", ".join(f"{metric} {value:.4g}" for metric, _, value in parts) + f" [{parts[0][1]}]"
+    return ", ".join(f"{key} {value:.4g}" for key, value in metrics.items())
+
+
 def _lower_is_better(key: str) -> bool:
     try:
         return split_metric_key(key)[0] in LOWER_IS_BETTER
@@ -108,8 +119,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             if self.best_dir_fn is not None:
                 self.best_dir_fn(step, metrics)
         if self.log_fn:
-            summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-            self.log_fn(f"\nstep {step} evaluation: {summary}" + (" (best so far)" if improved else ""))
+            self.log_fn(f"\nstep {step} evaluation: {_summary(metrics)}" + (" (best so far)" if improved else ""))
         return metrics
 
     def on_train_batch_end(self, batch, logs=None):
