@@ -15,15 +15,18 @@ Signatures (all batch-major; TF-Serving's batching concatenates requests along d
 
 Truncation (per row): ``t > 0`` draws z from N(0, 1) truncated to [-t, t] (every coordinate with
 |z| > t is redrawn until it falls inside, so the result is exactly the truncated normal and never
-leaves [-t, t]); ``t <= 0`` means no truncation. ``0`` is "off" because it is the natural default of
-a proto / JSON field and of TF-Serving's batch padding. NaN and ±inf are rejected (INVALID_ARGUMENT).
+leaves [-t, t]); ``t <= 0`` means no truncation (``0`` is "off" because it is what an unset proto or
+JSON number gives). NaN and ±inf are rejected with INVALID_ARGUMENT rather than read as "none": a
+non-finite value is far more likely a client bug than a request.
 
 Every input is checked inside the graph with `tf.debugging` assertions that run before the
 generator, so a bad request fails with InvalidArgumentError (TF-Serving: INVALID_ARGUMENT) whose
 message names the input and the offending values: labels outside [0, num_classes), z of the wrong
 width, inputs with different batch sizes, non-finite truncation, and batches outside
-[1, max_batch]. The width check does not rely on the static shape (TF-Serving does not check fed
-shapes against the signature, and grappler may fold shape ops whose value it thinks it knows).
+[1, max_batch] (one limit for every signature; the batching file's max_batch_size equals it, so
+batches merged by TF-Serving never exceed it). The width check does not rely on the static shape:
+TF-Serving does not check fed shapes against the signature, and grappler may fold shape ops whose
+value it believes it knows.
 """
 import math
 
@@ -128,7 +131,10 @@ class GeneratorServing(tf.Module):
         # An unconditional generator ignores its labels; it accepts label 0 only.
         self.label_limit = max(self.num_classes, 1)
         self.max_batch = int(max_batch)
-        self.num_attention = len(generator.attention_layers)
+        self.attention_shapes = attention_map_shapes(spec)
+        if len(self.attention_shapes) != len(generator.attention_layers):
+            raise ValueError(f"expected {len(self.attention_shapes)} attention layers from the architecture table, "
+                             f"the generator has {len(generator.attention_layers)}")
         z_spec = tf.TensorSpec([None, self.z_dim], tf.float32, name="z")
         label_spec = tf.TensorSpec([None], tf.int32, name="label")
         self.serve = tf.function(self._serve, input_signature=[z_spec, label_spec])
@@ -188,9 +194,8 @@ class GeneratorServing(tf.Module):
     def _z_checks(self, z, label):
         shape = tf.shape(z)
         # The element count catches a wrong width even if shape[1] were constant-folded from the
-        # signature's static [None, z_dim]: with equal batches, size == batch·z_dim ⇔ width == z_dim.
-        ok = tf.logical_and(tf.equal(shape[1], self.z_dim),
-                            tf.equal(tf.size(z), tf.shape(label)[0] * self.z_dim))
+        # signature's static [None, z_dim]: size == rows·z_dim ⇔ width == z_dim (for rows > 0).
+        ok = tf.logical_and(tf.equal(shape[1], self.z_dim), tf.equal(tf.size(z), shape[0] * self.z_dim))
         finite = tf.reduce_all(tf.math.is_finite(z))
         return [tf.debugging.Assert(ok, [f"z must have shape [batch, {self.z_dim}] (z_dim={self.z_dim}); got", shape]),
                 tf.debugging.Assert(finite, ["z must be finite; non-finite entries at",
@@ -217,8 +222,9 @@ class GeneratorServing(tf.Module):
         z, label = self._checked_z_label(z, label, self.max_batch)
         images, maps = self.generator((z, label), training=False, return_attention=True)
         outputs = {"images": images}
-        for k, attention in enumerate(maps):
-            outputs[f"attention_{k}"] = tf.cast(attention, tf.float32)
+        for k, (attention, (n, m)) in enumerate(zip(maps, self.attention_shapes)):
+            # The layer's reshapes lose the static shape; restore it for the signature ([-1, N, M]).
+            outputs[f"attention_{k}"] = tf.ensure_shape(tf.cast(attention, tf.float32), [None, n, m])
         return outputs
 
     def _generate(self, label, seed, truncation):
