@@ -163,7 +163,8 @@ def launch(num_workers, trainer, timeout=3600.0, grace=10.0, chief=False, python
         for thread in threads:
             thread.join(timeout=5)
         results = ", ".join(f"worker {i} {_describe(p.returncode)}" for i, p in enumerate(processes))
-        _say(f"{'all workers finished' if code == 0 else 'FAILED'}: {results}", lock)
+        outcome = "all workers finished" if code == 0 else "stopped" if stop_requested else "FAILED"
+        _say(f"{outcome}: {results}", lock)
         return code
     finally:
         for process in processes:  # never leave a worker behind, whatever happened above
