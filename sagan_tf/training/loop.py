@@ -129,7 +129,8 @@ def train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, verb
             cb.Checkpointing(manager, config.checkpoint_every),
             cb.StopOnSignal(),
         ]
-        model.fit(dataset, epochs=1, steps_per_epoch=remaining, callbacks=callbacks, verbose=verbose)
+        model.fit(dataset, epochs=1, steps_per_epoch=remaining, callbacks=callbacks, verbose=verbose,
+                  shuffle=False)  # the pipelines shuffle, deterministically
         return model
     finally:
         if not chief:
