@@ -153,8 +153,14 @@ def export_generator(generator, export_base, version=None, model_name="sagan", m
         with open(os.path.join(tmp, serving_config.WARMUP_DIR, INFO_FILE), "w") as f:
             json.dump(details, f, indent=2, default=str)
         _fsync_tree(tmp)
-        # os.rename does not replace a non-empty directory, so a concurrent export of the same version fails here.
-        os.rename(tmp, target)
+        try:
+            os.rename(tmp, target)  # never replaces a non-empty directory
+        except OSError as error:
+            if os.path.exists(target):
+                raise ExportError(f"export version directory {target!r} appeared while exporting (a concurrent "
+                                  f"export?); nothing was replaced. Retry (next free: {next_version(export_base)}).") \
+                    from error
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
