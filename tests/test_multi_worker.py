@@ -79,6 +79,15 @@ def test_global_batch_not_divisible_by_replicas_fails_before_any_work(tmp_path, 
     assert not model_dir.exists()
 
 
+def test_shell_wrapper_runs_the_launcher(tmp_path):
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "launch_local_cluster.sh"), "2", "--", "-c",
+                             "import os; print('cluster' in os.environ['TF_CONFIG'])"],
+                            env=dict(worker_env(tmp_path), PYTHON=sys.executable), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[worker 0] True" in result.stdout and "[worker 1] True" in result.stdout
+
+
 def _strategy_for(monkeypatch, tf_config):
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)

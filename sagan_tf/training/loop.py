@@ -35,26 +35,23 @@ def build_model(config, strategy):
         model = SAGAN(config)
         g_opt, d_opt = make_optimizers(config)
         model.compile(g_optimizer=g_opt, d_optimizer=d_opt, jit_compile=bool(config.jit_compile))
-    _work_around_keras_fit_under_strategies(model, strategy)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        _work_around_keras_fit_under_multi_worker(model)
     return model
 
 
-def _work_around_keras_fit_under_strategies(model, strategy):
-    """Two Keras 3 (3.15) `fit` problems under tf.distribute, fixed on this model instance:
+def _work_around_keras_fit_under_multi_worker(model):
+    """Two Keras 3 (3.15) `fit` failures under MultiWorkerMirroredStrategy, fixed on this model instance:
 
-    * Under any strategy, fit() first takes a batch from the iterator to build the model
-      symbolically; that batch is then never trained on (the run is one step off its data position),
-      and under MultiWorkerMirroredStrategy the eager all-reduce of the (images, labels) tuple fails.
-      compile() has already built every weight, so that step is skipped.
-    * Under MultiWorkerMirroredStrategy fit() reduces the step's logs with
-      `strategy.reduce("MEAN", v, axis=0)`, which fails on scalars ("Invalid reduction dimension 0",
-      tensorflow/tensorflow#72388): the logs are given a length-1 axis, reduced to the mean over all
-      replicas.
+    * fit() first takes a batch to build the model symbolically and all-reduces it eagerly, which fails
+      on the (images, labels) tuple; compile() has already built every weight, so that step is skipped.
+    * fit() reduces the step's logs with `strategy.reduce("MEAN", v, axis=0)`, which fails on scalars
+      ("Invalid reduction dimension 0", tensorflow/tensorflow#72388): the logs get a length-1 axis and
+      are reduced to their mean over all replicas.
     """
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        train_step = model.train_step
-        model.train_step = lambda data: {name: tf.reshape(value, [1]) for name, value in train_step(data).items()}
+    train_step = model.train_step
+    model.train_step = lambda data: {name: tf.reshape(value, [1]) for name, value in train_step(data).items()}
 
 
 def is_chief(strategy):
