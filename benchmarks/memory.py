@@ -1,0 +1,178 @@
+"""Peak host memory of a train step, pooled vs full vs no attention, plus the attention maps' sizes.
+
+    python benchmarks/memory.py [--configs imagenet64,imagenet128] [--batch64 8 --batch128 4]
+        [--precision mixed_bfloat16] [--json]
+
+Each (config, attention) variant runs in its own subprocess (peak RSS is per process and never goes
+down): build the model, run `--steps` train steps on an in-memory batch, and report the process's peak
+RSS (resource.getrusage ru_maxrss) after building and after the steps, and
+tf.config.experimental.get_memory_info('CPU:0') when TF supports it on CPU. The step's transient
+memory is peak-after-steps − peak-after-build; attention's part of it is that of the pooled or full
+variant minus the no-attention variant's. Analytic sizes: every attention layer holds its logits
+[B, N, M] in the compute dtype and its softmax [B, N, M] in float32 (M = N/4 pooled, N full), both
+kept for the backward pass, in every forward pass of the step (D step: G forward + D forward on real
+and fake; G step: G forward + D forward).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+
+try:
+    from benchmarks import common
+except ImportError:  # run as a script from benchmarks/
+    import common
+
+VARIANTS = {"pooled": dict(pooled_attention=True), "full": dict(pooled_attention=False),
+            "none": dict(g_attention=(), d_attention=())}
+BYTES = {"float32": 4, "mixed_bfloat16": 2, "mixed_float16": 2}
+
+
+def peak_rss_bytes():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kB
+
+
+def attention_map_bytes(config, pooled, batch=None):
+    """[(network, feature size, bytes of one forward pass's maps)] for every attention layer.
+
+    Per layer: logits [B, N, M] in the compute dtype + softmax [B, N, M] in float32.
+    """
+    from sagan_tf.models.architecture import discriminator_stages, generator_stages
+
+    batch = batch or config.batch_size
+    compute = BYTES[config.mixed_precision]
+    rows = []
+    stages = {"G": generator_stages(config.resolution, config.ch, config.g_attention),
+              "D": discriminator_stages(config.resolution, config.ch, config.image_channels, config.d_attention)}
+    for network, network_stages in stages.items():
+        for stage in network_stages:
+            if stage.attention:
+                n = stage.resolution ** 2
+                m = n // 4 if pooled else n
+                rows.append((network, stage.resolution, batch * n * m * (compute + 4)))
+    return rows
+
+
+def step_attention_bytes(config, pooled, batch=None):
+    """Attention-map bytes alive over one train step's passes (n_dis=1: G fwd ×2 at batch B, D fwd on 2B
+    and on B), the sum over passes: an upper bound of what the step holds at once."""
+    batch = batch or config.batch_size
+    total = 0
+    for network, _, size in attention_map_bytes(config, pooled, batch):
+        total += size * (2 if network == "G" else 3) * config.n_dis  # G: 2 passes of B; D: 2B + B
+    return total
+
+
+def worker(preset, batch, variant, precision, steps):
+    """Runs in the subprocess: prints one JSON line."""
+    import tensorflow as tf
+
+    from benchmarks.train_step import make_step_fn, sync_outputs, variant_config
+
+    config = variant_config(preset, batch, dict(mixed_precision=precision, **VARIANTS[variant]))
+    model, fn = make_step_fn(config, tf.distribute.get_strategy())
+    after_build = peak_rss_bytes()
+    for _ in range(steps):
+        sync_outputs(fn())
+    info = None
+    try:
+        info = tf.config.experimental.get_memory_info("CPU:0")
+    except (ValueError, RuntimeError, tf.errors.OpError) as error:
+        info = f"unsupported: {str(error).splitlines()[0][:80]}"
+    params = sum(int(tf.size(w)) for w in model.trainable_weights)
+    print(json.dumps(dict(preset=preset, batch=batch, variant=variant, precision=precision, steps=steps,
+                          peak_rss_after_build=after_build, peak_rss_after_steps=peak_rss_bytes(),
+                          memory_info=info, trainable_params=params)))
+
+
+def run_worker(preset, batch, variant, precision, steps):
+    command = [sys.executable, os.path.abspath(__file__), f"--_worker={preset},{batch},{variant},{precision},{steps}"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=common.ROOT)
+
+
+def main(argv=None):
+    parser = common.add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("--configs", default="imagenet64,imagenet128")
+    parser.add_argument("--batch64", type=int, default=8)
+    parser.add_argument("--batch128", type=int, default=4)
+    parser.add_argument("--precision", default="mixed_bfloat16")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--parallel", type=int, default=3, help="subprocesses at once (memory is per process)")
+    parser.add_argument("--_worker", default=None, dest="worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        preset, batch, variant, precision, steps = args.worker.split(",")
+        worker(preset, int(batch), variant, precision, int(steps))
+        return
+
+    jobs = []
+    for preset in args.configs.split(","):
+        config = common.load_preset(preset)
+        batch = args.batch128 if config.resolution >= 128 else args.batch64
+        for variant in VARIANTS:
+            jobs.append((preset, batch, variant))
+    results, running = [], []
+    for job in jobs + [None] * args.parallel:
+        if job is not None:
+            running.append((job, run_worker(*job, args.precision, args.steps)))
+        while running and (len(running) >= args.parallel or job is None):
+            (preset, batch, variant), process = running.pop(0)
+            out, _ = process.communicate()
+            if process.returncode:
+                results.append(dict(preset=preset, batch=batch, variant=variant, error=process.returncode))
+            else:
+                results.append(json.loads(out.strip().splitlines()[-1]))
+            if job is None:
+                break
+
+    rows, attention_rows = [], []
+    for preset in args.configs.split(","):
+        config = common.load_preset(preset)
+        config.mixed_precision = args.precision
+        by_variant = {r["variant"]: r for r in results if r["preset"] == preset and "error" not in r}
+        none = by_variant.get("none")
+        for variant in VARIANTS:
+            r = by_variant.get(variant)
+            if r is None:
+                rows.append(dict(config=preset, attention=variant, error="failed"))
+                continue
+            step_mb = (r["peak_rss_after_steps"] - r["peak_rss_after_build"]) / 2 ** 20
+            row = dict(config=preset, batch=r["batch"], attention=variant,
+                       build_peak_MB=r["peak_rss_after_build"] / 2 ** 20,
+                       step_peak_MB=r["peak_rss_after_steps"] / 2 ** 20, step_delta_MB=step_mb)
+            if none is not None:
+                row["minus_noattn_MB"] = (r["peak_rss_after_steps"] - none["peak_rss_after_steps"]) / 2 ** 20
+            rows.append(row)
+        batch = args.batch128 if config.resolution >= 128 else args.batch64
+        for pooled in (True, False):
+            layers = attention_map_bytes(config, pooled, batch)
+            attention_rows.append(dict(
+                config=preset, batch=batch, attention="pooled" if pooled else "full",
+                layers=" ".join(f"{net}@{size}²" for net, size, _ in layers),
+                one_pass_MB=sum(b for _, _, b in layers) / 2 ** 20,
+                step_MB=step_attention_bytes(config, pooled, batch) / 2 ** 20,
+                per_image_step_MB=step_attention_bytes(config, pooled, 1) / 2 ** 20))
+        measured = {v: by_variant[v]["peak_rss_after_steps"] - none["peak_rss_after_steps"]
+                    for v in ("pooled", "full") if none is not None and v in by_variant}
+        if len(measured) == 2:
+            attention_rows.append(dict(config=preset, batch=batch, attention="measured full/pooled",
+                                       layers="(peak RSS − no-attention peak RSS)",
+                                       one_pass_MB="", step_MB=f"{measured['full'] / max(measured['pooled'], 1):.2f}x",
+                                       per_image_step_MB=""))
+    memory_info = {f"{r['preset']}/{r['variant']}": r.get("memory_info") for r in results}
+    common.emit(args, dict(machine=common.machine_info(), precision=args.precision, results=results,
+                           rows=rows, attention=attention_rows, memory_info=memory_info),
+                [(f"Peak RSS of {args.steps} train steps ({args.precision}), one subprocess per row", rows, None),
+                 ("Attention maps, analytic (logits in compute dtype + float32 softmax per layer)",
+                  attention_rows, None)])
+    info = next(iter(memory_info.values()), None)
+    if not args.json:
+        print(f"tf.config.experimental.get_memory_info('CPU:0'): {info}")
+
+
+if __name__ == "__main__":
+    main()

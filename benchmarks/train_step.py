@@ -1,0 +1,349 @@
+"""Train-step throughput and MFU of the SAGAN train step, variant by variant, timed interleaved.
+
+    python benchmarks/train_step.py --config=imagenet64 [--batch 16 --steps 5 --warmup 2]
+        [--variants bf16,bf16_xla,fp32,...] [--check-xla] [--json]
+
+One "step" is one `SAGAN.train_step` (n_dis D updates + one G update + EMA) called through Keras'
+own compiled train function (`model.make_train_function()`, what `fit` runs), on an in-memory
+repeated batch, so the input pipeline costs nothing. Every round times one step of each variant
+and one float32 and one bfloat16 peak matmul (benchmarks/peak.py), so MFU = achieved FLOP/s ÷ peak
+of the matching precision is computed from timings taken under the same load. FLOPs per step =
+`cost.train_step_flops(spec, n_dis) × batch` (the architecture's convolutions, linears and attention
+matmuls; backward = 2× forward).
+
+Variants (name: overrides of the preset):
+  fp32, bf16              tf.function, float32 / mixed_bfloat16
+  fp32_xla, bf16_xla      the same with jit_compile=True (XLA)
+  bf16_full, fp32_full    full (un-pooled) attention
+  bf16_noattn, fp32_noattn no attention layers at all (attention share = 1 − t_noattn / t)
+  bf16_1dev, bf16_2dev_local, bf16_2dev_sync, fp32_2dev_local...
+                          run together in a subprocess whose CPU is split into 2 logical devices
+                          (default strategy vs MirroredStrategy with local or synchronized BN).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+try:
+    from benchmarks import common, peak
+except ImportError:  # run as a script from benchmarks/
+    import common
+    import peak
+
+BASE_VARIANTS = {
+    "fp32": dict(mixed_precision="float32", jit_compile=False),
+    "bf16": dict(mixed_precision="mixed_bfloat16", jit_compile=False),
+}
+SUFFIXES = {
+    "": {},
+    "_xla": dict(jit_compile=True),
+    "_full": dict(pooled_attention=False),
+    "_noattn": dict(g_attention=(), d_attention=()),
+    "_1dev": dict(devices=1),
+    "_2dev_local": dict(devices=2, sync_bn=False),
+    "_2dev_sync": dict(devices=2, sync_bn=True),
+}
+DEFAULT_VARIANTS = ("fp32", "bf16", "fp32_xla", "bf16_xla", "bf16_full", "bf16_noattn",
+                    "bf16_1dev", "bf16_2dev_local", "bf16_2dev_sync")
+PEAK_PRECISION = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
+COLUMNS = ["variant", "precision", "xla", "attention", "bn", "devices", "batch", "step_ms", "img/s",
+           "GFLOP/step", "GFLOP/s", "MFU_%", "vs_first"]
+
+
+def log(message):
+    print(f"[train_step {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def variant_overrides(name):
+    """The config overrides of a variant name, plus 'devices' (1 or 2)."""
+    for base, base_overrides in BASE_VARIANTS.items():
+        if name == base or name.startswith(base + "_"):
+            suffix = name[len(base):]
+            if suffix in SUFFIXES:
+                overrides = dict(devices=1, **base_overrides)
+                overrides.update(SUFFIXES[suffix])
+                return overrides
+    raise ValueError(f"unknown variant {name!r}: a base {sorted(BASE_VARIANTS)} followed by one of "
+                     f"{sorted(SUFFIXES)}")
+
+
+def variant_config(preset, batch, overrides):
+    config = common.load_preset(preset)
+    config.batch_size = batch
+    # N(0, 0.02) instead of orthogonal: identical step cost, but building a 64²/128² model no longer
+    # spends tens of seconds in QR decompositions of the large kernels.
+    config.init = "normal"
+    config.update({k: v for k, v in overrides.items() if k != "devices"})
+    return config
+
+
+def step_flops(config):
+    from sagan_tf.models.architecture import model_fields
+    from sagan_tf.models.cost import train_step_flops
+    return train_step_flops(model_fields(config), config.n_dis) * config.batch_size
+
+
+def sync_outputs(result):
+    """Waits for a train function's outputs (an Optional of the logs dict, or the logs)."""
+    import tensorflow as tf
+    if hasattr(result, "get_value"):
+        result = result.get_value()
+    for tensor in tf.nest.flatten(result):
+        if hasattr(tensor, "numpy"):
+            tensor.numpy()
+
+
+def synthetic_batch(config, seed=0):
+    import tensorflow as tf
+    n = config.batch_size * config.n_dis
+    shape = [n, config.resolution, config.resolution, config.image_channels]
+    images = tf.random.stateless_uniform(shape, seed=[seed, 0], minval=-1.0, maxval=1.0)
+    labels = tf.random.stateless_uniform([n], seed=[seed, 1], minval=0, maxval=max(config.num_classes, 1),
+                                         dtype=tf.int32)
+    return images, labels
+
+
+def make_step_fn(config, strategy):
+    """(model, zero-argument callable running one compiled train step) for `config` under `strategy`."""
+    import tensorflow as tf
+    from sagan_tf.training import build_model
+
+    model = build_model(config, strategy)
+    dataset = tf.data.Dataset.from_tensors(synthetic_batch(config)).repeat()
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    model.make_train_function()
+    return model, lambda: model.train_function(iterator)
+
+
+def run_variants(preset, batch, names, rounds, warmup, peak_size, devices=1):
+    """Times `names` (all with the same device count) interleaved with the peak matmuls, in this process.
+
+    Returns {"peak_gflops": {...}, "variants": {name: {...}}}.
+    """
+    import tensorflow as tf
+    from sagan_tf.training.strategy import split_cpu
+
+    if devices > 1:
+        split_cpu(devices)
+    fns, meta = {}, {}
+    # One MirroredStrategy shared by every multi-device variant: two strategy objects in one process
+    # hand out colliding collective instance keys (sync-BN all-reduces then meet the other model's
+    # gradient all-reduce: "Shape mismatch in the collective instance").
+    strategies = {}
+    for name in names:
+        overrides = variant_overrides(name)
+        config = variant_config(preset, batch, overrides)
+        n = overrides["devices"]
+        if n not in strategies:
+            strategies[n] = (tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)]) if n > 1
+                             else tf.distribute.get_strategy())
+        start = time.perf_counter()
+        _, fns[name] = make_step_fn(config, strategies[n])
+        log(f"built {name} in {time.perf_counter() - start:.1f} s")
+        meta[name] = dict(config=config, devices=overrides["devices"])
+    peak_fns = {f"peak_{p}": fn for p, fn in peak.peak_fns(peak_size).items()}
+    sync = lambda r: sync_outputs(r) if not hasattr(r, "numpy") else r.numpy()  # noqa: E731
+    for name, fn in fns.items():  # warm-up, reported (tracing / XLA compilation)
+        for i in range(warmup):
+            log(f"warm-up {i} of {name}: {common.time_call(fn, sync):.1f} s")
+    for fn in peak_fns.values():
+        sync(fn())
+    times = common.interleaved({**fns, **peak_fns}, rounds=rounds, warmup=0, sync=sync)
+    for name in fns:
+        log(f"{name}: " + ", ".join(f"{t * 1e3:.0f}" for t in times[name]) + " ms")
+    peaks = peak.peak_from_times({p: times[f"peak_{p}"] for p in peak.PRECISIONS}, peak_size)
+    results = {}
+    for name in names:
+        config = meta[name]["config"]
+        results[name] = dict(
+            precision=config.mixed_precision, xla=bool(config.jit_compile),
+            attention=("none" if not (config.g_attention or config.d_attention)
+                       else "pooled" if config.pooled_attention else "full"),
+            bn="sync" if config.sync_bn else "local", devices=meta[name]["devices"], batch=config.batch_size,
+            n_dis=config.n_dis, flops_per_step=step_flops(config), times=times[name])
+    return {"peak_gflops": peaks, "peak_size": peak_size, "peak_times": {p: times[f"peak_{p}"] for p in peak.PRECISIONS},
+            "variants": results}
+
+
+def run_in_subprocess(preset, batch, names, rounds, warmup, peak_size, devices):
+    command = [sys.executable, os.path.abspath(__file__), f"--config={preset}", f"--batch={batch}",
+               f"--steps={rounds}", f"--warmup={warmup}", f"--peak-size={peak_size}",
+               f"--variants={','.join(names)}", f"--_worker-devices={devices}"]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=common.ROOT)
+    if done.returncode:
+        log(f"subprocess for {names} failed (exit {done.returncode})")
+        return None
+    return json.loads(done.stdout[done.stdout.index("{"):])
+
+
+def paired_ratio(numerators, denominators):
+    """Median over rounds of numerator[r] / denominator[r]: both were timed in the same round, so
+    the machine's load, which drifts between rounds, largely cancels."""
+    return common.median(n / d for n, d in zip(numerators, denominators))
+
+
+def summarise(group):
+    """Rows for one group (one process): median step time, img/s, GFLOP/s, MFU and speed-up.
+
+    MFU is the median over rounds of (step FLOPs / step time) / (matmul FLOPs / matmul time), pairing
+    each step with the peak matmul of its precision timed in the same round. `vs_first` is the
+    median over rounds of t(first variant) / t(variant).
+    """
+    rows = []
+    variants = group["variants"]
+    first = next(iter(variants.values()), None)
+    size = group.get("peak_size", 4096)
+    for name, v in variants.items():
+        seconds = common.median(v["times"])
+        precision = PEAK_PRECISION[v["precision"]]
+        peak_times = group["peak_times"][precision]
+        per_round_mfu = [common.mfu(v["flops_per_step"], t, peak.matmul_flops(size) / tp)
+                         for t, tp in zip(v["times"], peak_times)]
+        rows.append(dict(variant=name, precision=v["precision"].replace("mixed_", ""), xla=v["xla"],
+                         attention=v["attention"], bn=v["bn"], devices=v["devices"], batch=v["batch"],
+                         step_ms=seconds * 1e3, **{"img/s": v["batch"] / seconds},
+                         **{"GFLOP/step": v["flops_per_step"] / 1e9},
+                         **{"GFLOP/s": v["flops_per_step"] / seconds / 1e9},
+                         **{"MFU_%": 100 * common.median(per_round_mfu)},
+                         vs_first=paired_ratio(first["times"], v["times"]),
+                         peak_gflops=group["peak_gflops"][precision]))
+    return rows
+
+
+def attention_share(group):
+    """[{variant, share}] for every X / X_noattn pair of a group: 1 − median_r t_noattn[r] / t_X[r]."""
+    variants, shares = group["variants"], []
+    for name, v in variants.items():
+        base = name[:-len("_noattn")]
+        if name.endswith("_noattn") and base in variants:
+            with_attention = variants[base]
+            flops_with, flops_without = with_attention["flops_per_step"], v["flops_per_step"]
+            shares.append(dict(variant=base, step_ms=common.median(with_attention["times"]) * 1e3,
+                               noattn_step_ms=common.median(v["times"]) * 1e3,
+                               measured_share_pct=100 * (1 - paired_ratio(v["times"], with_attention["times"])),
+                               flop_share_pct=100 * (1 - flops_without / flops_with)))
+    return shares
+
+
+def _philox_sample_noise(model):
+    """SAGAN.sample_noise with the stateless RNG pinned to Philox, bound to `model`.
+
+    The train step draws its noise with tf.random.stateless_normal and the default alg='auto_select',
+    which picks a different generator inside an XLA cluster than outside it: with the same seed the
+    XLA step trains on different z. Pinning Philox makes both runs see the same noise, so what remains
+    is the compiler's numerical difference. (Copy of SAGAN.sample_noise with alg='philox'.)
+    """
+    import tensorflow as tf
+
+    def sample_noise(local_batch, purpose):
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context else 1
+        replica = context.replica_id_in_sync_group if context else 0
+        step = tf.cast(model.step, tf.int32)
+        seed = tf.stack([tf.constant(model.seed, tf.int32), step * (model.n_dis + 1) + purpose])
+        global_batch = local_batch * replicas
+        z = tf.random.stateless_normal([global_batch, model.z_dim], seed=seed, alg="philox")
+        labels = tf.random.stateless_uniform([global_batch], seed=tf.stack([seed[1], seed[0]]), minval=0,
+                                             maxval=max(model.num_classes, 1), dtype=tf.int32, alg="philox")
+        start = replica * local_batch
+        return z[start:start + local_batch], labels[start:start + local_batch]
+    return sample_noise
+
+
+def check_xla(preset, batch, precision="float32", steps=1):
+    """Runs `steps` identical steps with and without XLA from the same initial weights and data.
+
+    Returns the losses of the last step and the largest max|a − b| / max|a| over the trainable weights,
+    with the stateless RNG left at its default (as training runs it) and pinned to Philox.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    out = {}
+    for rng in ("default", "philox"):
+        models = {}
+        for jit in (False, True):
+            config = variant_config(preset, batch, dict(mixed_precision=precision, jit_compile=jit))
+            model, fn = make_step_fn(config, tf.distribute.get_strategy())
+            if rng == "philox":
+                model.sample_noise = _philox_sample_noise(model)
+            for _ in range(steps):
+                result = fn()
+            if hasattr(result, "get_value"):
+                result = result.get_value()
+            row = {k: float(np.asarray(v)) for k, v in result.items() if k in ("d_loss", "g_loss", "d_real", "d_fake")}
+            out[f"{'xla' if jit else 'tf_function'} (rng {rng})"] = row
+            models[jit] = model
+        diffs = []
+        for a, b in zip(models[False].trainable_weights, models[True].trainable_weights):
+            a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+            if np.max(np.abs(a)) > 0:  # (γ starts at 0 and may stay tiny: relative error meaningless)
+                diffs.append(np.max(np.abs(a - b)) / np.max(np.abs(a)))
+        out[f"max_rel_weight_diff_rng_{rng}"] = float(np.max(diffs))
+    out["precision"], out["steps"] = precision, steps
+    return out
+
+
+def main(argv=None):
+    parser = common.add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("--config", default="fashion_mnist", choices=common.PRESETS)
+    parser.add_argument("--batch", type=int, default=None, help="global batch (default: the preset's)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (rounds) per variant")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS))
+    parser.add_argument("--peak-size", type=int, default=4096)
+    parser.add_argument("--check-xla", action="store_true", help="also compare XLA with tf.function steps")
+    parser.add_argument("--check-steps", type=int, default=1)
+    parser.add_argument("--_worker-devices", type=int, default=0, dest="worker_devices", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    batch = args.batch or common.load_preset(args.config).batch_size
+    names = [n for n in args.variants.split(",") if n]
+
+    if args.worker_devices:  # subprocess: one group, JSON on stdout
+        group = run_variants(args.config, batch, names, args.steps, args.warmup, args.peak_size,
+                             args.worker_devices)
+        print(json.dumps(group, default=float))
+        return
+
+    multi = [n for n in names if variant_overrides(n)["devices"] > 1 or n.endswith("_1dev")]
+    local = [n for n in names if n not in multi]
+    groups = []
+    if local:
+        groups.append(("in-process", run_variants(args.config, batch, local, args.steps, args.warmup,
+                                                  args.peak_size)))
+    if multi:
+        groups.append(("2 logical devices (subprocess)",
+                       run_in_subprocess(args.config, batch, multi, args.steps, args.warmup, args.peak_size, 2)))
+    result = {"config": args.config, "batch": batch, "steps": args.steps, "warmup": args.warmup,
+              "machine": common.machine_info(), "groups": {}}
+    tables = []
+    for label, group in groups:
+        if group is None:
+            result["groups"][label] = None
+            continue
+        rows = summarise(group)
+        result["groups"][label] = dict(group, rows=rows, attention_share=attention_share(group))
+        peaks = group["peak_gflops"]
+        tables.append((f"{args.config} batch {batch}, {label}: median of {args.steps} steps after {args.warmup} "
+                       f"warm-up; peak fp32 {peaks['float32']:.0f} / bf16 {peaks['bfloat16']:.0f} GFLOP/s",
+                       rows, COLUMNS))
+        shares = attention_share(group)
+        if shares:
+            tables.append((f"{args.config}: attention share of step time", shares, None))
+    if args.check_xla:
+        check = check_xla(args.config, batch, steps=args.check_steps)
+        result["xla_check"] = check
+        rows = [dict(run=k, **v) for k, v in check.items() if isinstance(v, dict)]
+        tables.append((f"{args.config} batch {batch}: {check['steps']} float32 step(s), XLA vs tf.function; max "
+                       f"relative trainable-weight difference: default RNG {check['max_rel_weight_diff_rng_default']:.2e}, "
+                       f"Philox RNG {check['max_rel_weight_diff_rng_philox']:.2e}", rows, None))
+    common.emit(args, result, tables)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Cheap correctness checks of the benchmark helpers (no timing is asserted)."""
+import json
+
+import pytest
+
+from benchmarks import common, input_pipeline, memory, peak, train_step
+from tests.helpers import load_preset
+
+
+def test_mfu_formula():
+    # 1 TFLOP in 2 s against a 1 TFLOP/s peak: 50 %.
+    assert common.mfu(1e12, 2.0, 1e12) == pytest.approx(0.5)
+    assert common.mfu(3e9, 0.5, 12e9) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        common.mfu(1.0, 0.0, 1.0)
+
+
+def test_median_and_matmul_flops():
+    assert common.median([3, 1, 2]) == 2
+    assert common.median([4, 1, 2, 3]) == 2.5
+    assert peak.matmul_flops(4096) == 2 * 4096 ** 3
+
+
+def test_interleaved_calls_every_fn_each_round_in_order():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b")}
+    times = common.interleaved(fns, rounds=3, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b"] * 3
+    assert {name: len(t) for name, t in times.items()} == {"a": 3, "b": 3}
+
+
+def test_table_and_json_output(capsys):
+    rows = [{"variant": "x", "step_ms": 1234.5, "MFU_%": 41.23}, {"variant": "long_name", "step_ms": 0.5}]
+    table = common.format_table(rows, ["variant", "step_ms", "MFU_%"], title="T")
+    lines = table.splitlines()
+    assert lines[0] == "### T"
+    assert lines[2].startswith("| variant ") and "MFU_%" in lines[2]
+    assert "| 1234 " in table or "| 1235 " in table
+    assert "41.2" in table and len({len(line) for line in lines[2:]}) == 1  # aligned columns
+
+    class Args:
+        json = True
+    common.emit(Args(), {"rows": rows}, [("T", rows, None)])
+    assert json.loads(capsys.readouterr().out)["rows"][0]["variant"] == "x"
+    Args.json = False
+    common.emit(Args(), {"rows": rows}, [("T", rows, None)])
+    assert "| long_name" in capsys.readouterr().out
+
+
+def test_variant_names():
+    assert train_step.variant_overrides("bf16_xla") == dict(devices=1, mixed_precision="mixed_bfloat16",
+                                                             jit_compile=True)
+    assert train_step.variant_overrides("fp32_2dev_sync")["sync_bn"] is True
+    assert train_step.variant_overrides("bf16_noattn")["g_attention"] == ()
+    with pytest.raises(ValueError):
+        train_step.variant_overrides("fp64")
+
+
+def test_summary_of_fake_timings():
+    flops = 2 * 4096 ** 3  # one step = one peak matmul's FLOPs
+    group = {
+        "peak_size": 4096, "peak_gflops": {"float32": 1.0, "bfloat16": 4.0},
+        "peak_times": {"float32": [1.0, 2.0, 1.0], "bfloat16": [0.25, 0.5, 0.25]},
+        "variants": {
+            "bf16": dict(precision="mixed_bfloat16", xla=False, attention="pooled", bn="local", devices=1,
+                         batch=8, n_dis=1, flops_per_step=flops, times=[0.5, 1.0, 0.5]),
+            "bf16_noattn": dict(precision="mixed_bfloat16", xla=False, attention="none", bn="local", devices=1,
+                                batch=8, n_dis=1, flops_per_step=flops * 0.9, times=[0.4, 0.8, 0.4]),
+        }}
+    rows = {row["variant"]: row for row in train_step.summarise(group)}
+    # Every round the step takes twice the bf16 matmul: MFU 50 %, whatever the load.
+    assert rows["bf16"]["MFU_%"] == pytest.approx(50.0)
+    assert rows["bf16"]["img/s"] == pytest.approx(8 / 0.5)
+    assert rows["bf16_noattn"]["vs_first"] == pytest.approx(1.25)
+    share, = train_step.attention_share(group)
+    assert share["measured_share_pct"] == pytest.approx(20.0)
+    assert share["flop_share_pct"] == pytest.approx(10.0)
+
+
+def test_step_flops_uses_cost_model():
+    from sagan_tf.models.architecture import model_fields
+    from sagan_tf.models.cost import train_step_flops
+    config = train_step.variant_config("fashion_mnist", 4, dict(mixed_precision="float32"))
+    assert train_step.step_flops(config) == 4 * train_step_flops(model_fields(config), config.n_dis)
+
+
+def test_attention_map_sizes_pooled_is_four_times_smaller():
+    config = load_preset("imagenet64")
+    pooled = memory.attention_map_bytes(config, True, batch=1)
+    full = memory.attention_map_bytes(config, False, batch=1)
+    assert [(n, s) for n, s, _ in pooled] == [("G", 32), ("D", 32)]
+    # 32² map: N = 1024 positions, M = 256 pooled; bf16 logits + float32 softmax = 6 bytes.
+    assert pooled[0][2] == 1024 * 256 * 6 and full[0][2] == 4 * pooled[0][2]
+    assert memory.step_attention_bytes(config, False, 1) == 4 * memory.step_attention_bytes(config, True, 1)
+
+
+def test_step_img_s_from_train_step_json(tmp_path):
+    path = tmp_path / "ts.json"
+    path.write_text(json.dumps({"config": "imagenet64", "groups": {
+        "in-process": {"rows": [{"attention": "pooled", "img/s": 2.0}, {"attention": "none", "img/s": 9.0}]},
+        "2 logical devices (subprocess)": {"rows": [{"attention": "pooled", "img/s": 3.0}]},
+        "failed": None}}))
+    assert input_pipeline.step_img_s_from_json([str(path)]) == {"imagenet64": 3.0}
