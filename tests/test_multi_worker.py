@@ -22,7 +22,8 @@ from sagan_tf.training.strategy import get_strategy
 from tests.helpers import ROOT
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
-needs_fashion_mnist = pytest.mark.skipif(not os.path.isdir(FASHION_MNIST), reason="dataset-fashion-mnist is not installed")
+needs_fashion_mnist = pytest.mark.skipif(not os.path.isdir(FASHION_MNIST),
+                                         reason="dataset-fashion-mnist is not installed")
 LAUNCHER = str(ROOT / "scripts" / "launch_local_cluster.py")
 TINY = ["--config.ch=4", "--config.z_dim=8", "--config.batch_size=4", "--config.mixed_precision=float32",
         "--config.sync_bn=True", "--config.checkpoint_every=2", "--config.sample_every=2", "--config.log_every=1"]
@@ -296,7 +297,7 @@ def test_killed_worker_stops_the_others_and_a_relaunch_resumes(tmp_path):
     logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(2)]
     workers = [_start_worker(i, ports, args, env, logs[i]) for i in range(2)]
     try:
-        deadline = time.monotonic() + 170
+        deadline = time.monotonic() + 240
         while _latest_step(checkpoints) < 2:
             assert time.monotonic() < deadline and all(w.poll() is None for w in workers), \
                 (tmp_path / "worker0.log").read_text()[-3000:]
