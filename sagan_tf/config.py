@@ -32,6 +32,9 @@ Training fields:
   train_steps      total G steps of a run (a resumed run continues to this count).
   checkpoint_every, sample_every, log_every, keep_checkpoints: checkpoint/monitoring cadence in G steps.
   eval_every, eval_samples: periodic evaluation cadence (0 = off) and sample count.
+  eval_feature_network  'classifier:<dir>' | 'savedmodel:<dir>' | 'keras_inception:<h5>' (needed when
+                   eval_every > 0); eval_batch_size, eval_reference_split (default: test for
+                   Fashion-MNIST, else train), eval_reference_cache (default <model_dir>/reference_stats).
 """
 import ml_collections
 
@@ -58,7 +61,9 @@ def default_config():
         # Runtime
         mixed_precision="mixed_bfloat16", jit_compile=False, seed=0,
         train_steps=1_000_000, checkpoint_every=1000, sample_every=1000, log_every=100, keep_checkpoints=3,
-        eval_every=0, eval_samples=10000,
+        eval_every=0, eval_samples=10000, eval_feature_network="", eval_batch_size=100,
+        eval_reference_split=ml_collections.config_dict.placeholder(str),
+        eval_reference_cache=ml_collections.config_dict.placeholder(str),
     ))
 
 
@@ -99,6 +104,9 @@ def validate_config(config, num_replicas=1):
     _require(0 <= config.ema_decay < 1, "ema_decay", config.ema_decay, "a value in [0, 1)")
     _require(config.ema_start >= 0, "ema_start", config.ema_start, "a step >= 0")
     _require(config.eval_every >= 0, "eval_every", config.eval_every, "a step count >= 0 (0 = off)")
+    _require(not config.eval_every or config.eval_feature_network, "eval_feature_network",
+             config.eval_feature_network, "a feature network spec when eval_every > 0, e.g. 'classifier:<dir>' "
+             "(train one with python -m trainers.classifier)")
     if config.batch_size % num_replicas:
         raise ValueError(f"config.batch_size={config.batch_size} (the global batch) is not divisible by the "
                          f"number of replicas ({num_replicas}); use a multiple of {num_replicas}.")

@@ -16,7 +16,7 @@ def load_preset(name):
 
 
 def tiny_config(**overrides):
-    """A 16×16, ch=8, 3-class config small enough to train in tests."""
+    """A 32×32, ch=4, z_dim=8, 3-class, 1-channel config small enough to train in tests."""
     config = load_preset("fashion_mnist")
     config.update(dict(resolution=32, ch=4, num_classes=3, image_channels=1, g_attention=[16], d_attention=[16],
                        z_dim=8, batch_size=4, mixed_precision="float32", ema_start=0, ema_decay=0.9,

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from tensorflow.python.data.experimental.ops import distribute as tf_data_distribute
 
 from sagan_tf.data import tfds_pipeline
 
@@ -63,7 +62,7 @@ def test_mocked_datasets_shapes_dtypes_range_labels(name, num_classes):
     assert ds.element_spec[1].shape == (4,) and ds.element_spec[1].dtype == tf.int32
     assert images.min() >= -1 and images.max() <= 1 and images.std() > 0.1  # random mock pixels
     assert labels.min() >= 0 and labels.max() < num_classes
-    assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.FILE
+    assert ds.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
 
 
 def test_mocked_resume_matches_uninterrupted():
@@ -118,14 +117,6 @@ def test_seed_changes_the_order(tiny_data_dir):
         return _tiny_index(images[0])
     np.testing.assert_array_equal(order(0), order(0))
     assert not np.array_equal(order(0), order(1))
-
-
-def test_file_sharding_gives_each_worker_whole_epochs(tiny_data_dir):
-    """Pins the documented multi-worker behaviour of the FILE policy (through tf.data's private rewrite)."""
-    ds = tfds_pipeline.tfds_dataset(TINY_NAME, 4, 5, data_dir=tiny_data_dir, seed=6)
-    full, _ = _take(ds, 4)  # epochs 0 and 1
-    worker_1, _ = _take(tf_data_distribute._AutoShardDataset(ds, num_workers=2, index=1), 2)
-    np.testing.assert_array_equal(worker_1, full[2:])
 
 
 def test_unprepared_dataset_without_manual_dir_explains(tmp_path):

@@ -363,9 +363,6 @@ with tfds.testing.mock_data(num_examples=16):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(raises=AssertionError, strict=False,
-                   reason="the TFDS pipeline's FILE auto-shard finds no file source under Dataset.counter/flat_map "
-                          "('Did not find a shardable source'); see docs/distributed.md")
 def test_tfds_pipeline_on_two_workers(tmp_path):
     model_dir = str(tmp_path / "run")
     rc, output, _ = launch(tmp_path, 2, "-c", TFDS_MOCK, f"--model_dir={model_dir}", "--train_steps=2",

@@ -1,4 +1,7 @@
 """The SAGAN train step: distribution equivalence, update counts, EMA, exact resume, non-finite guard."""
+import json
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -142,3 +145,19 @@ def test_non_finite_loss_stops_run_and_keeps_last_good_checkpoint(tmp_path):
         value = reader.get_tensor(name)
         if np.issubdtype(np.asarray(value).dtype, np.floating):
             assert np.all(np.isfinite(value)), name
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist is not installed")
+def test_periodic_evaluation_is_wired_into_train(tmp_path):
+    from sagan_tf.evaluation.classifier import build_classifier, save_classifier
+    save_classifier(build_classifier(width=4, feature_dim=8), str(tmp_path / "clf"), dataset_name="fashion_mnist")
+    config = tiny_config(num_classes=10, train_steps=2, eval_every=2, eval_samples=16,
+                         eval_feature_network=f"classifier:{tmp_path / 'clf'}")
+    train(config, str(tmp_path / "run"), dataset_fn=lambda start: in_memory_dataset(4, start), verbose=0)
+    best = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
+    assert best["step"] == 2 and best["metric"].startswith("fid/")
+    tags = set()
+    for name in (tmp_path / "run" / "train").glob("events*"):
+        for event in tf.compat.v1.train.summary_iterator(str(name)):
+            tags.update(value.tag for value in event.summary.value)
+    assert any(tag.startswith("fid") or "/fid" in tag for tag in tags), tags

@@ -232,8 +232,8 @@ def finish(examples: tf.data.Dataset, batch_size: int,
       batch across replicas, which needs a static batch dimension.
     * No `repeat()`: the epoch stream never ends; its cardinality is asserted to be infinite so that
       Keras treats it as such.
-    * `auto_shard_policy` is set explicitly because multi-worker training relies on it: FILE for
-      file-sharded sources (TFDS), DATA for in-memory or per-file pipelines.
+    * `auto_shard_policy` is set explicitly because multi-worker training relies on it (every
+      pipeline here uses DATA: see `tfds_pipeline` for why not FILE).
     * `deterministic=True`: parallel map keeps the order, so batches depend only on the seed.
     """
     batches = examples.batch(batch_size, drop_remainder=True)

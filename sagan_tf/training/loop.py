@@ -126,6 +126,10 @@ def train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, verb
             cb.Checkpointing(manager, config.checkpoint_every),
             cb.StopOnSignal(),
         ]
+        if config.eval_every:
+            # Loads the feature network and computes (or loads) the reference statistics now, before step 1.
+            from sagan_tf.evaluation.periodic import build_periodic_evaluation
+            callbacks.insert(-2, build_periodic_evaluation(config, model, out_dir, writer, data_dir=data_dir))
         model.fit(dataset, epochs=1, steps_per_epoch=remaining, callbacks=callbacks, verbose=verbose,
                   shuffle=False)  # the pipelines shuffle, deterministically
         return model
