@@ -215,7 +215,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             unsupported = [field for field in request.metadata_field if field != "signature_def"]
             if unsupported or not request.metadata_field:
                 raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"Metadata field(s) {unsupported or '<none>'} not supported; ask for 'signature_def'.")
+                                   f"Metadata field(s) {unsupported or '<none>'} not supported; "
+                                   "ask for 'signature_def'.")
         except RequestError as error:
             context.abort(error.code, error.message)
         response = get_model_metadata_pb2.GetModelMetadataResponse()

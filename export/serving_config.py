@@ -83,17 +83,17 @@ def _batching_parameters_class():
                                                    dependency=["google/protobuf/wrappers.proto"])
         message = proto.message_type.add(name="BatchingParameters")
         F = descriptor_pb2.FieldDescriptorProto
-        fields = [("max_batch_size", ".google.protobuf.Int64Value"), ("batch_timeout_micros", ".google.protobuf.Int64Value"),
-                  ("max_enqueued_batches", ".google.protobuf.Int64Value"),
-                  ("num_batch_threads", ".google.protobuf.Int64Value"),
-                  ("thread_pool_name", ".google.protobuf.StringValue")]
+        int64, string = ".google.protobuf.Int64Value", ".google.protobuf.StringValue"
+        fields = [("max_batch_size", int64), ("batch_timeout_micros", int64), ("max_enqueued_batches", int64),
+                  ("num_batch_threads", int64), ("thread_pool_name", string)]
         for number, (name, type_name) in enumerate(fields, start=1):
             message.field.add(name=name, number=number, type=F.TYPE_MESSAGE, type_name=type_name,
                               label=F.LABEL_OPTIONAL)
         message.field.add(name="allowed_batch_sizes", number=6, type=F.TYPE_INT64, label=F.LABEL_REPEATED)
         message.field.add(name="pad_variable_length_inputs", number=7, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL)
         pool.Add(proto)
-        _BATCHING_CLASS = message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
+        descriptor = pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
+        _BATCHING_CLASS = message_factory.GetMessageClass(descriptor)
     return _BATCHING_CLASS
 
 

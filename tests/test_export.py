@@ -427,7 +427,8 @@ def test_failed_export_leaves_no_version_dir_and_no_temp_dir(tmp_path, monkeypat
 def test_existing_version_is_refused_before_any_work():
     model_dir, _ = trained_run()
     base, _ = exported()
-    with pytest.raises(export_lib.ExportError, match=re.escape(os.path.join(base, "1")) + ".*already exists.*next free: 2"):
+    pattern = re.escape(os.path.join(base, "1")) + ".*already exists.*next free: 2"
+    with pytest.raises(export_lib.ExportError, match=pattern):
         export_lib.export_run(model_dir, base, version=1)
     assert export_lib.existing_versions(base) == [1]
 

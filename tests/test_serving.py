@@ -76,16 +76,14 @@ def test_grpc_predict_equals_the_local_model(server):
     np.testing.assert_allclose(out["images"], images.numpy(), atol=1e-5)
 
     labels, seeds, truncations = [2, 0, 1], [11, 12, 11], [0.0, 0.4, 0.0]
-    out = client.predict_grpc(server.address, "sagan", "generate",
-                              {"label": np.int32(labels), "seed": np.int64(seeds), "truncation": np.float32(truncations)})
+    inputs = {"label": np.int32(labels), "seed": np.int64(seeds), "truncation": np.float32(truncations)}
+    out = client.predict_grpc(server.address, "sagan", "generate", inputs)
     assert out["images"].dtype == np.uint8 and out["png"].shape == (3,)
     assert np.abs(out["images"].astype(int) - expected_generate(labels, seeds, truncations).astype(int)).max() <= 1
     decoded = np.stack([np.asarray(Image.open(io.BytesIO(png)))[..., None] for png in out["png"]])
     np.testing.assert_array_equal(decoded, out["images"])
     # output_filter: only what was asked for.
-    only = client.predict_grpc(server.address, "sagan", "generate",
-                               {"label": np.int32(labels), "seed": np.int64(seeds), "truncation": np.float32(truncations)},
-                               output_filter=["images"])
+    only = client.predict_grpc(server.address, "sagan", "generate", inputs, output_filter=["images"])
     assert set(only) == {"images"}
     np.testing.assert_array_equal(only["images"], out["images"])
 
@@ -152,7 +150,8 @@ BAD_REQUESTS = {
                     r"label values must be in \[0, 3\); out of range:\] \[3\] \[at rows\] \[1\]"),
     "negative_label": ("generate", _generate_inputs(2, label=-1), r"out of range:\] \[-1 -1\]"),
     "batch_too_large": ("generate", _generate_inputs(257), r"between 1 and 256; label has\] \[257\]"),
-    "batch_mismatch": ("serving_default", {"z": z3, "label": np.int32([0, 1])}, r"z has\] \[3\] \[rows, label has\] \[2\]"),
+    "batch_mismatch": ("serving_default", {"z": z3, "label": np.int32([0, 1])},
+                       r"z has\] \[3\] \[rows, label has\] \[2\]"),
     "non_finite_truncation": ("generate", _generate_inputs(2, truncation=np.nan), r"truncation must be finite.*nan"),
     "unknown_signature": ("sample", {"z": z3, "label": labels3}, r"signature key 'sample' not found"),
     "missing_input": ("serving_default", {"z": z3}, r"Missing but required: \{label\}"),
