@@ -342,10 +342,11 @@ def test_server_keeps_serving_under_mixed_load(server):
     """Bounded load: 8 threads x 25 requests (a third invalid) against the in-process server."""
     z, labels = sample_inputs(8, seed=2)
     expected = keras_ema()((z, labels)).numpy()
-    failures, codes = [], []
+    failures, codes, latencies = [], [], []
 
     def worker(k):
         for i in range(25):
+            sent = time.monotonic()
             try:
                 if (k + i) % 3 == 0:
                     client.predict_grpc(server.address, "sagan", "generate", _generate_inputs(2, label=CLASSES),
@@ -356,6 +357,7 @@ def test_server_keeps_serving_under_mixed_load(server):
                                               timeout=60)
                     if not np.allclose(out["images"], expected, atol=1e-5):
                         failures.append("wrong values")
+                    latencies.append(time.monotonic() - sent)
             except client.ServingError as error:
                 codes.append(error.code)
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
@@ -367,6 +369,10 @@ def test_server_keeps_serving_under_mixed_load(server):
     assert time.monotonic() - start < 600
     assert not failures, failures[:5]
     assert codes and set(codes) == {"INVALID_ARGUMENT"}
+    assert len(latencies) + len(codes) == 8 * 25
+    p50, p99 = np.percentile(latencies, [50, 99]) * 1000
+    print(f"\nserving under load: 8 clients x 25 requests, {len(latencies)} valid ok, {len(codes)} invalid -> "
+          f"INVALID_ARGUMENT; valid latency p50 {p50:.0f} ms, p99 {p99:.0f} ms")
     assert_serving_works(server.address)
 
 
