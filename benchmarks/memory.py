@@ -102,11 +102,16 @@ def main(argv=None):
     parser.add_argument("--precision", default="mixed_bfloat16")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--parallel", type=int, default=3, help="subprocesses at once (memory is per process)")
+    parser.add_argument("--results-json", default=None, help="re-render the results of an earlier --json run")
     parser.add_argument("--_worker", default=None, dest="worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         preset, batch, variant, precision, steps = args.worker.split(",")
         worker(preset, int(batch), variant, precision, int(steps))
+        return
+    if args.results_json:
+        with open(args.results_json) as f:
+            report(args, json.load(f)["results"])
         return
 
     jobs = []
@@ -128,7 +133,10 @@ def main(argv=None):
                 results.append(json.loads(out.strip().splitlines()[-1]))
             if job is None:
                 break
+    report(args, results)
 
+
+def report(args, results):
     rows, attention_rows = [], []
     for preset in args.configs.split(","):
         config = common.load_preset(preset)
@@ -145,7 +153,11 @@ def main(argv=None):
                        build_peak_MB=r["peak_rss_after_build"] / 2 ** 20,
                        step_peak_MB=r["peak_rss_after_steps"] / 2 ** 20, step_delta_MB=step_mb)
             if none is not None:
-                row["minus_noattn_MB"] = (r["peak_rss_after_steps"] - none["peak_rss_after_steps"]) / 2 ** 20
+                row["rss_minus_noattn_MB"] = (r["peak_rss_after_steps"] - none["peak_rss_after_steps"]) / 2 ** 20
+            if isinstance(r.get("memory_info"), dict):  # TF's CPU allocator peak (works in TF 2.21)
+                row["tf_peak_MB"] = r["memory_info"]["peak"] / 2 ** 20
+                if none is not None and isinstance(none.get("memory_info"), dict):
+                    row["tf_minus_noattn_MB"] = (r["memory_info"]["peak"] - none["memory_info"]["peak"]) / 2 ** 20
             rows.append(row)
         batch = args.batch128 if config.resolution >= 128 else args.batch64
         for pooled in (True, False):
@@ -156,12 +168,18 @@ def main(argv=None):
                 one_pass_MB=sum(b for _, _, b in layers) / 2 ** 20,
                 step_MB=step_attention_bytes(config, pooled, batch) / 2 ** 20,
                 per_image_step_MB=step_attention_bytes(config, pooled, 1) / 2 ** 20))
-        measured = {v: by_variant[v]["peak_rss_after_steps"] - none["peak_rss_after_steps"]
-                    for v in ("pooled", "full") if none is not None and v in by_variant}
-        if len(measured) == 2:
+        for label, key in (("peak RSS", "peak_rss_after_steps"), ("TF allocator peak", "tf_peak")):
+            def value(r, key=key):
+                if key == "tf_peak":
+                    return r["memory_info"]["peak"] if isinstance(r.get("memory_info"), dict) else None
+                return r[key]
+            if none is None or value(none) is None or any(v not in by_variant or value(by_variant[v]) is None
+                                                          for v in ("pooled", "full")):
+                continue
+            extra = {v: value(by_variant[v]) - value(none) for v in ("pooled", "full")}
             attention_rows.append(dict(config=preset, batch=batch, attention="measured full/pooled",
-                                       layers="(peak RSS − no-attention peak RSS)",
-                                       one_pass_MB="", step_MB=f"{measured['full'] / max(measured['pooled'], 1):.2f}x",
+                                       layers=f"({label} − no-attention {label})", one_pass_MB="",
+                                       step_MB=f"{extra['full'] / max(extra['pooled'], 1):.2f}x",
                                        per_image_step_MB=""))
     memory_info = {f"{r['preset']}/{r['variant']}": r.get("memory_info") for r in results}
     common.emit(args, dict(machine=common.machine_info(), precision=args.precision, results=results,
