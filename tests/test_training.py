@@ -161,3 +161,21 @@ def test_periodic_evaluation_is_wired_into_train(tmp_path):
         for event in tf.compat.v1.train.summary_iterator(str(name)):
             tags.update(value.tag for value in event.summary.value)
     assert any(tag.startswith("fid") or "/fid" in tag for tag in tags), tags
+
+
+def test_standing_statistics_are_the_ema_weights_own_batch_statistics():
+    from sagan_tf.models import Generator
+    from sagan_tf.training.ema import noise_batches, standing_statistics
+    generator = Generator(tiny_config())
+    generator.build()
+    batches = noise_batches(8, 3, num_batches=1, batch_size=16, seed=1)
+    snapshot = generator.get_weights()
+    standing_statistics(generator, batches)
+    inference = generator(batches[0], training=False).numpy()
+    # With one batch the moving statistics are exactly that batch's: inference equals the training pass.
+    generator.set_weights(snapshot)
+    np.testing.assert_allclose(inference, generator(batches[0], training=True).numpy(), atol=2e-4)
+    generator.set_weights(snapshot)
+    assert np.abs(generator(batches[0], training=False).numpy() - inference).max() > 1e-2
+    assert [layer.momentum for layer in generator._flatten_layers()
+            if isinstance(layer, keras.layers.BatchNormalization)][0] == 0.9

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf.training.checkpointing import NonFiniteError
+from sagan_tf.training.ema import noise_batches, standing_statistics
 from sagan_tf.visualization import image_grid, save_png, to_uint8
 
 
@@ -58,6 +59,25 @@ class ScalarSummaries(keras.callbacks.Callback):
                 for name, value in (logs or {}).items():
                     tf.summary.scalar(name, float(value))
             self.writer.flush()
+
+
+class EMAStatistics(keras.callbacks.Callback):
+    """Recomputes the EMA generator's batch-norm statistics (standing statistics) on every step where
+    something reads it in inference mode (`periods`: sample, checkpoint, evaluation cadences) and at the
+    end; place it before those callbacks. The noise is fixed, so a resumed run stays exact."""
+
+    def __init__(self, periods, z_dim, num_classes, num_batches=16, batch_size=64, seed=0):
+        super().__init__()
+        self.periods = [p for p in periods if p]
+        self.batches = noise_batches(z_dim, num_classes, num_batches, batch_size, seed)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = _step(self.model)
+        if any(step % period == 0 for period in self.periods):
+            standing_statistics(self.model.ema_generator, self.batches)
+
+    def on_train_end(self, logs=None):
+        standing_statistics(self.model.ema_generator, self.batches)
 
 
 class SampleGrid(keras.callbacks.Callback):

@@ -121,6 +121,8 @@ def train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, verb
             cb.NonFiniteGuard(),
             cb.Throughput(config.batch_size * config.n_dis),
             cb.ScalarSummaries(writer, config.log_every),
+            cb.EMAStatistics((config.sample_every, config.checkpoint_every, config.eval_every), config.z_dim,
+                             config.num_classes, seed=config.seed),
             cb.SampleGrid(writer, os.path.join(out_dir, "samples"), config.sample_every, config.z_dim,
                           config.num_classes, seed=config.seed),
             cb.Checkpointing(manager, config.checkpoint_every),
