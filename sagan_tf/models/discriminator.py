@@ -8,11 +8,12 @@ from keras import ops
 
 from sagan_tf.layers import DiscriminatorBlock, SelfAttention, SpectralNormalization, get_initializer
 from sagan_tf.layers.serialization import register
+from sagan_tf.models.staged import StagedNetwork
 from sagan_tf.models.architecture import discriminator_stages, model_fields
 
 
 @register
-class Discriminator(keras.Model):
+class Discriminator(StagedNetwork, keras.Model):
     """Call as `D((images, labels), training=...)`; returns float32 logits of shape [batch].
 
     The head runs in float32 whatever the mixed precision policy.
@@ -68,23 +69,3 @@ class Discriminator(keras.Model):
         """Builds every weight by running one tiny batch (shapes are fixed by the config)."""
         size, channels = self.spec["resolution"], self.spec["image_channels"]
         self.call((ops.zeros((1, size, size, channels)), ops.zeros((1,), "int32")))
-
-    @property
-    def blocks(self):
-        return [getattr(self, f"block{i}") for i in range(len(self.stages))]
-
-    @property
-    def attention(self):
-        """{block index as str: the SelfAttention layer after that block}."""
-        return {str(i): getattr(self, f"attention{i}") for i, stage in enumerate(self.stages) if stage.attention}
-
-    @property
-    def attention_layers(self):
-        return [self.attention[key] for key in sorted(self.attention, key=int)]
-
-    def get_config(self):
-        return {"config": self.spec, "name": self.name, "dtype": self.dtype_policy.name}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

@@ -6,11 +6,12 @@ from sagan_tf.layers import (ConditionalBatchNormalization, GeneratorBlock, Self
                              get_initializer)
 from sagan_tf.layers.resblocks import sn_conv
 from sagan_tf.layers.serialization import register
+from sagan_tf.models.staged import StagedNetwork
 from sagan_tf.models.architecture import GENERATOR_BASE_RESOLUTION, generator_stages, model_fields
 
 
 @register
-class Generator(keras.Model):
+class Generator(StagedNetwork, keras.Model):
     """Class-conditional SAGAN generator built from `architecture.GENERATOR_TABLES[config.resolution]`.
 
     Call as `G((z, labels), training=...)` with z float [batch, z_dim] and int labels [batch]
@@ -60,23 +61,3 @@ class Generator(keras.Model):
         """Builds every weight by running one tiny batch (shapes are fixed by the config)."""
         z = ops.zeros((1, self.spec["z_dim"]))
         self.call((z, ops.zeros((1,), "int32")))
-
-    @property
-    def blocks(self):
-        return [getattr(self, f"block{i}") for i in range(len(self.stages))]
-
-    @property
-    def attention(self):
-        """{block index as str: the SelfAttention layer after that block}."""
-        return {str(i): getattr(self, f"attention{i}") for i, stage in enumerate(self.stages) if stage.attention}
-
-    @property
-    def attention_layers(self):
-        return [self.attention[key] for key in sorted(self.attention, key=int)]
-
-    def get_config(self):
-        return {"config": self.spec, "name": self.name, "dtype": self.dtype_policy.name}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
