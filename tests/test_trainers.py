@@ -39,6 +39,8 @@ def test_fashion_mnist_trainer_writes_checkpoint_events_and_samples(tmp_path):
     assert_run_outputs(model_dir, 2)
     sheet = np.asarray(Image.open(os.path.join(model_dir, "samples", "step_00000002.png")))
     assert sheet.shape == (10 * 32, 8 * 32)  # one row per class, 8 samples each, 1 channel
+    overlays = np.asarray(Image.open(os.path.join(model_dir, "samples", "attention_00000002.png")))
+    assert overlays.shape[0] == 4 * 32 * 4 and overlays.shape[-1] == 3  # 4 samples, 4× upscaled, RGB heat
     # A rerun with a larger --train_steps resumes and continues to the new total.
     result = run_cli("trainers.fashion_mnist", f"--model_dir={model_dir}", "--train_steps=4", *TINY)
     assert result.returncode == 0, result.stderr[-3000:]

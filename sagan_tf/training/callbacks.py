@@ -82,7 +82,8 @@ class EMAStatistics(keras.callbacks.Callback):
 
 class SampleGrid(keras.callbacks.Callback):
     """Every `every` steps: a grid from the EMA generator on a fixed noise/label set, logged to
-    TensorBoard and written as `<directory>/step_<step>.png`. One row per shown class."""
+    TensorBoard and written as `<directory>/step_<step>.png` (one row per shown class), and the
+    attention maps of G's first attention layer as overlays (`attention_<step>.png`)."""
 
     def __init__(self, writer, directory, every, z_dim, num_classes, per_class=8, max_rows=10, seed=0):
         super().__init__()
@@ -105,12 +106,24 @@ class SampleGrid(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self.write(_step(self.model))
 
+    def attention_figure(self):
+        """Paper figure-1 overlays of G's first attention layer for 4 of the fixed samples, or None."""
+        from sagan_tf.evaluation.attention_maps import attention_figure
+        if not self.model.ema_generator.attention_layers:
+            return None
+        pick = np.linspace(0, len(self.labels) - 1, 4).astype(int)
+        return attention_figure(self.model.ema_generator, self.z[pick], self.labels[pick])
+
     def write(self, step):
-        grid = self.grid()
-        if self.directory:
-            save_png(os.path.join(self.directory, f"step_{step:08d}.png"), grid)
+        images = {"ema_samples": self.grid(), "ema_attention": self.attention_figure()}
         with self.writer.as_default(step=step):
-            tf.summary.image("ema_samples", grid[None], max_outputs=1)
+            for name, image in images.items():
+                if image is None:
+                    continue
+                if self.directory:
+                    prefix = "step" if name == "ema_samples" else "attention"
+                    save_png(os.path.join(self.directory, f"{prefix}_{step:08d}.png"), image)
+                tf.summary.image(name, image[None], max_outputs=1)
         self.writer.flush()
 
 
