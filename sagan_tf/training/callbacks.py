@@ -70,14 +70,20 @@ class EMAStatistics(keras.callbacks.Callback):
         super().__init__()
         self.periods = [p for p in periods if p]
         self.batches = noise_batches(z_dim, num_classes, num_batches, batch_size, seed)
+        self.last_refreshed = None
+
+    def refresh(self):
+        step = _step(self.model)
+        if step != self.last_refreshed:  # once per step: what was saved is what stays in memory
+            standing_statistics(self.model.ema_generator, self.batches)
+            self.last_refreshed = step
 
     def on_train_batch_end(self, batch, logs=None):
-        step = _step(self.model)
-        if any(step % period == 0 for period in self.periods):
-            standing_statistics(self.model.ema_generator, self.batches)
+        if any(_step(self.model) % period == 0 for period in self.periods):
+            self.refresh()
 
     def on_train_end(self, logs=None):
-        standing_statistics(self.model.ema_generator, self.batches)
+        self.refresh()
 
 
 class SampleGrid(keras.callbacks.Callback):
