@@ -24,6 +24,8 @@ import urllib.request
 
 import numpy as np
 
+from sagan_tf.sampling import truncated_normal
+
 from sagan_tf.visualization import image_grid, save_png, to_uint8
 
 SIGNATURES = ("serving_default", "generate", "attention")
@@ -162,25 +164,11 @@ def signature_inputs_rest(url, model_name, timeout=30.0, version=None):
 
 def sample_z(num, z_dim, seed=0, truncation=0.0):
     """float32 [num, z_dim] N(0, 1) noise from `seed`; with truncation t > 0, N(0, 1) truncated to [-t, t]
-    (every |z| > t redrawn by rejection, as the generate signature does, from numpy's RNG)."""
+    (every |z| > t redrawn, as the generate signature does; `sagan_tf.sampling.truncated_normal`)."""
     t = float(truncation)
     if not math.isfinite(t):
         raise ValueError(f"truncation must be finite (<= 0 for none), got {truncation}")
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal(num * z_dim)
-    if t > 0:
-        outside = np.flatnonzero(np.abs(z) > t)
-        while outside.size:
-            if t < 1:  # uniform proposals accepted with probability exp(-x²/2)
-                proposal = rng.uniform(-t, t, outside.size)
-                accepted = rng.uniform(size=outside.size) < np.exp(-0.5 * proposal ** 2)
-            else:
-                proposal = rng.standard_normal(outside.size)
-                accepted = np.abs(proposal) <= t
-            z[outside[accepted]] = proposal[accepted]
-            outside = outside[~accepted]
-        z = np.clip(z, -t, t)
-    return z.reshape(num, z_dim).astype(np.float32)
+    return truncated_normal((num, z_dim), t if t > 0 else None, seed=seed)
 
 
 def parse_labels(text):

@@ -105,7 +105,7 @@ def parse_batching_parameters(text):
 
 def write_serving_files(export_base, model_name, base_path, max_batch_size, **batching):
     """Writes ``models.config`` and ``batching_parameters.txt`` into `export_base` (atomically each)."""
-    from sagan_tf.visualization import atomic_write_bytes
+    from sagan_tf.files import atomic_write_bytes
     config = models_config_text(model_name, base_path)
     batch = batching_parameters_text(max_batch_size, **batching)
     parse_models_config(config)

@@ -1,10 +1,10 @@
 """Turning generated images into grids and PNG files."""
 import io
-import os
-import tempfile
 
 import numpy as np
 from PIL import Image
+
+from sagan_tf.files import atomic_write_bytes
 
 
 def to_uint8(images):
@@ -29,21 +29,6 @@ def png_bytes(image):
     buffer = io.BytesIO()
     Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def atomic_write_bytes(path, data):
-    """Writes `data` to `path` through a temporary file and a rename: readers never see half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_png(path, image):

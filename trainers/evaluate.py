@@ -112,7 +112,7 @@ def main(argv):
         "metrics": metrics,
     }
     out = FLAGS.json or os.path.join(FLAGS.model_dir, f"eval_{step if step is not None else 'latest'}.json")
-    from sagan_tf.visualization import atomic_write_bytes
+    from sagan_tf.files import atomic_write_bytes
     atomic_write_bytes(out, (json.dumps(record, indent=2) + "\n").encode())
     print(f"wrote {out}")
 

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf.evaluation.runner import LOWER_IS_BETTER, evaluate_generator, split_metric_key
-from sagan_tf.visualization import atomic_write_bytes
+from sagan_tf.files import atomic_write_bytes
 
 __all__ = ["PeriodicEvaluation", "BestCheckpointSaver", "make_evaluate_fn", "build_periodic_evaluation"]
 

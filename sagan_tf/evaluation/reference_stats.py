@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 
 import numpy as np
 
 from sagan_tf.evaluation.features import iterate_features
 from sagan_tf.evaluation.metrics import GaussianStatsAccumulator
+from sagan_tf.files import atomic_save_npz
 
 __all__ = [
     "ReferenceStatsMismatchError",
@@ -67,8 +67,6 @@ def reference_stats_filename(network_name: str, dataset_name: str, num_examples:
 
 def save_reference_stats(path: str, stats: dict) -> None:
     """Write `stats` to `path` atomically: a temporary file in the same directory, then os.replace."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     arrays = {
         "format_version": np.int64(FORMAT_VERSION),
         "mu": np.asarray(stats["mu"], dtype=np.float64),
@@ -77,15 +75,7 @@ def save_reference_stats(path: str, stats: dict) -> None:
     }
     for key in _STRING_KEYS:
         arrays[key] = np.str_(stats.get(key) or "")
-    fd, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    atomic_save_npz(path, **arrays)
 
 
 def load_reference_stats(path: str) -> dict:

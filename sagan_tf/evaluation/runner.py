@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 
 import numpy as np
 
@@ -25,6 +24,7 @@ from sagan_tf.evaluation import metrics as metrics_lib
 from sagan_tf.evaluation.features import iterate_features
 from sagan_tf.evaluation.reference_stats import (ReferenceStatsMismatchError, load_or_compute_reference_stats,
                                                  reference_stats_filename, save_reference_stats)
+from sagan_tf.files import atomic_save_npz
 from sagan_tf.sampling import as_sample_fn, sample_noise
 
 __all__ = [
@@ -152,20 +152,6 @@ def _features_path(stats_path: str, num_features: int) -> str:
     return f"{stem}.features{int(num_features)}.npz"
 
 
-def _save_npz_atomic(path: str, **arrays) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _load_features(path: str, network, dataset_name: str, num_features: int) -> np.ndarray:
     with np.load(path, allow_pickle=False) as data:
         cached = {key: str(data[key]) for key in ("network_name", "network_fingerprint", "dataset_name")}
@@ -236,7 +222,7 @@ def load_or_compute_reference(cache_path: str | None, network, real_source, num_
         if need_features:
             features = np.concatenate(kept).astype(np.float32)
             if features_path:
-                _save_npz_atomic(features_path, features=features, network_name=np.str_(network.name),
+                atomic_save_npz(features_path, features=features, network_name=np.str_(network.name),
                                  network_fingerprint=np.str_(getattr(network, "fingerprint", "") or ""),
                                  dataset_name=np.str_(dataset_name))
     reference = dict(stats)

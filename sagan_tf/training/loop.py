@@ -15,7 +15,7 @@ from sagan_tf.config import validate_config
 from sagan_tf.training import callbacks as cb
 from sagan_tf.training.checkpointing import CheckpointManager
 from sagan_tf.training.gan import SAGAN
-from sagan_tf.visualization import atomic_write_bytes
+from sagan_tf.files import atomic_write_bytes
 
 
 def make_optimizers(config):
