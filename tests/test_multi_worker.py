@@ -224,7 +224,7 @@ def test_two_workers_train_like_one_process_and_only_the_chief_writes(tmp_path, 
     # Only the chief (worker 0) wrote: one events file, from its process; the other's scratch dir is gone.
     assert _events_pids(model_dir) == [pids[0]]
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-2")
-    assert sorted(os.listdir(os.path.join(model_dir, "samples"))) == ["step_00000002.png"]
+    assert sorted(os.listdir(os.path.join(model_dir, "samples"))) == ["attention_00000002.png", "step_00000002.png"]
     assert os.listdir(tmp_path / "scratch") == []
     multi = [a for _, a in sorted(np.load(os.path.join(model_dir, "weights.npz")).items(),
                                   key=lambda item: int(item[0].split("_")[1]))]
