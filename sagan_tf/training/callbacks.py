@@ -71,11 +71,15 @@ class EMAStatistics(keras.callbacks.Callback):
         self.periods = [p for p in periods if p]
         self.batches = noise_batches(z_dim, num_classes, num_batches, batch_size, seed)
         self.last_refreshed = None
+        self._forward = None
 
     def refresh(self):
         step = _step(self.model)
         if step != self.last_refreshed:  # once per step: what was saved is what stays in memory
-            standing_statistics(self.model.ema_generator, self.batches)
+            if self._forward is None:  # compiled once; standing_statistics traces it at momentum 0
+                ema = self.model.ema_generator
+                self._forward = tf.function(lambda z, labels: ema((z, labels), training=True))
+            standing_statistics(self.model.ema_generator, self.batches, self._forward)
             self.last_refreshed = step
 
     def on_train_batch_end(self, batch, logs=None):

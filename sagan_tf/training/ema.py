@@ -28,21 +28,34 @@ def noise_batches(z_dim, num_classes, num_batches=16, batch_size=64, seed=0):
              rng.integers(0, max(num_classes, 1), batch_size).astype(np.int32)) for _ in range(num_batches)]
 
 
-def standing_statistics(generator, batches):
+def standing_statistics(generator, batches, forward=None):
     """Sets every BatchNormalization's moving mean/variance in `generator` to the average of its batch
     statistics over `batches` of (z, labels), run in training mode with the generator's own weights.
 
-    Momentum 1 − 1/i at the i-th batch turns the running average into the exact mean over batches.
-    (Training mode also advances the spectral-norm u vectors: more power iterations on these weights.)
+    Each pass runs with momentum 0 (the moving statistics become that batch's), and the average over
+    passes is assigned at the end. `forward(z, labels)` may be a compiled training-mode call of
+    `generator`, traced while momentum is 0 (callers keep it for reuse). Training mode also advances
+    the spectral-norm u vectors: more power iterations on these weights.
     """
     layers = [layer for layer in generator._flatten_layers(include_self=False)
               if isinstance(layer, keras.layers.BatchNormalization)]
+    forward = forward or (lambda z, labels: generator((z, labels), training=True))
     momenta = [layer.momentum for layer in layers]
+    means = [np.zeros(layer.moving_mean.shape, np.float64) for layer in layers]
+    variances = [np.zeros(layer.moving_variance.shape, np.float64) for layer in layers]
+    count = 0
     try:
-        for i, (z, labels) in enumerate(batches, start=1):
-            for layer in layers:
-                layer.momentum = 1.0 - 1.0 / i
-            generator((z, labels), training=True)
+        for layer in layers:
+            layer.momentum = 0.0
+        for z, labels in batches:
+            forward(z, labels)
+            count += 1
+            for layer, mean, variance in zip(layers, means, variances):
+                mean += layer.moving_mean.numpy()
+                variance += layer.moving_variance.numpy()
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
+    for layer, mean, variance in zip(layers, means, variances):
+        layer.moving_mean.assign((mean / max(count, 1)).astype(np.float32))
+        layer.moving_variance.assign((variance / max(count, 1)).astype(np.float32))
