@@ -62,3 +62,9 @@ def run(overrides_fn=None):
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     train(config, FLAGS.model_dir, strategy=strategy, data_dir=FLAGS.data_dir)
+
+
+def main(argv):
+    """absl entry point of the trainers that need no extra config overrides."""
+    del argv
+    run()

@@ -7,12 +7,7 @@ from absl import app
 from trainers import common
 
 common.define_flags("fashion_mnist.py")
-
-
-def main(argv):
-    del argv
-    common.run()
-
+main = common.main
 
 if __name__ == "__main__":
     app.run(main)
