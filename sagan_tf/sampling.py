@@ -47,6 +47,7 @@ __all__ = [
     "z_interpolation_sheet",
     "truncation_sheet",
     "generate_samples",
+    "load_run_config",
     "load_generator",
 ]
 
@@ -306,6 +307,20 @@ def generate_samples(generator, num: int, z_dim: int, num_classes: int, labels: 
     return images, all_labels
 
 
+def load_run_config(model_dir: str):
+    """The ConfigDict a training run recorded in ``<model_dir>/config.json``."""
+    import json
+    import os
+
+    import ml_collections
+
+    config_path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{config_path} not found: {model_dir!r} is not a training run directory")
+    with open(config_path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
 def load_generator(model_dir: str, checkpoint: str | None = None):
     """The EMA generator of a training run, in float32, for sampling and evaluation.
 
@@ -314,19 +329,13 @@ def load_generator(model_dir: str, checkpoint: str | None = None):
     default ``<model_dir>/checkpoints``). Returns (generator, config, checkpoint prefix, step), the
     step read from the prefix's ``-<number>`` suffix (the trainer numbers checkpoints by G step).
     """
-    import json
     import os
 
-    import ml_collections
     import tensorflow as tf
 
     from sagan_tf.models import Generator
 
-    config_path = os.path.join(model_dir, "config.json")
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"{config_path} not found: {model_dir!r} is not a training run directory")
-    with open(config_path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = load_run_config(model_dir)
     location = checkpoint or os.path.join(model_dir, "checkpoints")
     prefix = tf.train.latest_checkpoint(location) if os.path.isdir(location) else location
     if not prefix or not tf.io.gfile.exists(prefix + ".index"):

@@ -138,6 +138,34 @@ def test_reference_is_cached_and_checked(tmp_path):
         runner.load_or_compute_reference(str(tmp_path), other, exhausted(), 64, "toy_test", num_features=16)
 
 
+def test_real_sample_fn_answers_each_label_with_an_unused_real_image_of_that_class():
+    labels = np.array([0, 1, 0, 2, 1, 0])
+    images = np.arange(6, dtype=np.float32).reshape(6, 1, 1, 1)  # image i holds the value i
+    sample = runner.real_sample_fn(images, labels, seed=3)
+    first = sample(None, np.array([0, 0, 0, 1, 2]))[:, 0, 0, 0].astype(int)
+    assert list(labels[first]) == [0, 0, 0, 1, 2]
+    assert sorted(first[:3]) == [0, 2, 5]  # the three class-0 images, each once
+    again = sample(None, np.array([0, 0, 0, 1]))[:, 0, 0, 0].astype(int)
+    assert sorted(again[:3]) == [0, 2, 5]  # reshuffled once used up
+    assert set(again[3:]) | {first[3]} == {1, 4}  # class 1 gives its other image before repeating
+    with pytest.raises(ValueError, match="label 7"):
+        sample(None, np.array([7]))
+
+
+def test_real_images_score_like_a_generator_of_them():
+    network = StandInNetwork()
+    real = np.tanh(np.random.default_rng(1).standard_normal((200, 8, 8, 1))).astype(np.float32)
+    labels = np.random.default_rng(2).integers(0, K, 200)
+    real[:, 0, 0, 0] = labels / 10.0 - 1  # the stand-in network's logits read the class from pixel (0, 0)
+    results = runner.evaluate_generator(runner.real_sample_fn(real, labels), network, real_reference(network),
+                                        num_samples=200, batch_size=50, num_classes=K, z_dim=2)
+    assert results["conditional_accuracy/standin_net"] == 1.0
+    mislabelled = runner.evaluate_generator(runner.real_sample_fn(real, (labels + 1) % K), network,
+                                            real_reference(network), num_samples=200, batch_size=50,
+                                            num_classes=K, z_dim=2)
+    assert mislabelled["conditional_accuracy/standin_net"] == 0.0
+
+
 def test_format_table_lists_metric_value_network():
     table = runner.format_table({"recall/net_a": 0.5, "fid/net_a": 12.25})
     lines = table.splitlines()
@@ -261,6 +289,9 @@ def test_build_periodic_evaluation_from_config_and_resume(tmp_path):
     record = json.loads((tmp_path / "best" / "best.json").read_text())
     assert record["step"] == 2 and record["metric"] == "fid/standin_net"
     assert tf.train.latest_checkpoint(str(tmp_path / "best")).endswith("ckpt-2")
+    history = [json.loads(line) for line in (tmp_path / "eval_history.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in history] == [2]
+    assert history[0]["metrics"]["fid/standin_net"] == record["value"]
     # A resumed run starts from the recorded best, and only with the same feature network.
     resumed = build_periodic_evaluation(config, model, str(tmp_path), None, feature_network=network, log_fn=None)
     assert resumed.best == record["value"]
@@ -315,6 +346,14 @@ def test_classifier_then_evaluate_cli(tmp_path_factory, tmp_path):
     assert record["reference"]["dataset"] == "fashion_mnist_test"
     assert float(rows["fid"][1]) == pytest.approx(record["metrics"]["fid/fashion_mnist_classifier"], rel=1e-4)
     assert os.listdir(tmp_path / "refs")  # reference statistics cached
+
+    result = run_cli("trainers.evaluate", f"--model_dir={model_dir}", "--num_samples=24", "--batch_size=12",
+                     f"--feature_network=classifier:{classifier_dir}", f"--reference_cache={tmp_path / 'refs'}",
+                     "--real_split=train", f"--json={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["checkpoint"] == "real:train" and record["reference"]["dataset"] == "fashion_mnist_test"
+    assert "scoring 24 real images of fashion_mnist_train" in result.stdout
 
 
 def test_evaluate_cli_names_bad_values(tmp_path_factory, tmp_path):

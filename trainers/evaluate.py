@@ -39,6 +39,8 @@ flags.DEFINE_string("data_dir", None, "Dataset location (default: the config's).
 flags.DEFINE_integer("batch_size", 100, "Images per generator/feature-network call.", lower_bound=1)
 flags.DEFINE_float("truncation", None, "Truncate z to [-t, t] (default: none).")
 flags.DEFINE_integer("seed", 0, "Seeds the noise and labels.")
+flags.DEFINE_string("real_split", None, "Score real images of this split (e.g. train) instead of the generator: the "
+                    "real-vs-real FID and the classifier's conditional accuracy on real data, for comparison.")
 flags.DEFINE_string("json", None, "Output JSON path (default <model_dir>/eval_<step>.json).")
 flags.mark_flag_as_required("model_dir")
 
@@ -63,18 +65,43 @@ def _check_flags():
             raise app.UsageError(f"--{name}={value} is not a directory")
 
 
+def _real_images(config, split, runner):
+    """`real_sample_fn` over the first --num_samples images of `split` (each image of the split at most once)."""
+    import numpy as np
+
+    try:
+        source, name, split_size = runner.real_image_source(config, split, FLAGS.batch_size, FLAGS.data_dir)
+    except (ValueError, FileNotFoundError) as error:
+        raise app.UsageError(f"--real_split={split}: {error}") from error
+    wanted = min(FLAGS.num_samples, split_size or FLAGS.num_samples)
+    images, labels, have = [], [], 0
+    for batch_images, batch_labels in source:
+        images.append(batch_images.numpy()[:wanted - have])
+        labels.append(batch_labels.numpy()[:wanted - have])
+        have += images[-1].shape[0]
+        if have >= wanted:
+            break
+    print(f"scoring {have} real images of {name} in place of a generator")
+    return runner.real_sample_fn(np.concatenate(images), np.concatenate(labels), seed=FLAGS.seed)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     _check_flags()
     from sagan_tf.evaluation import load_feature_network
     from sagan_tf.evaluation import runner
-    from sagan_tf.sampling import load_generator
+    from sagan_tf.sampling import load_generator, load_run_config
 
-    try:
-        generator, config, checkpoint, step = load_generator(FLAGS.model_dir, FLAGS.checkpoint or FLAGS.checkpoint_dir)
-    except FileNotFoundError as error:
-        raise app.UsageError(str(error)) from error
+    if FLAGS.real_split:
+        config = load_run_config(FLAGS.model_dir)
+        generator, checkpoint, step = _real_images(config, FLAGS.real_split, runner), f"real:{FLAGS.real_split}", None
+    else:
+        try:
+            generator, config, checkpoint, step = load_generator(FLAGS.model_dir,
+                                                                 FLAGS.checkpoint or FLAGS.checkpoint_dir)
+        except FileNotFoundError as error:
+            raise app.UsageError(str(error)) from error
     network = load_feature_network(FLAGS.feature_network)
     split = FLAGS.reference_split or runner.default_reference_split(config.dataset)
     try:
@@ -92,9 +119,9 @@ def main(argv):
                                                  num_features=num_real_features, batch_size=FLAGS.batch_size)
     dataset_name = runner.canonical_dataset_name(config.dataset)
     metrics = runner.evaluate_generator(generator, network, reference, FLAGS.num_samples, FLAGS.batch_size,
-                                        config.num_classes, truncation=FLAGS.truncation, seed=FLAGS.seed,
-                                        dataset_name=dataset_name)
-    print(f"{checkpoint} (step {step}): {FLAGS.num_samples} samples vs {num_reference} images of "
+                                        config.num_classes, z_dim=config.z_dim, truncation=FLAGS.truncation,
+                                        seed=FLAGS.seed, dataset_name=dataset_name)
+    print(f"{checkpoint} (step {step}): {FLAGS.num_samples} {'images' if FLAGS.real_split else 'samples'} vs {num_reference} images of "
           f"{reference_name}, feature network {network.name}")
     print(runner.format_table(metrics))
 
@@ -111,7 +138,8 @@ def main(argv):
                       "num_features": num_real_features},
         "metrics": metrics,
     }
-    out = FLAGS.json or os.path.join(FLAGS.model_dir, f"eval_{step if step is not None else 'latest'}.json")
+    name = f"real_{FLAGS.real_split}" if FLAGS.real_split else step if step is not None else "latest"
+    out = FLAGS.json or os.path.join(FLAGS.model_dir, f"eval_{name}.json")
     from sagan_tf.files import atomic_write_bytes
     atomic_write_bytes(out, (json.dumps(record, indent=2) + "\n").encode())
     print(f"wrote {out}")

@@ -12,7 +12,7 @@ Interface (three small pieces, each replaceable in tests):
   lower is better) improves on the best seen so far; it must persist the current weights.
   :class:`BestCheckpointSaver` is the usual one: it writes a full checkpoint of the run into its
   own directory (``<model_dir>/best``), keeps only that one, and records step and metrics in
-  ``best.json``, from which a resumed run reads the best value back (``best=saver.best_value()``)
+  ``best.json`` (every evaluation also goes to ``<model_dir>/eval_history.jsonl``), from which a resumed run reads the best value back (``best=saver.best_value()``)
   so a worse evaluation after a restart does not replace a better checkpoint.
 
 The callback reads the step from ``self.model.step`` and evaluates ``self.model.ema_generator``.
@@ -33,6 +33,7 @@ from sagan_tf.files import atomic_write_bytes
 __all__ = ["PeriodicEvaluation", "BestCheckpointSaver", "make_evaluate_fn", "build_periodic_evaluation"]
 
 BEST_FILE = "best.json"
+HISTORY_FILE = "eval_history.jsonl"
 
 
 def _monitored_key(metrics: dict, metric: str | None) -> str:
@@ -75,13 +76,16 @@ class PeriodicEvaluation(keras.callbacks.Callback):
       metric: the key to monitor; default the single ``"fid/..."`` key of the results.
       best: best value so far (e.g. read back from ``best.json`` when resuming); default none.
       higher_is_better: default inferred from the metric name (FID/KID lower, others higher).
+      history_path: a JSON-lines file each evaluation appends ``{"step": ..., "metrics": {...}}`` to
+        (what FID-vs-step plots read; a resumed run appends, readers keep the last line per step).
 
     After each evaluation ``self.history`` holds ``(step, metrics)`` pairs and ``self.best`` /
     ``self.best_step`` the best value and its step.
     """
 
     def __init__(self, every: int, evaluate_fn, writer=None, best_dir_fn=None, metric: str | None = None,
-                 best: float | None = None, higher_is_better: bool | None = None, log_fn=print):
+                 best: float | None = None, higher_is_better: bool | None = None, log_fn=print,
+                 history_path: str | None = None):
         super().__init__()
         if int(every) < 1:
             raise ValueError(f"every must be a positive number of steps, got {every}")
@@ -92,6 +96,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         self.best_step = None
         self.history = []
         self.log_fn = log_fn
+        self.history_path = history_path
         self._last_step = None
 
     def _improves(self, key: str, value: float) -> bool:
@@ -112,6 +117,9 @@ class PeriodicEvaluation(keras.callbacks.Callback):
                 for key, value in metrics.items():
                     tf.summary.scalar(f"eval/{key}", value)
             self.writer.flush()
+        if self.history_path:
+            with open(self.history_path, "a") as f:  # one short line per write: an append cannot tear a record
+                f.write(json.dumps({"step": int(step), "metrics": metrics}) + "\n")
         key = _monitored_key(metrics, self.metric)
         improved = self._improves(key, metrics[key])
         if improved:
@@ -242,4 +250,4 @@ def build_periodic_evaluation(config, model, model_dir: str, writer, data_dir: s
     metric = runner.metric_key("fid", network.name)
     saver = BestCheckpointSaver(make_checkpoint(model), os.path.join(model_dir, "best"), metric=metric)
     return PeriodicEvaluation(every, evaluate_fn, writer, saver, metric=metric, best=saver.best_value(),
-                              log_fn=log_fn)
+                              log_fn=log_fn, history_path=os.path.join(model_dir, HISTORY_FILE))

@@ -34,6 +34,7 @@ __all__ = [
     "split_metric_key",
     "network_classes_match",
     "evaluate_generator",
+    "real_sample_fn",
     "load_or_compute_reference",
     "format_table",
     "canonical_dataset_name",
@@ -141,6 +142,37 @@ def evaluate_generator(generator, feature_network, reference: dict, num_samples:
     if network_classes_match(feature_network, logits.shape[1], num_classes, dataset_name):
         results["conditional_accuracy"] = float(np.mean(np.argmax(logits, axis=1) == labels))
     return {metric_key(metric, name): float(value) for metric, value in results.items()}
+
+
+def real_sample_fn(images: np.ndarray, labels: np.ndarray, seed: int = 0):
+    """A ``fn(z, labels) -> images`` that answers with *real* images of the requested classes.
+
+    Passed to :func:`evaluate_generator` in place of a generator, it scores a real split exactly the
+    way samples are scored: the real-vs-real FID that bounds what a generator can reach, and the
+    conditional accuracy of real images (the classifier's accuracy on that split). Each class's
+    images are drawn in a seeded random order without replacement (a class is reshuffled only once
+    it is used up); `z` is ignored.
+    """
+    images = np.asarray(images, np.float32)
+    labels = np.asarray(labels).reshape(-1)
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+    rng = np.random.default_rng(seed)
+    pools = {int(c): np.flatnonzero(labels == c) for c in np.unique(labels)}
+    queues = {c: rng.permutation(index) for c, index in pools.items()}
+
+    def take(label: int) -> int:
+        if label not in pools:
+            raise ValueError(f"label {label} has no real images (classes present: {sorted(pools)})")
+        if not queues[label].size:
+            queues[label] = rng.permutation(pools[label])
+        index, queues[label] = queues[label][0], queues[label][1:]
+        return int(index)
+
+    def sample(z, requested):
+        return images[[take(int(label)) for label in np.asarray(requested).reshape(-1)]]
+
+    return sample
 
 
 # ----------------------------------------------------------------------------------------------
