@@ -5,7 +5,7 @@
 
 Each argument is ``label=run_dir`` (or just ``run_dir``); the points come from the run's
 ``eval_history.jsonl``, which periodic evaluation (``--config.eval_every``) appends to. When a
-resumed run evaluated a step twice, the last record wins. Needs matplotlib (``pip install -e .[docs]``).
+resumed run evaluated a step twice, the last record wins. Needs matplotlib (in the ``dev`` extra).
 """
 from __future__ import annotations
 
