@@ -26,7 +26,9 @@ Training fields:
   loss             'hinge' (paper) | 'non_saturating'.
   ema_decay        decay of the EMA of G's weights used for sampling.
   ema_start        G step from which the EMA averages (before: it copies G).
-  mixed_precision  'float32' | 'mixed_bfloat16' | 'mixed_float16'.
+  mixed_precision  'auto' | 'float32' | 'mixed_bfloat16' | 'mixed_float16'; 'auto' (default) is
+                   mixed_bfloat16 where the hardware has native bf16 (AMX CPU, TPU, GPU ≥ sm_80), else
+                   float32 (sagan_tf.precision); the run's config.json records the resolved name.
   jit_compile      compile the train step with XLA.
   seed             seeds weights, data order and noise.
   train_steps      total G steps of a run (a resumed run continues to this count).
@@ -38,11 +40,12 @@ Training fields:
 """
 import ml_collections
 
+from sagan_tf.precision import AUTO, POLICIES
 from sagan_tf.layers.initializers import INITIALIZERS
 from sagan_tf.models.architecture import (MODEL_FIELDS, RESOLUTIONS, attention_resolutions, discriminator_stages,
                                           generator_stages, model_fields)
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = (AUTO, *POLICIES)
 LOSSES = ("hinge", "non_saturating")
 
 
@@ -59,7 +62,7 @@ def default_config():
         batch_size=256, g_lr=1e-4, d_lr=4e-4, beta1=0.0, beta2=0.9, n_dis=1, loss="hinge",
         ema_decay=0.9999, ema_start=1000,
         # Runtime
-        mixed_precision="mixed_bfloat16", jit_compile=False, seed=0,
+        mixed_precision="auto", jit_compile=False, seed=0,
         train_steps=1_000_000, checkpoint_every=1000, sample_every=1000, log_every=100, keep_checkpoints=3,
         eval_every=0, eval_samples=10000, eval_feature_network="", eval_batch_size=100,
         eval_reference_split=ml_collections.config_dict.placeholder(str),

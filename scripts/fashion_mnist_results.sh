@@ -2,13 +2,15 @@
 # Reproduces docs/results.md: the Fashion-MNIST classifier, the default recipe with and without
 # self-attention (run side by side, one CPU core each, so both see the same machine), their
 # evaluation on 10k EMA samples, the real-vs-real reference, the figures and the pretrained export.
-#   bash scripts/fashion_mnist_results.sh [OUT=runs/results] [STEPS=12000]
+#   bash scripts/fashion_mnist_results.sh [OUT=runs/results] [STEPS=12000] [extra trainer flags...]
 # Stages whose output already exists are skipped, so an interrupted run can simply be restarted
 # (training resumes from its last checkpoint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/results}
 STEPS=${2:-12000}
+shift $(( $# > 2 ? 2 : $# ))
+EXTRA=("$@")
 PY=${PYTHON:-python}
 CLS=$OUT/classifier
 FIG=docs/figures
@@ -22,7 +24,7 @@ mkdir -p "$OUT" "$FIG"
 EVAL="--config.eval_every=1000 --config.eval_feature_network=classifier:$CLS --config.eval_reference_cache=$OUT/reference_stats"
 train() {  # core, run name, extra flags...
   local core=$1 name=$2; shift 2
-  taskset -c "$core" $PY -m trainers.fashion_mnist --model_dir="$OUT/$name" --train_steps="$STEPS" $EVAL "$@" \
+  taskset -c "$core" $PY -m trainers.fashion_mnist --model_dir="$OUT/$name" --train_steps="$STEPS" $EVAL "${EXTRA[@]}" "$@" \
     > "$OUT/$name.log" 2>&1
 }
 train 0 attention & train 1 no_attention --config.g_attention='()' --config.d_attention='()' &

@@ -1,4 +1,4 @@
-"""Small shared helpers for tests: tiny configs and parameter counting."""
+"""Small shared helpers for tests: tiny configs, parameter counting, a random training set."""
 import importlib.util
 import pathlib
 
@@ -27,3 +27,18 @@ def tiny_config(**overrides):
 
 def count_params(model):
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def random_dataset_fn(config, num=8, seed=0):
+    """A `dataset_fn(start_step)` for `train()`: `num` fixed random images with cycling labels, repeated."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(-1, 1, (num, config.resolution, config.resolution, config.image_channels)).astype(np.float32)
+    labels = (np.arange(num) % max(config.num_classes, 1)).astype(np.int32)
+
+    def dataset_fn(start_step):
+        return (tf.data.Dataset.from_tensor_slices((images, labels)).repeat()
+                .batch(config.n_dis * config.batch_size, drop_remainder=True).skip(start_step))
+
+    return dataset_fn

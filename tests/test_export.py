@@ -19,7 +19,7 @@ import tensorflow as tf
 from export import saved_model as export_lib
 from export import serving_config
 from export.signatures import sample_z
-from tests.helpers import ROOT, tiny_config
+from tests.helpers import ROOT, random_dataset_fn, tiny_config
 
 Z_DIM, CLASSES, RES = 8, 3, 32
 _ROOT_DIR = []
@@ -39,16 +39,8 @@ def trained_run():
     """(model_dir, SAGAN model): the tiny config trained 2 steps, checkpoints ckpt-1 and ckpt-2."""
     from sagan_tf.training import train
     config = tiny_config(train_steps=2, checkpoint_every=1, sample_every=1000, log_every=1000)
-    rng = np.random.default_rng(0)
-    images = rng.uniform(-1, 1, (8, RES, RES, 1)).astype(np.float32)
-    labels = (np.arange(8) % CLASSES).astype(np.int32)
-
-    def dataset_fn(start_step):
-        return (tf.data.Dataset.from_tensor_slices((images, labels)).repeat()
-                .batch(config.n_dis * config.batch_size, drop_remainder=True).skip(start_step))
-
     model_dir = os.path.join(_scratch(), "run")
-    model = train(config, model_dir, dataset_fn=dataset_fn, verbose=0)
+    model = train(config, model_dir, dataset_fn=random_dataset_fn(config), verbose=0)
     return model_dir, model
 
 

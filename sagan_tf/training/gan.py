@@ -17,6 +17,7 @@ from keras import ops
 
 from sagan_tf.losses import get_losses
 from sagan_tf.models import Discriminator, Generator
+from sagan_tf.precision import resolve_precision
 from sagan_tf.training.ema import update_ema
 
 METRICS = ("d_loss", "g_loss", "d_real", "d_fake")
@@ -28,7 +29,7 @@ class SAGAN(keras.Model):
     def __init__(self, config, **kwargs):
         kwargs.setdefault("name", "sagan")
         super().__init__(**kwargs)
-        dtype = config.mixed_precision
+        dtype = resolve_precision(config.mixed_precision)
         self.generator = Generator(config, dtype=dtype)
         self.discriminator = Discriminator(config, dtype=dtype)
         self.ema_generator = Generator(config, dtype=dtype, name="ema_generator")

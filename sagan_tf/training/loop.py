@@ -14,6 +14,7 @@ import tensorflow as tf
 from sagan_tf.config import validate_config
 from sagan_tf.training import callbacks as cb
 from sagan_tf.training.checkpointing import CheckpointManager
+from sagan_tf.precision import resolve_precision
 from sagan_tf.training.gan import SAGAN
 from sagan_tf.files import atomic_write_bytes
 
@@ -22,7 +23,7 @@ def make_optimizers(config):
     """TTUR: Adam(β1, β2) for each network with its own learning rate (loss-scaled under float16)."""
     g_opt = keras.optimizers.Adam(config.g_lr, beta_1=config.beta1, beta_2=config.beta2, name="g_adam")
     d_opt = keras.optimizers.Adam(config.d_lr, beta_1=config.beta1, beta_2=config.beta2, name="d_adam")
-    if config.mixed_precision == "mixed_float16":
+    if resolve_precision(config.mixed_precision) == "mixed_float16":
         g_opt = keras.optimizers.LossScaleOptimizer(g_opt, name="g_loss_scale")
         d_opt = keras.optimizers.LossScaleOptimizer(d_opt, name="d_loss_scale")
     return g_opt, d_opt
@@ -91,6 +92,7 @@ def train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, verb
     """
     strategy = strategy or tf.distribute.get_strategy()
     validate_config(config, strategy.num_replicas_in_sync)
+    config.mixed_precision = resolve_precision(config.mixed_precision, strategy)  # config.json names the policy
     chief = is_chief(strategy)
     # Non-chief workers write to a scratch directory that is removed afterwards (TF's multi-worker pattern).
     out_dir = model_dir if chief else tempfile.mkdtemp(prefix="sagan-worker-")
