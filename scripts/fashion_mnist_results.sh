@@ -50,5 +50,5 @@ $PY -m trainers.sample --model_dir="$OUT/attention" --mode=attention --scale=6 -
 # 5. The pretrained EMA generator (float32 SavedModel) committed under pretrained/.
 rm -rf pretrained/fashion_mnist
 $PY -m export.saved_model --model_dir="$OUT/attention" --export_base=pretrained/fashion_mnist --version=1 \
-  --model_name=fashion_mnist --serving_base_path=/models/fashion_mnist
+  --serving_base_path=/models/sagan
 du -sh pretrained/fashion_mnist/1

@@ -1,0 +1,51 @@
+"""The committed artifacts: pretrained/fashion_mnist/1 (EMA generator SavedModel) and the classifier that scores it.
+
+docs/results.md reports their quality on 10,000 samples; here 500 samples must still be drawn from the
+requested classes (a re-export of an untrained or broken generator scores ≈ 0.1).
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import ROOT
+from tests.test_sampling import run_cli
+
+GENERATOR = ROOT / "pretrained" / "fashion_mnist" / "1"
+CLASSIFIER = ROOT / "pretrained" / "fashion_mnist_classifier"
+
+
+def directory_bytes(path):
+    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
+
+
+def test_pretrained_generator_is_small_and_describes_itself():
+    assert directory_bytes(GENERATOR) <= 20 * 2 ** 20
+    metadata = json.loads((GENERATOR / "assets.extra" / "sagan_export.json").read_text())
+    assert metadata["model"]["num_classes"] == 10 and metadata["model"]["resolution"] == 32
+    classifier = json.loads((CLASSIFIER / "classifier.json").read_text())
+    assert classifier["name"] == "fashion_mnist_classifier" and classifier["test_accuracy"] >= 0.9
+
+
+def test_pretrained_generator_draws_the_requested_classes():
+    from sagan_tf.evaluation import load_feature_network
+    generate = tf.saved_model.load(str(GENERATOR)).signatures["serving_default"]
+    network = load_feature_network(f"classifier:{CLASSIFIER}")
+    labels = np.arange(500, dtype=np.int32) % 10
+    z = np.random.default_rng(0).standard_normal((500, 128)).astype(np.float32)
+    images = generate(z=tf.constant(z), label=tf.constant(labels))["images"].numpy()
+    assert images.shape == (500, 32, 32, 1) and images.min() >= -1 and images.max() <= 1
+    _, logits = network(images)
+    accuracy = float(np.mean(np.argmax(logits, axis=1) == labels))
+    assert accuracy >= 0.8, f"conditional accuracy {accuracy:.3f}"
+
+
+def test_sample_cli_writes_npz_from_the_pretrained_model(tmp_path):
+    npz = tmp_path / "out.npz"
+    result = run_cli("trainers.sample", f"--saved_model={GENERATOR}", "--num=25", f"--npz={npz}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with np.load(npz) as data:
+        assert data["images"].shape == (25, 32, 32, 1) and data["images"].dtype == np.uint8
+        assert list(data["labels"]) == [i % 10 for i in range(25)]
