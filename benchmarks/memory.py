@@ -42,9 +42,10 @@ def attention_map_bytes(config, pooled, batch=None):
     Per layer: logits [B, N, M] in the compute dtype + softmax [B, N, M] in float32.
     """
     from sagan_tf.models.architecture import discriminator_stages, generator_stages
+    from sagan_tf.precision import resolve_precision
 
     batch = batch or config.batch_size
-    compute = BYTES[config.mixed_precision]
+    compute = BYTES[resolve_precision(config.mixed_precision)]
     rows = []
     stages = {"G": generator_stages(config.resolution, config.ch, config.g_attention),
               "D": discriminator_stages(config.resolution, config.ch, config.image_channels, config.d_attention)}
