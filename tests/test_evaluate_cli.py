@@ -347,13 +347,13 @@ def test_classifier_then_evaluate_cli(tmp_path_factory, tmp_path):
     assert float(rows["fid"][1]) == pytest.approx(record["metrics"]["fid/fashion_mnist_classifier"], rel=1e-4)
     assert os.listdir(tmp_path / "refs")  # reference statistics cached
 
-    result = run_cli("trainers.evaluate", f"--model_dir={model_dir}", "--num_samples=24", "--batch_size=12",
+    result = run_cli("trainers.evaluate", f"--model_dir={model_dir}", "--num_samples=60", "--batch_size=12",
                      f"--feature_network=classifier:{classifier_dir}", f"--reference_cache={tmp_path / 'refs'}",
-                     "--real_split=train", f"--json={out}")
+                     "--real_split=train", f"--json={out}")  # 60 train images hold all 3 classes of the tiny run
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads(out.read_text())
     assert record["checkpoint"] == "real:train" and record["reference"]["dataset"] == "fashion_mnist_test"
-    assert "scoring 24 real images of fashion_mnist_train" in result.stdout
+    assert "scoring 60 real images of fashion_mnist_train" in result.stdout
 
 
 def test_evaluate_cli_names_bad_values(tmp_path_factory, tmp_path):

@@ -108,6 +108,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
+@pytest.mark.slow  # fault injection, ~45 s: runs in .ci/run with the other slow tests
 def test_disk_full_while_checkpointing_keeps_previous_checkpoint(small_disk):
     config = tiny_config(train_steps=2, checkpoint_every=2, sample_every=1000, log_every=1000)
     model_dir = small_disk / "run"

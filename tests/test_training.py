@@ -129,6 +129,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path / "resumed" / "checkpoints")).endswith("ckpt-12")
 
 
+@pytest.mark.slow  # fault injection, ~25 s
 def test_non_finite_loss_stops_run_and_keeps_last_good_checkpoint(tmp_path):
     config = tiny_config(train_steps=2, checkpoint_every=2)
     model_dir = str(tmp_path / "run")
