@@ -121,7 +121,8 @@ def main(argv):
     metrics = runner.evaluate_generator(generator, network, reference, FLAGS.num_samples, FLAGS.batch_size,
                                         config.num_classes, z_dim=config.z_dim, truncation=FLAGS.truncation,
                                         seed=FLAGS.seed, dataset_name=dataset_name)
-    print(f"{checkpoint} (step {step}): {FLAGS.num_samples} {'images' if FLAGS.real_split else 'samples'} vs {num_reference} images of "
+    scored = "real images" if FLAGS.real_split else "samples"
+    print(f"{checkpoint} (step {step}): {FLAGS.num_samples} {scored} vs {num_reference} images of "
           f"{reference_name}, feature network {network.name}")
     print(runner.format_table(metrics))
 
