@@ -12,7 +12,8 @@ Interface (three small pieces, each replaceable in tests):
   lower is better) improves on the best seen so far; it must persist the current weights.
   :class:`BestCheckpointSaver` is the usual one: it writes a full checkpoint of the run into its
   own directory (``<model_dir>/best``), keeps only that one, and records step and metrics in
-  ``best.json`` (every evaluation also goes to ``<model_dir>/eval_history.jsonl``), from which a resumed run reads the best value back (``best=saver.best_value()``)
+  ``best.json`` (every evaluation also goes to ``<model_dir>/eval_history.jsonl``), from which a
+  resumed run reads the best value back (``best=saver.best_value()``)
   so a worse evaluation after a restart does not replace a better checkpoint.
 
 The callback reads the step from ``self.model.step`` and evaluates ``self.model.ema_generator``.
