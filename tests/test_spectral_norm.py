@@ -69,6 +69,21 @@ def test_inference_leaves_u_unchanged_and_sees_the_training_sigma():
     np.testing.assert_allclose(y_infer, y_train, rtol=1e-6)
 
 
+def test_paused_training_call_reuses_u_and_a_fresh_u_is_normalised():
+    from sagan_tf.layers.spectral_norm import power_iteration_paused
+    layer = _dense()
+    x = np.random.default_rng(6).normal(size=(3, 12)).astype(np.float32)
+    u0, kernel = layer.u.numpy().copy(), layer.kernel.numpy()
+    assert abs(np.linalg.norm(u0) - 1) > 0.1  # the initial draw is not a unit vector
+    with power_iteration_paused():
+        y = layer(x, training=True).numpy()
+    np.testing.assert_array_equal(layer.u.numpy(), u0)
+    sigma = _numpy_sigma(kernel, u0 / np.linalg.norm(u0))
+    np.testing.assert_allclose(y, x @ (kernel / sigma) + layer.layer.bias.numpy(), rtol=1e-5, atol=1e-6)
+    layer(x, training=True)  # outside the context training advances u again
+    assert not np.allclose(layer.u.numpy(), u0)
+
+
 def test_conv2d_matches_convolution_with_normalised_kernel():
     layer = SpectralNormalization(keras.layers.Conv2D(5, 3, padding="same"))
     x = np.random.default_rng(4).normal(size=(2, 6, 6, 3)).astype(np.float32)

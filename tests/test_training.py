@@ -78,6 +78,36 @@ def test_one_step_updates_both_networks_and_n_dis_counts():
     assert max(np.abs(a - b).max() for a, b in zip(weights(model.discriminator), d0)) > 1e-5
 
 
+def _sn_layers(network):
+    from sagan_tf.layers import SpectralNormalization
+    return [layer for layer in network._flatten_layers(include_self=False) if isinstance(layer, SpectralNormalization)]
+
+
+def test_one_power_iteration_per_training_step_in_g_and_d():
+    # G runs in training mode twice per step (the D step's fakes, its own update) and D once in
+    # training mode; each network's u must advance exactly once, from the weights before the update.
+    # N(0, 0.02) weights: an orthogonal kernel's u converges in one iteration, hiding a second one.
+    model = build_model(tiny_config(batch_size=4, init="normal"), tf.distribute.get_strategy())
+    before = {id(layer): (layer.kernel.numpy().astype(np.float64), layer.u.numpy().astype(np.float64))
+              for network in (model.generator, model.discriminator) for layer in _sn_layers(network)}
+    model.fit(in_memory_dataset(4), epochs=1, steps_per_epoch=1, verbose=0)
+    def iterate(w_mat, u):
+        v = w_mat @ u / np.linalg.norm(w_mat @ u)
+        return v @ w_mat / np.linalg.norm(v @ w_mat)
+
+    for network in (model.generator, model.discriminator):
+        layers = _sn_layers(network)
+        distinguishable = 0
+        for layer in layers:
+            kernel, u = before[id(layer)]
+            w_mat = kernel.reshape(-1, kernel.shape[-1])
+            once = iterate(w_mat, u)
+            distinguishable += np.abs(once - iterate(w_mat, once)).max() > 1e-3
+            np.testing.assert_allclose(layer.u.numpy(), once, atol=2e-5, err_msg=layer.name)
+        # Most layers are still far from converged after one iteration, so a second one would show.
+        assert len(layers) > 10 and distinguishable > len(layers) // 2, (network.name, distinguishable, len(layers))
+
+
 @pytest.mark.parametrize("ema_start, expected_decay", [(0, 0.9), (5, 0.0)])
 def test_ema_follows_decay_formula(ema_start, expected_decay):
     config = tiny_config(ema_decay=0.9, ema_start=ema_start)

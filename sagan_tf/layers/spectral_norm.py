@@ -12,9 +12,17 @@ so ∂σ/∂W = v uᵀ with v = normalize(W_mat u): the gradient flows through �
 Inference computes σ from the stored `u` without advancing it, so an inference call right after a
 training call sees exactly the σ that training used.
 
+SAGAN runs one power iteration per training step. A network called in training mode more than once
+per step (the generator: once to make the D step's fakes, once in its own update) advances `u` only
+in the call that matters and runs the others under :func:`power_iteration_paused`, which keeps
+training mode for everything else (batch norm) but reuses the stored `u`.
+
 Under a mixed precision policy the master kernel stays float32 and σ is computed in float32; only
 the normalised kernel is cast to the compute dtype for the matmul/convolution.
 """
+import contextlib
+import threading
+
 import keras
 from keras import ops
 
@@ -23,8 +31,27 @@ from sagan_tf.layers.serialization import register
 _CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 
 
+_STATE = threading.local()
+
+
 def _l2_normalize(x, epsilon):
     return x / ops.maximum(ops.sqrt(ops.sum(ops.square(x))), epsilon)
+
+
+@contextlib.contextmanager
+def power_iteration_paused():
+    """Training-mode calls of every SpectralNormalization inside this context (as run, or as traced
+    into a tf.function) compute σ from the stored `u` and leave it unchanged, as inference does."""
+    previous = getattr(_STATE, "paused", False)
+    _STATE.paused = True
+    try:
+        yield
+    finally:
+        _STATE.paused = previous
+
+
+def _power_iteration_paused():
+    return getattr(_STATE, "paused", False)
 
 
 @register
@@ -80,13 +107,16 @@ class SpectralNormalization(keras.layers.Wrapper):
             for _ in range(self.power_iterations):
                 v = _l2_normalize(ops.matmul(w_mat, u[:, None])[:, 0], self.epsilon)
                 u = _l2_normalize(ops.matmul(v[None, :], w_mat)[0], self.epsilon)
+        else:  # a no-op once training has stored a unit u; the initial draw is not unit length
+            u = _l2_normalize(u, self.epsilon)
         u = ops.stop_gradient(u)
         sigma = ops.sqrt(ops.sum(ops.square(ops.matmul(w_mat, u[:, None]))))
         return w / ops.maximum(sigma, self.epsilon), sigma, u
 
     def call(self, inputs, training=False):
-        w_sn, _, u = self.normalized_kernel(training=bool(training))
-        if training:
+        advance = bool(training) and not _power_iteration_paused()
+        w_sn, _, u = self.normalized_kernel(training=advance)
+        if advance:
             self.u.assign(u)
         w_sn = ops.cast(w_sn, self.compute_dtype)
         layer = self.layer

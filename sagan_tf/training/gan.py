@@ -17,6 +17,7 @@ from keras import ops
 
 from sagan_tf.losses import get_losses
 from sagan_tf.models import Discriminator, Generator
+from sagan_tf.layers.spectral_norm import power_iteration_paused
 from sagan_tf.precision import resolve_precision
 from sagan_tf.training.ema import update_ema
 
@@ -90,7 +91,8 @@ class SAGAN(keras.Model):
             real = images[k * local_batch:(k + 1) * local_batch]
             real_labels = labels[k * local_batch:(k + 1) * local_batch]
             z, fake_labels = self.sample_noise(local_batch, purpose=k)
-            fake = ops.stop_gradient(self.generator((z, fake_labels), training=True))
+            with power_iteration_paused():  # G's u advances once per step, in the G update below
+                fake = ops.stop_gradient(self.generator((z, fake_labels), training=True))
             with tf.GradientTape() as tape:
                 # Real and fake in one pass: D has no batch statistics, so this equals two passes.
                 logits = self.discriminator(
@@ -101,7 +103,8 @@ class SAGAN(keras.Model):
                 d_loss = tf.nn.compute_average_loss(per_example)
             self._apply(self.d_optimizer, tape, d_loss, self.discriminator.trainable_variables)
 
-        # 2. One generator update. D's power iteration already advanced in its own update.
+        # 2. One generator update, with G's one power iteration of the step; D's advanced in its own
+        #    update (here D runs in inference mode).
         z, fake_labels = self.sample_noise(local_batch, purpose=self.n_dis)
         with tf.GradientTape() as tape:
             fake_logits_g = self.discriminator((self.generator((z, fake_labels), training=True), fake_labels),
