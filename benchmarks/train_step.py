@@ -6,12 +6,16 @@
 One "step" is one `SAGAN.train_step` (n_dis D updates + one G update + EMA) called through Keras'
 own compiled train function (`model.make_train_function()`, what `fit` runs), on an in-memory
 repeated batch, so the input pipeline costs nothing. Every round times one step of each variant
-and one float32 and one bfloat16 peak matmul (benchmarks/peak.py), so MFU = achieved FLOP/s ÷ peak
-of the matching precision is computed from timings taken under the same load. FLOPs per step =
+and one float32 and one bfloat16 peak matmul (benchmarks/peak.py), so MFU is computed from timings
+taken under the same load: `MFU_%` = achieved FLOP/s ÷ the machine's best peak of that round (the
+faster of the two precisions: what this CPU can do), `MFU_prec_%` = the same against the peak of
+the variant's own precision (flattering where that precision is emulated). FLOPs per step =
 `cost.train_step_flops(spec, n_dis) × batch` (the architecture's convolutions, linears and attention
 matmuls; backward = 2× forward).
 
 Variants (name: overrides of the preset):
+  auto                    the trainer's default: mixed_precision="auto" resolved on this machine
+                          (mixed_bfloat16 where bfloat16 is native, e.g. AMX; float32 elsewhere)
   fp32, bf16              tf.function, float32 / mixed_bfloat16
   fp32_xla, bf16_xla      the same with jit_compile=True (XLA)
   bf16_full, fp32_full    full (un-pooled) attention
@@ -36,6 +40,7 @@ except ImportError:  # run as a script from benchmarks/
     import peak
 
 BASE_VARIANTS = {
+    "auto": dict(mixed_precision="auto", jit_compile=False),
     "fp32": dict(mixed_precision="float32", jit_compile=False),
     "bf16": dict(mixed_precision="mixed_bfloat16", jit_compile=False),
 }
@@ -48,11 +53,11 @@ SUFFIXES = {
     "_2dev_local": dict(devices=2, sync_bn=False),
     "_2dev_sync": dict(devices=2, sync_bn=True),
 }
-DEFAULT_VARIANTS = ("fp32", "bf16", "fp32_xla", "bf16_xla", "bf16_full", "bf16_noattn",
+DEFAULT_VARIANTS = ("auto", "fp32", "bf16", "fp32_xla", "bf16_xla", "bf16_full", "bf16_noattn",
                     "bf16_1dev", "bf16_2dev_local", "bf16_2dev_sync")
 PEAK_PRECISION = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
 COLUMNS = ["variant", "precision", "xla", "attention", "bn", "devices", "batch", "step_ms", "img/s",
-           "GFLOP/step", "GFLOP/s", "MFU_%", "vs_first"]
+           "GFLOP/step", "GFLOP/s", "MFU_%", "MFU_prec_%", "vs_first"]
 
 
 def log(message):
@@ -79,6 +84,8 @@ def variant_config(preset, batch, overrides):
     # spends tens of seconds in QR decompositions of the large kernels.
     config.init = "normal"
     config.update({k: v for k, v in overrides.items() if k != "devices"})
+    from sagan_tf.precision import resolve_precision
+    config.mixed_precision = resolve_precision(config.mixed_precision)
     return config
 
 
@@ -123,49 +130,54 @@ def make_step_fn(config, strategy):
 def run_variants(preset, batch, names, rounds, warmup, peak_size, devices=1):
     """Times `names` (all with the same device count) interleaved with the peak matmuls, in this process.
 
-    Returns {"peak_gflops": {...}, "variants": {name: {...}}}.
+    Returns {"peak_gflops": {...}, "peak_size": ..., "peak_times": {...}, "variants": {name: {...}}}.
     """
     import tensorflow as tf
     from sagan_tf.training.strategy import split_cpu
 
     if devices > 1:
         split_cpu(devices)
-    fns, meta = {}, {}
     # One MirroredStrategy shared by every multi-device variant: two strategy objects in one process
     # hand out colliding collective instance keys (sync-BN all-reduces then meet the other model's
     # gradient all-reduce: "Shape mismatch in the collective instance").
-    strategies = {}
+    strategies, configs = {}, {}
     for name in names:
         overrides = variant_overrides(name)
-        config = variant_config(preset, batch, overrides)
         n = overrides["devices"]
         if n not in strategies:
             strategies[n] = (tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)]) if n > 1
                              else tf.distribute.get_strategy())
+        configs[name] = (variant_config(preset, batch, overrides), strategies[n], n)
+    return time_configs(configs, rounds, warmup, peak_size)
+
+
+def time_configs(configs, rounds, warmup, peak_size):
+    """Builds a train step for every {label: (config, strategy, devices)} and times them interleaved
+    with the peak matmuls: `warmup` untimed steps each (reported), then `rounds` rounds."""
+    fns = {}
+    for label, (config, strategy, _) in configs.items():
         start = time.perf_counter()
-        _, fns[name] = make_step_fn(config, strategies[n])
-        log(f"built {name} in {time.perf_counter() - start:.1f} s")
-        meta[name] = dict(config=config, devices=overrides["devices"])
+        _, fns[label] = make_step_fn(config, strategy)
+        log(f"built {label} in {time.perf_counter() - start:.1f} s")
     peak_fns = {f"peak_{p}": fn for p, fn in peak.peak_fns(peak_size).items()}
     sync = lambda r: sync_outputs(r) if not hasattr(r, "numpy") else r.numpy()  # noqa: E731
-    for name, fn in fns.items():  # warm-up, reported (tracing / XLA compilation)
+    for label, fn in fns.items():  # warm-up, reported (tracing / XLA compilation)
         for i in range(warmup):
-            log(f"warm-up {i} of {name}: {common.time_call(fn, sync):.1f} s")
+            log(f"warm-up {i} of {label}: {common.time_call(fn, sync):.1f} s")
     for fn in peak_fns.values():
         sync(fn())
     times = common.interleaved({**fns, **peak_fns}, rounds=rounds, warmup=0, sync=sync)
-    for name in fns:
-        log(f"{name}: " + ", ".join(f"{t * 1e3:.0f}" for t in times[name]) + " ms")
+    for label in fns:
+        log(f"{label}: " + ", ".join(f"{t * 1e3:.0f}" for t in times[label]) + " ms")
     peaks = peak.peak_from_times({p: times[f"peak_{p}"] for p in peak.PRECISIONS}, peak_size)
     results = {}
-    for name in names:
-        config = meta[name]["config"]
-        results[name] = dict(
+    for label, (config, _, devices) in configs.items():
+        results[label] = dict(
             precision=config.mixed_precision, xla=bool(config.jit_compile),
             attention=("none" if not (config.g_attention or config.d_attention)
                        else "pooled" if config.pooled_attention else "full"),
-            bn="sync" if config.sync_bn else "local", devices=meta[name]["devices"], batch=config.batch_size,
-            n_dis=config.n_dis, flops_per_step=step_flops(config), times=times[name])
+            bn="sync" if config.sync_bn else "local", devices=devices, batch=config.batch_size,
+            n_dis=config.n_dis, flops_per_step=step_flops(config), times=times[label])
     return {"peak_gflops": peaks, "peak_size": peak_size, "peak_times": {p: times[f"peak_{p}"] for p in peak.PRECISIONS},
             "variants": results}
 
@@ -191,8 +203,9 @@ def summarise(group):
     """Rows for one group (one process): median step time, img/s, GFLOP/s, MFU and speed-up.
 
     MFU is the median over rounds of (step FLOPs / step time) / (matmul FLOPs / matmul time), pairing
-    each step with the peak matmul of its precision timed in the same round. `vs_first` is the
-    median over rounds of t(first variant) / t(variant).
+    each step with a peak matmul timed in the same round: the faster precision's for `MFU_%` (the
+    machine's peak), the variant's own precision's for `MFU_prec_%`. `vs_first` is the median over
+    rounds of t(first variant) / t(variant).
     """
     rows = []
     variants = group["variants"]
@@ -204,12 +217,16 @@ def summarise(group):
         peak_times = group["peak_times"][precision]
         per_round_mfu = [common.mfu(v["flops_per_step"], t, peak.matmul_flops(size) / tp)
                          for t, tp in zip(v["times"], peak_times)]
+        best_peak_times = [min(round_times) for round_times in zip(*group["peak_times"].values())]
+        per_round_best = [common.mfu(v["flops_per_step"], t, peak.matmul_flops(size) / tp)
+                          for t, tp in zip(v["times"], best_peak_times)]
         rows.append(dict(variant=name, precision=v["precision"].replace("mixed_", ""), xla=v["xla"],
                          attention=v["attention"], bn=v["bn"], devices=v["devices"], batch=v["batch"],
                          step_ms=seconds * 1e3, **{"img/s": v["batch"] / seconds},
                          **{"GFLOP/step": v["flops_per_step"] / 1e9},
                          **{"GFLOP/s": v["flops_per_step"] / seconds / 1e9},
-                         **{"MFU_%": 100 * common.median(per_round_mfu)},
+                         **{"MFU_%": 100 * common.median(per_round_best)},
+                         **{"MFU_prec_%": 100 * common.median(per_round_mfu)},
                          vs_first=paired_ratio(first["times"], v["times"]),
                          peak_gflops=group["peak_gflops"][precision]))
     return rows

@@ -56,6 +56,14 @@ def test_variant_names():
         train_step.variant_overrides("fp64")
 
 
+@pytest.mark.parametrize("amx, expected", [(True, "mixed_bfloat16"), (False, "float32")])
+def test_auto_variant_resolves_like_the_trainer(monkeypatch, amx, expected):
+    from sagan_tf import precision
+    monkeypatch.setattr(precision, "native_bfloat16", lambda strategy=None: amx)
+    assert train_step.variant_overrides("auto_noattn")["mixed_precision"] == "auto"
+    assert train_step.variant_config("fashion_mnist", 4, train_step.variant_overrides("auto")).mixed_precision == expected
+
+
 def test_summary_of_fake_timings():
     flops = 2 * 4096 ** 3  # one step = one peak matmul's FLOPs
     group = {
@@ -66,10 +74,16 @@ def test_summary_of_fake_timings():
                          batch=8, n_dis=1, flops_per_step=flops, times=[0.5, 1.0, 0.5]),
             "bf16_noattn": dict(precision="mixed_bfloat16", xla=False, attention="none", bn="local", devices=1,
                                 batch=8, n_dis=1, flops_per_step=flops * 0.9, times=[0.4, 0.8, 0.4]),
+            "fp32": dict(precision="float32", xla=False, attention="pooled", bn="local", devices=1,
+                         batch=8, n_dis=1, flops_per_step=flops, times=[2.0, 4.0, 2.0]),
         }}
     rows = {row["variant"]: row for row in train_step.summarise(group)}
     # Every round the step takes twice the bf16 matmul: MFU 50 %, whatever the load.
     assert rows["bf16"]["MFU_%"] == pytest.approx(50.0)
+    assert rows["bf16"]["MFU_prec_%"] == pytest.approx(50.0)
+    # fp32 takes twice its own matmul (50 % of the fp32 peak) but 8× the faster bf16 one: 12.5 %.
+    assert rows["fp32"]["MFU_prec_%"] == pytest.approx(50.0)
+    assert rows["fp32"]["MFU_%"] == pytest.approx(12.5)
     assert rows["bf16"]["img/s"] == pytest.approx(8 / 0.5)
     assert rows["bf16_noattn"]["vs_first"] == pytest.approx(1.25)
     share, = train_step.attention_share(group)
@@ -102,3 +116,22 @@ def test_step_img_s_from_train_step_json(tmp_path):
         "2 logical devices (subprocess)": {"rows": [{"attention": "pooled", "img/s": 3.0}]},
         "failed": None}}))
     assert input_pipeline.step_img_s_from_json([str(path)]) == {"imagenet64": 3.0}
+
+
+def test_scaling_pairs_compare_time_ratio_with_flop_ratio():
+    from benchmarks import scaling
+
+    def variant(flops_per_image, times, batch=4):
+        return dict(precision="float32", xla=False, attention="pooled", bn="local", devices=1, batch=batch,
+                    n_dis=1, flops_per_step=flops_per_image * batch, times=times)
+    group = {"peak_size": 4096, "peak_gflops": {"float32": 1.0, "bfloat16": 1.0},
+             "peak_times": {"float32": [1.0] * 3, "bfloat16": [1.0] * 3},
+             "variants": {"a": variant(1e9, [1.0, 2.0, 1.0]),     # load doubles in round 2
+                          "b": variant(2e9, [2.0, 4.0, 2.0]),     # 2× the FLOPs, 2× the time
+                          "c": variant(8e9, [10.0, 20.0, 10.0])}}  # 4× the FLOPs, 5× the time
+    ab, bc = scaling.pair_rows(group, ["a", "b", "c"])
+    assert (ab["flop_ratio"], ab["time_ratio"], ab["deviation_%"], ab["within_20%"]) == pytest.approx((2, 2, 0, "yes"))
+    assert bc["flop_ratio"] == pytest.approx(4) and bc["time_ratio"] == pytest.approx(5)
+    assert bc["deviation_%"] == pytest.approx(25) and bc["within_20%"] == "no"
+    rows = scaling.preset_rows(group, {"a": 32, "b": 64, "c": 128})
+    assert [r["ms/img"] for r in rows] == pytest.approx([250, 500, 2500])
