@@ -135,3 +135,34 @@ def test_scaling_pairs_compare_time_ratio_with_flop_ratio():
     assert bc["deviation_%"] == pytest.approx(25) and bc["within_20%"] == "no"
     rows = scaling.preset_rows(group, {"a": 32, "b": 64, "c": 128})
     assert [r["ms/img"] for r in rows] == pytest.approx([250, 500, 2500])
+
+
+def test_profile_step_assigns_ops_to_stages_and_counts_their_flops():
+    from benchmarks import profile_step
+    from sagan_tf.models.architecture import model_fields
+    from sagan_tf.models.cost import discriminator_macs, generator_macs, train_step_flops
+
+    assert profile_step.stage_of("StatefulPartitionedCall/gradient_tape/discriminator_1/block4_1/sn_conv2_1/"
+                                 "convolution/Conv2DBackpropInput:_MklNativeConv2DBackpropInput") == ("discriminator", "block4")
+    assert profile_step.stage_of("StatefulPartitionedCall/generator_3/attention2_1/MatMul:_MklMatMul") == ("generator", "attention2")
+    assert profile_step.stage_of("StatefulPartitionedCall/ema_generator/block0/mul:Mul") is None
+    assert profile_step.stage_of("StatefulPartitionedCall/adam/Sub:Sub") is None
+
+    config = train_step.variant_config("fashion_mnist", 4, dict(mixed_precision="float32"))
+    flops = profile_step.stage_flops(config)
+    # Everything but the linear input, G's output conv and D's head is in a stage.
+    spec = model_fields(config)
+    outside_g = sum(m for name, m in generator_macs(spec) if name in ("linear", "conv_out"))
+    outside_d = sum(m for name, m in discriminator_macs(spec) if name == "head")
+    outside = 2 * 4 * (outside_g * (config.n_dis + 3) + outside_d * (6 * config.n_dis + 3))
+    assert sum(flops.values()) + outside == train_step_flops(spec, config.n_dis) * 4
+
+    key = next(iter(flops))
+    times = {f"x/{key[0]}_1/{key[1]}_1/conv:Conv2D": 30.0, f"gradient_tape/{key[0]}_2/{key[1]}_1/c:Conv2DBackpropInput": 10.0,
+             "adam/mul:Mul": 40.0, "adam/sub:Sub": 20.0}
+    rows, rest = profile_step.stage_rows(times, flops)
+    first = rows[0]
+    assert (first["network"], first["stage"], first["op_ms"], first["op_share_%"]) == ("G", key[1], 40.0, 40.0)
+    assert first["GFLOP/s"] == pytest.approx(flops[key] / 1e9 / 0.040)
+    assert rows[-1]["stage"] == "rest" and rows[-1]["op_ms"] == 60.0
+    assert rest == [{"op_type": "Mul", "op_ms": 40.0}, {"op_type": "Sub", "op_ms": 20.0}]
