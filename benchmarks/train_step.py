@@ -236,8 +236,13 @@ def attention_share(group):
     """[{variant, share}] for every X / X_noattn pair of a group: 1 − median_r t_noattn[r] / t_X[r]."""
     variants, shares = group["variants"], []
     for name, v in variants.items():
-        base = name[:-len("_noattn")]
-        if name.endswith("_noattn") and base in variants:
+        if not name.endswith("_noattn"):
+            continue
+        # X_noattn pairs with X, or with auto when auto resolved to X's precision.
+        candidates = [n for n in (name[:-len("_noattn")], "auto")
+                      if n in variants and variants[n]["precision"] == v["precision"]]
+        if candidates:
+            base = candidates[0]
             with_attention = variants[base]
             flops_with, flops_without = with_attention["flops_per_step"], v["flops_per_step"]
             shares.append(dict(variant=base, step_ms=common.median(with_attention["times"]) * 1e3,

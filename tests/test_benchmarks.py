@@ -89,6 +89,12 @@ def test_summary_of_fake_timings():
     share, = train_step.attention_share(group)
     assert share["measured_share_pct"] == pytest.approx(20.0)
     assert share["flop_share_pct"] == pytest.approx(10.0)
+    # fp32_noattn pairs with "auto" when auto resolved to float32, never with a bf16 auto.
+    for auto_precision, pairs in (("float32", 1), ("mixed_bfloat16", 0)):
+        variants = {"auto": dict(group["variants"]["fp32"], precision=auto_precision),
+                    "fp32_noattn": dict(group["variants"]["bf16_noattn"], precision="float32")}
+        shares = train_step.attention_share(dict(group, variants=variants))
+        assert [s["variant"] for s in shares] == ["auto"] * pairs
 
 
 def test_step_flops_uses_cost_model():
