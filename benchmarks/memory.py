@@ -1,7 +1,7 @@
 """Peak host memory of a train step, pooled vs full vs no attention, plus the attention maps' sizes.
 
     python benchmarks/memory.py [--configs imagenet64,imagenet128] [--batch64 8 --batch128 4]
-        [--precision mixed_bfloat16] [--json]
+        [--precision mixed_bfloat16] [--layer] [--json]
 
 Each (config, attention) variant runs in its own subprocess (peak RSS is per process and never goes
 down): build the model, run `--steps` train steps on an in-memory batch, and report the process's peak
@@ -12,6 +12,12 @@ variant minus the no-attention variant's. Analytic sizes: every attention layer 
 [B, N, M] in the compute dtype and its softmax [B, N, M] in float32 (M = N/4 pooled, N full), both
 kept for the backward pass, in every forward pass of the step (D step: G forward + D forward on real
 and fake; G step: G forward + D forward).
+
+`--layer` measures the attention layer alone instead: for each attention placement (feature size,
+channels) of the configs, one subprocess per pooled/full runs a lone SelfAttention forward + backward
+and reports TF's CPU allocator peak above the memory at rest. That is the layer's whole working
+memory: the maps, and also the f/g/h projections and gradients both variants need, so its ratio is
+below the maps'.
 """
 from __future__ import annotations
 
@@ -90,6 +96,66 @@ def worker(preset, batch, variant, precision, steps):
                           memory_info=info, trainable_params=params)))
 
 
+def layer_worker(size, channels, batch, pooled, precision):
+    """Runs in the subprocess: TF allocator peak above the resting memory during one forward + backward
+    of a lone SelfAttention layer on a [batch, size, size, channels] map; prints one JSON line."""
+    import keras
+    import tensorflow as tf
+
+    from sagan_tf.layers.attention import SelfAttention
+
+    keras.mixed_precision.set_global_policy(precision)
+    layer = SelfAttention(pooled=pooled, init="normal")
+    x = tf.random.normal([batch, size, size, channels])
+    layer.build(x.shape)
+
+    @tf.function
+    def forward_backward():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.cast(layer(x, training=True), tf.float32)
+            loss = tf.reduce_sum(y * y)
+        return tf.add_n([tf.reduce_sum(tf.cast(g, tf.float32)) for g in tape.gradient(loss, [x] + layer.trainable_variables)])
+
+    forward_backward().numpy()  # trace and warm up
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    resting = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    forward_backward().numpy()
+    peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+    print(json.dumps(dict(size=size, channels=channels, batch=batch, pooled=pooled, precision=precision,
+                          layer_peak_bytes=peak - resting)))
+
+
+def layer_rows(preset, batch, precision):
+    """One row per attention placement of the preset: pooled vs full layer working memory, measured
+    (one subprocess each) and the maps' analytic bytes."""
+    from sagan_tf.models.architecture import discriminator_stages, generator_stages
+
+    config = common.load_preset(preset)
+    config.mixed_precision = precision
+    placements = sorted({(stage.resolution, stage.out_channels)
+                         for stages in (generator_stages(config.resolution, config.ch, config.g_attention),
+                                        discriminator_stages(config.resolution, config.ch, config.image_channels,
+                                                             config.d_attention))
+                         for stage in stages if stage.attention})
+    rows = []
+    for size, channels in placements:
+        measured = {}
+        for pooled in (True, False):
+            command = [sys.executable, os.path.abspath(__file__),
+                       f"--_layer-worker={size},{channels},{batch},{int(pooled)},{precision}"]
+            out = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=common.ROOT, check=True).stdout
+            measured[pooled] = json.loads(out.strip().splitlines()[-1])["layer_peak_bytes"]
+        n = size * size
+        map_bytes = {pooled: batch * n * (n // 4 if pooled else n) * (BYTES[precision] + 4) for pooled in (True, False)}
+        rows.append(dict(config=preset, layer=f"{size}²×{channels}", batch=batch, precision=precision,
+                         pooled_layer_MB=measured[True] / 2 ** 20, full_layer_MB=measured[False] / 2 ** 20,
+                         layer_ratio=measured[False] / measured[True],
+                         pooled_maps_MB=map_bytes[True] / 2 ** 20, full_maps_MB=map_bytes[False] / 2 ** 20,
+                         maps_ratio=map_bytes[False] / map_bytes[True]))
+    return rows
+
+
 def run_worker(preset, batch, variant, precision, steps):
     command = [sys.executable, os.path.abspath(__file__), f"--_worker={preset},{batch},{variant},{precision},{steps}"]
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=common.ROOT)
@@ -104,8 +170,25 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--parallel", type=int, default=3, help="subprocesses at once (memory is per process)")
     parser.add_argument("--results-json", default=None, help="re-render the results of an earlier --json run")
+    parser.add_argument("--layer", action="store_true",
+                        help="instead: one SelfAttention layer's forward+backward working memory, pooled vs "
+                             "full, at each attention placement of the configs")
     parser.add_argument("--_worker", default=None, dest="worker", help=argparse.SUPPRESS)
+    parser.add_argument("--_layer-worker", default=None, dest="layer_worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.layer_worker:
+        size, channels, batch, pooled, precision = args.layer_worker.split(",")
+        layer_worker(int(size), int(channels), int(batch), bool(int(pooled)), precision)
+        return
+    if args.layer:
+        rows = []
+        for preset in args.configs.split(","):
+            config = common.load_preset(preset)
+            rows += layer_rows(preset, args.batch128 if config.resolution >= 128 else args.batch64, args.precision)
+        common.emit(args, dict(machine=common.machine_info(), rows=rows), [
+            ("One SelfAttention layer, forward + backward: TF allocator peak above resting memory (measured) "
+             "and the attention maps alone (analytic: logits in the compute dtype + float32 softmax)", rows, None)])
+        return
     if args.worker:
         preset, batch, variant, precision, steps = args.worker.split(",")
         worker(preset, int(batch), variant, precision, int(steps))

@@ -172,3 +172,23 @@ def test_profile_step_assigns_ops_to_stages_and_counts_their_flops():
     assert first["GFLOP/s"] == pytest.approx(flops[key] / 1e9 / 0.040)
     assert rows[-1]["stage"] == "rest" and rows[-1]["op_ms"] == 60.0
     assert rest == [{"op_type": "Mul", "op_ms": 40.0}, {"op_type": "Sub", "op_ms": 20.0}]
+
+
+def test_layer_memory_rows_cover_every_attention_placement(monkeypatch):
+    import subprocess
+
+    calls = []
+
+    def fake_run(command, **kwargs):
+        size, channels, batch, pooled, precision = command[-1].split("=", 1)[1].split(",")
+        calls.append((int(size), int(channels), int(pooled)))
+        peak = 3 * 2 ** 20 if int(pooled) else 9 * 2 ** 20
+        return subprocess.CompletedProcess(command, 0, stdout=json.dumps({"layer_peak_bytes": peak}) + "\n")
+    monkeypatch.setattr(memory.subprocess, "run", fake_run)
+    rows = memory.layer_rows("imagenet64", 8, "float32")
+    # imagenet64: G and D attention at 32², with 128 and 64 channels; a pooled and a full run each.
+    assert sorted(calls) == sorted((32, c, p) for c in (64, 128) for p in (0, 1))
+    for row in rows:
+        assert row["layer_ratio"] == pytest.approx(3.0) and row["maps_ratio"] == pytest.approx(4.0)
+        # 32² map: N = 1024, M = 256 pooled; float32 logits + float32 softmax = 8 bytes, batch 8.
+        assert row["pooled_maps_MB"] == pytest.approx(8 * 1024 * 256 * 8 / 2 ** 20)
