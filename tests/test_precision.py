@@ -41,3 +41,44 @@ def test_training_records_the_resolved_policy(monkeypatch, tmp_path):
     model = train(config, str(tmp_path), dataset_fn=random_dataset_fn(config), verbose=0)
     assert json.loads((tmp_path / "config.json").read_text())["mixed_precision"] == "float32"
     assert model.generator.dtype_policy.name == "float32"
+
+
+def test_mixed_bfloat16_matches_float32_within_tolerance():
+    # What "auto" switches on for AMX: attention and the generator (SN everywhere) computed in
+    # bfloat16 must stay within bfloat16 rounding of the float32 result, from identical weights.
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from sagan_tf.layers import SelfAttention
+    from sagan_tf.models import Generator
+    from sagan_tf.models.architecture import model_fields
+
+    x = np.random.default_rng(0).normal(size=(4, 16, 16, 32)).astype(np.float32)
+    config = tiny_config(init="normal")
+    z = np.random.default_rng(1).normal(size=(8, config.z_dim)).astype(np.float32)
+    labels = np.arange(8) % config.num_classes
+    outputs = {}
+    weights = None
+    for policy in ("float32", "mixed_bfloat16"):
+        keras.mixed_precision.set_global_policy(policy)
+        attention = SelfAttention(init="normal")
+        attention(x)
+        generator = Generator(model_fields(config), dtype=policy)
+        generator((z, labels))
+        if weights is None:
+            attention.gamma.assign(0.7)  # γ = 0 at init would hide the attention branch
+            weights = attention.get_weights(), generator.get_weights()
+        else:
+            attention.set_weights(weights[0])
+            generator.set_weights(weights[1])
+        y, beta = attention(x, return_attention=True)
+        outputs[policy] = (y, beta, generator((z, labels)))
+    (y32, beta32, images32), (y16, beta16, images16) = outputs["float32"], outputs["mixed_bfloat16"]
+    assert y16.dtype == tf.bfloat16 and beta16.dtype == tf.float32
+    y16, images16 = (tf.cast(t, tf.float32).numpy() for t in (y16, images16))
+    assert 0 < np.abs(y16 - y32).max() <= 2e-2 * np.abs(y32).max()
+    assert np.abs(beta16 - beta32).max() <= 5e-2
+    np.testing.assert_allclose(beta16.numpy().sum(-1), 1.0, rtol=1e-5)
+    assert np.abs(images16 - images32).max() <= 0.1
+    assert np.abs(images16 - images32).mean() <= 1e-2  # images are in [-1, 1], mean |x| ≈ 0.3
