@@ -15,9 +15,9 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from sagan_tf.layers.spectral_norm import power_iteration_paused
 from sagan_tf.losses import get_losses
 from sagan_tf.models import Discriminator, Generator
-from sagan_tf.layers.spectral_norm import power_iteration_paused
 from sagan_tf.precision import resolve_precision
 from sagan_tf.training.ema import update_ema
 
