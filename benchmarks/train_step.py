@@ -13,14 +13,14 @@ the variant's own precision (flattering where that precision is emulated). FLOPs
 `cost.train_step_flops(spec, n_dis) × batch` (the architecture's convolutions, linears and attention
 matmuls; backward = 2× forward).
 
-Variants (name: overrides of the preset):
-  auto                    the trainer's default: mixed_precision="auto" resolved on this machine
+Variants (name: overrides of the preset): a base, optionally followed by one suffix.
+  auto                    base: the trainer's default, mixed_precision="auto" resolved on this machine
                           (mixed_bfloat16 where bfloat16 is native, e.g. AMX; float32 elsewhere)
-  fp32, bf16              tf.function, float32 / mixed_bfloat16
-  fp32_xla, bf16_xla      the same with jit_compile=True (XLA)
-  bf16_full, fp32_full    full (un-pooled) attention
-  bf16_noattn, fp32_noattn no attention layers at all (attention share = 1 − t_noattn / t)
-  bf16_1dev, bf16_2dev_local, bf16_2dev_sync, fp32_2dev_local...
+  fp32, bf16              bases: tf.function, float32 / mixed_bfloat16
+  <base>_xla              jit_compile=True (XLA)
+  <base>_full             full (un-pooled) attention
+  <base>_noattn           no attention layers at all (attention share = 1 − t_noattn / t)
+  <base>_1dev, <base>_2dev_local, <base>_2dev_sync
                           run together in a subprocess whose CPU is split into 2 logical devices
                           (default strategy vs MirroredStrategy with local or synchronized BN).
 """
@@ -53,8 +53,8 @@ SUFFIXES = {
     "_2dev_local": dict(devices=2, sync_bn=False),
     "_2dev_sync": dict(devices=2, sync_bn=True),
 }
-DEFAULT_VARIANTS = ("auto", "fp32", "bf16", "fp32_xla", "bf16_xla", "bf16_full", "bf16_noattn",
-                    "bf16_1dev", "bf16_2dev_local", "bf16_2dev_sync")
+DEFAULT_VARIANTS = ("auto", "fp32", "bf16", "fp32_xla", "bf16_xla", "auto_full", "auto_noattn",
+                    "auto_1dev", "auto_2dev_local", "auto_2dev_sync")
 PEAK_PRECISION = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
 COLUMNS = ["variant", "precision", "xla", "attention", "bn", "devices", "batch", "step_ms", "img/s",
            "GFLOP/step", "GFLOP/s", "MFU_%", "MFU_prec_%", "vs_first"]
