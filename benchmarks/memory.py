@@ -36,32 +36,37 @@ except ImportError:  # run as a script from benchmarks/
 VARIANTS = {"pooled": dict(pooled_attention=True), "full": dict(pooled_attention=False),
             "none": dict(g_attention=(), d_attention=())}
 BYTES = {"float32": 4, "mixed_bfloat16": 2, "mixed_float16": 2}
+PRECISION_CHOICES = ("auto", *BYTES)
 
 
 def peak_rss_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kB
 
 
-def attention_map_bytes(config, pooled, batch=None):
-    """[(network, feature size, bytes of one forward pass's maps)] for every attention layer.
-
-    Per layer: logits [B, N, M] in the compute dtype + softmax [B, N, M] in float32.
-    """
+def attention_placements(config):
+    """[(network, feature size, channels)] of every attention layer of `config`."""
     from sagan_tf.models.architecture import discriminator_stages, generator_stages
-    from sagan_tf.precision import resolve_precision
 
-    batch = batch or config.batch_size
-    compute = BYTES[resolve_precision(config.mixed_precision)]
-    rows = []
     stages = {"G": generator_stages(config.resolution, config.ch, config.g_attention),
               "D": discriminator_stages(config.resolution, config.ch, config.image_channels, config.d_attention)}
-    for network, network_stages in stages.items():
-        for stage in network_stages:
-            if stage.attention:
-                n = stage.resolution ** 2
-                m = n // 4 if pooled else n
-                rows.append((network, stage.resolution, batch * n * m * (compute + 4)))
-    return rows
+    return [(network, stage.resolution, stage.out_channels)
+            for network, network_stages in stages.items() for stage in network_stages if stage.attention]
+
+
+def map_bytes(size, batch, precision, pooled):
+    """Bytes of one layer's maps on a size×size feature map: logits [B, N, M] in the compute dtype and
+    softmax [B, N, M] in float32, M = N/4 pooled or N full."""
+    from sagan_tf.precision import resolve_precision
+
+    n = size * size
+    return batch * n * (n // 4 if pooled else n) * (BYTES[resolve_precision(precision)] + 4)
+
+
+def attention_map_bytes(config, pooled, batch=None):
+    """[(network, feature size, bytes of one forward pass's maps)] for every attention layer."""
+    batch = batch or config.batch_size
+    return [(network, size, map_bytes(size, batch, config.mixed_precision, pooled))
+            for network, size, _ in attention_placements(config)]
 
 
 def step_attention_bytes(config, pooled, batch=None):
@@ -129,15 +134,8 @@ def layer_worker(size, channels, batch, pooled, precision):
 def layer_rows(preset, batch, precision):
     """One row per attention placement of the preset: pooled vs full layer working memory, measured
     (one subprocess each) and the maps' analytic bytes."""
-    from sagan_tf.models.architecture import discriminator_stages, generator_stages
-
     config = common.load_preset(preset)
-    config.mixed_precision = precision
-    placements = sorted({(stage.resolution, stage.out_channels)
-                         for stages in (generator_stages(config.resolution, config.ch, config.g_attention),
-                                        discriminator_stages(config.resolution, config.ch, config.image_channels,
-                                                             config.d_attention))
-                         for stage in stages if stage.attention})
+    placements = sorted({(size, channels) for _, size, channels in attention_placements(config)})
     rows = []
     for size, channels in placements:
         measured = {}
@@ -146,13 +144,12 @@ def layer_rows(preset, batch, precision):
                        f"--_layer-worker={size},{channels},{batch},{int(pooled)},{precision}"]
             out = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=common.ROOT, check=True).stdout
             measured[pooled] = json.loads(out.strip().splitlines()[-1])["layer_peak_bytes"]
-        n = size * size
-        map_bytes = {pooled: batch * n * (n // 4 if pooled else n) * (BYTES[precision] + 4) for pooled in (True, False)}
+        maps = {pooled: map_bytes(size, batch, precision, pooled) for pooled in (True, False)}
         rows.append(dict(config=preset, layer=f"{size}²×{channels}", batch=batch, precision=precision,
                          pooled_layer_MB=measured[True] / 2 ** 20, full_layer_MB=measured[False] / 2 ** 20,
                          layer_ratio=measured[False] / measured[True],
-                         pooled_maps_MB=map_bytes[True] / 2 ** 20, full_maps_MB=map_bytes[False] / 2 ** 20,
-                         maps_ratio=map_bytes[False] / map_bytes[True]))
+                         pooled_maps_MB=maps[True] / 2 ** 20, full_maps_MB=maps[False] / 2 ** 20,
+                         maps_ratio=maps[False] / maps[True]))
     return rows
 
 
@@ -166,7 +163,7 @@ def main(argv=None):
     parser.add_argument("--configs", default="imagenet64,imagenet128")
     parser.add_argument("--batch64", type=int, default=8)
     parser.add_argument("--batch128", type=int, default=4)
-    parser.add_argument("--precision", default="mixed_bfloat16")
+    parser.add_argument("--precision", default="mixed_bfloat16", choices=PRECISION_CHOICES)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--parallel", type=int, default=3, help="subprocesses at once (memory is per process)")
     parser.add_argument("--results-json", default=None, help="re-render the results of an earlier --json run")
@@ -176,6 +173,8 @@ def main(argv=None):
     parser.add_argument("--_worker", default=None, dest="worker", help=argparse.SUPPRESS)
     parser.add_argument("--_layer-worker", default=None, dest="layer_worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from sagan_tf.precision import resolve_precision
+    args.precision = resolve_precision(args.precision)
     if args.layer_worker:
         size, channels, batch, pooled, precision = args.layer_worker.split(",")
         layer_worker(int(size), int(channels), int(batch), bool(int(pooled)), precision)

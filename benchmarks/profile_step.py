@@ -103,7 +103,7 @@ def main(argv=None):
     parser = common.add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--config", default="imagenet64", choices=common.PRESETS)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--precision", default="auto", help="auto, float32 or mixed_bfloat16")
+    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "mixed_bfloat16"), help="auto, float32 or mixed_bfloat16")
     parser.add_argument("--steps", type=int, default=2, help="traced steps")
     args = parser.parse_args(argv)
     if args.batch < 1 or args.steps < 1:

@@ -54,7 +54,7 @@ def main(argv=None):
     parser.add_argument("--presets", default=",".join(DEFAULT_PRESETS),
                         help="comma-separated presets, smallest resolution first")
     parser.add_argument("--batch", type=int, default=16, help="the same global batch for every preset")
-    parser.add_argument("--precision", default="auto", help="auto, float32 or mixed_bfloat16 for every preset")
+    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "mixed_bfloat16"), help="auto, float32 or mixed_bfloat16 for every preset")
     parser.add_argument("--steps", type=int, default=3, help="timed rounds")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per preset first")
     parser.add_argument("--peak-size", type=int, default=4096)
