@@ -11,19 +11,45 @@ or, in Python::
         client.predict_grpc(server.address, "sagan", "generate", {...})
 
 What it does, as TF-Serving does: ``Predict`` on any signature (``model_spec.signature_name``,
-default ``serving_default``) with ``output_filter``; request validation before running anything
-(unknown model name or version → NOT_FOUND; unknown signature, missing or extra inputs, wrong dtype,
-wrong rank or fixed dimension, unknown output filter → INVALID_ARGUMENT, naming the offending input);
-graph errors mapped to their gRPC codes (the signatures' in-graph checks raise InvalidArgumentError →
-INVALID_ARGUMENT); ``GetModelMetadata`` with the ``signature_def`` field. A failed request never
-affects the next one.
+default ``serving_default``) with ``output_filter``; ``GetModelMetadata`` with the ``signature_def``
+field; TF-Serving's status codes and messages for a bad model spec (empty name → INVALID_ARGUMENT
+"ModelSpec has no name specified."; a ``version_label`` → INVALID_ARGUMENT "Unrecognized servable
+version label: ..."; unknown model or version → NOT_FOUND; unknown signature → FAILED_PRECONDITION
+'Serving signature key "..." not found.'); graph errors mapped to their gRPC codes (the signatures'
+in-graph checks raise InvalidArgumentError → INVALID_ARGUMENT). A failed request never affects the
+next one.
 
-Differences from TF-Serving: an unknown signature name is INVALID_ARGUMENT here (TF-Serving returns
-FAILED_PRECONDITION "Serving signature key ... not found"); shapes are checked here before running
-(TF-Serving feeds any shape and relies on the graph's own checks, which the export has). What it
-does NOT do: request batching, version polling / hot reload, warmup replay, model management
-(one model, one version, no labels), Classify/Regress/MultiInference, the REST API, TLS, monitoring.
+What it adds, because a Python server is easier to exhaust than TF-Serving (see "Limits" below):
+
+* **Sizes are checked from the declared shapes** (``TensorProto.tensor_shape``) before any tensor is
+  built: rank and fixed dimensions against the signature, the batch (dim 0) against the export's
+  ``max_batch`` (``assets.extra/sagan_export.json``), the declared byte size against
+  ``max_message_bytes``, the number of values sent against the declared shape, and the response's
+  size against the send limit. A 69-byte request declaring ``z`` as [2000000, 128] is answered
+  INVALID_ARGUMENT in milliseconds without allocating it.
+* **Admission control**: at most ``max_workers`` requests run the model at once and at most
+  ``max_queue`` more wait; one more is answered RESOURCE_EXHAUSTED at once. Over all,
+  ``maximum_concurrent_rpcs`` calls (reading, queued, running) are open at a time; gRPC itself
+  answers RESOURCE_EXHAUSTED "Concurrent RPC limit exceeded!" beyond that.
+* **Deadlines**: a request whose deadline passes while it waits is dropped (DEADLINE_EXCEEDED,
+  counted in ``counts['expired']``) and never runs; one that expired before it is admitted is not
+  queued. A running model call is not interrupted (its answer is discarded by gRPC).
+* **Slow or silent clients cannot starve it**: it is a ``grpc.aio`` server, so a call whose request
+  message has not arrived costs a coroutine, not a worker thread, and a call that sends nothing for
+  ``read_timeout`` seconds is ended (DEADLINE_EXCEEDED, ``counts['read_timeout']``), freeing its
+  ``maximum_concurrent_rpcs`` slot. (grpcio's thread-pool server hands each call to a worker thread
+  that then blocks reading the request: four silent clients held all four threads.) The model runs
+  in a ``max_workers`` thread pool.
+
+Differences from TF-Serving that remain: shapes are checked here before running (TF-Serving feeds
+any shape and relies on the graph's own checks, which the export has); the limits above (TF-Serving
+accepts messages up to 2 GiB and bounds work through its batching queues instead); no request
+batching, version polling / hot reload, warmup replay, model management (one model, one version, no
+labels), Classify/Regress/MultiInference (UNIMPLEMENTED), REST API, TLS or monitoring.
 """
+import asyncio
+import json
+import math
 import os
 import re
 import signal
@@ -35,13 +61,27 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
 DEFAULT_SIGNATURE = "serving_default"
-MAX_MESSAGE_BYTES = 512 * 2 ** 20
-# TF-Serving answers FAILED_PRECONDITION here; this server follows the project's spec (INVALID_ARGUMENT).
-UNKNOWN_SIGNATURE_CODE = grpc.StatusCode.INVALID_ARGUMENT
+SERVICE = "tensorflow.serving.PredictionService"
+# Largest request the server reads (gRPC's receive limit, also the largest declared input tensor):
+# a full serving_default batch (256 rows x z_dim 128 float32) is 128 KiB.
+MAX_MESSAGE_BYTES = 4 * 2 ** 20
+# Largest response it sends: 256 float32 images of 128x128x3 are 48 MiB.
+MAX_SEND_BYTES = 128 * 2 ** 20
+DEFAULT_MAX_BATCH = 256  # for exports without assets.extra/sagan_export.json
+DEFAULT_WORKERS = 4
+DEFAULT_QUEUE = 16
+DEFAULT_MAX_CONCURRENT_RPCS = 64
+DEFAULT_READ_TIMEOUT = 10.0
+UNKNOWN_SIGNATURE_CODE = grpc.StatusCode.FAILED_PRECONDITION  # as TF-Serving's predict_util.cc
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+# TensorProto value fields per dtype (what tf.make_ndarray reads when tensor_content is empty).
+_VALUE_FIELDS = {tf.float32: "float_val", tf.float64: "double_val", tf.int32: "int_val", tf.int16: "int_val",
+                 tf.int8: "int_val", tf.uint8: "int_val", tf.uint16: "int_val", tf.int64: "int64_val",
+                 tf.uint32: "uint32_val", tf.uint64: "uint64_val", tf.bool: "bool_val", tf.float16: "half_val",
+                 tf.bfloat16: "half_val", tf.string: "string_val"}
 
 
 class RequestError(Exception):
@@ -77,6 +117,16 @@ def read_signature_defs(saved_model_dir):
     raise ValueError(f"{saved_model_dir!r} has no MetaGraph tagged 'serve'")
 
 
+def read_max_batch(saved_model_dir, default=DEFAULT_MAX_BATCH):
+    """The export's max_batch (assets.extra/sagan_export.json limits), or `default` if it has none."""
+    path = os.path.join(saved_model_dir, "assets.extra", "sagan_export.json")
+    try:
+        with open(path) as f:
+            return int(json.load(f)["limits"]["max_batch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default
+
+
 def _dtype_name(enum):
     return tf.dtypes.as_dtype(enum).name
 
@@ -98,96 +148,156 @@ def clean_tf_message(message):
     return (useful or lines or [str(message)])[0]
 
 
-class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Serves the signatures of one loaded SavedModel under `model_name`."""
+def _invalid(message):
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
-    def __init__(self, saved_model, model_name="sagan"):
+
+class PredictionServicer:
+    """Validates and runs requests on the signatures of one loaded SavedModel served as `model_name`.
+
+    Synchronous: :meth:`predict` and :meth:`get_model_metadata` take a request proto and return the
+    response or raise :class:`RequestError`. :class:`InProcessServer` puts them behind gRPC.
+    """
+
+    def __init__(self, saved_model, model_name="sagan", max_batch=None, max_message_bytes=MAX_MESSAGE_BYTES,
+                 max_send_bytes=MAX_SEND_BYTES):
         self.directory, self.version = resolve_saved_model(saved_model)
         self.model_name = model_name
+        self.max_batch = int(max_batch or read_max_batch(self.directory))
+        self.max_message_bytes, self.max_send_bytes = int(max_message_bytes), int(max_send_bytes)
         self.signature_defs = read_signature_defs(self.directory)
         self.model = tf.saved_model.load(self.directory)
         self.functions = {name: self.model.signatures[name] for name in self.signature_defs}
         self.lock = threading.Lock()
-        self.counts = {"ok": 0, "error": 0}
+        self.counts = {"ok": 0, "error": 0, "rejected": 0, "expired": 0, "read_timeout": 0, "runs": 0}
 
     # --- validation -------------------------------------------------------------------------------
 
     def _check_model_spec(self, model_spec):
-        if model_spec.name and model_spec.name != self.model_name:
+        # The order and the messages of TF-Serving's ServerCore::ServableRequestFromModelSpec.
+        if not model_spec.name:
+            raise _invalid("ModelSpec has no name specified.")
+        if model_spec.WhichOneof("version_choice") == "version_label":
+            raise _invalid(f"Unrecognized servable version label: {model_spec.version_label} (this server "
+                           "configures no version labels; ask for a version number or the latest).")
+        if model_spec.name != self.model_name:
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({model_spec.name})"
                                f"; this server serves model {self.model_name!r}.")
         if model_spec.HasField("version") and model_spec.version.value != (self.version or 0):
             raise RequestError(grpc.StatusCode.NOT_FOUND,
-                               f"Servable not found for request: Specific({model_spec.name or self.model_name}, "
+                               f"Servable not found for request: Specific({model_spec.name}, "
                                f"{model_spec.version.value}); only version {self.version} is loaded.")
-        if model_spec.version_label:
-            raise RequestError(grpc.StatusCode.NOT_FOUND,
-                               f"version label {model_spec.version_label!r} not found (no labels are configured).")
 
     def _signature(self, model_spec):
         name = model_spec.signature_name or DEFAULT_SIGNATURE
         if name not in self.signature_defs:
-            raise RequestError(UNKNOWN_SIGNATURE_CODE, f"Serving signature key {name!r} not found; this model has "
+            raise RequestError(UNKNOWN_SIGNATURE_CODE, f'Serving signature key "{name}" not found. This model has '
                                f"{sorted(self.signature_defs)}.")
         return name, self.signature_defs[name]
 
-    @staticmethod
-    def _inputs(signature_name, signature, request):
+    def _declared_shape(self, key, signature_name, info, proto):
+        """The shape `proto` declares, checked against the signature and the limits; builds nothing."""
+        if proto.tensor_shape.unknown_rank:
+            raise _invalid(f"input {key!r} of signature {signature_name!r} has no shape (unknown rank).")
+        dims = [int(d.size) for d in proto.tensor_shape.dim]
+        if any(d < 0 for d in dims):
+            raise _invalid(f"input {key!r} declares shape {dims}: dimensions must be >= 0.")
+        if not info.tensor_shape.unknown_rank:
+            expected = [d.size for d in info.tensor_shape.dim]
+            if len(dims) != len(expected) or any(e >= 0 and e != d for e, d in zip(expected, dims)):
+                raise _invalid(f"input {key!r} of signature {signature_name!r} must have shape "
+                               f"{_shape_text(info)} (-1: any), got {dims}.")
+        if dims and not 1 <= dims[0] <= self.max_batch:
+            raise _invalid(f"input {key!r} declares {dims[0]} rows (shape {dims}); this model takes between 1 and "
+                           f"{self.max_batch} rows per request (max_batch).")
+        dtype = tf.dtypes.as_dtype(proto.dtype)
+        elements = math.prod(dims)
+        if dtype != tf.string and elements * dtype.size > self.max_message_bytes:
+            raise _invalid(f"input {key!r} declares shape {dims}: {elements * dtype.size} bytes of {dtype.name}, "
+                           f"over the server's limit of {self.max_message_bytes} bytes per input.")
+        if proto.tensor_content:
+            if dtype == tf.string or len(proto.tensor_content) != elements * dtype.size:
+                raise _invalid(f"input {key!r} declares shape {dims} ({elements} x {dtype.name}) but its "
+                               f"tensor_content holds {len(proto.tensor_content)} bytes.")
+        else:
+            field = _VALUE_FIELDS.get(dtype)
+            sent = len(getattr(proto, field)) if field else 0
+            if field == "half_val" or dtype == tf.string:
+                sent_ok = sent == elements
+            else:  # as TF's Tensor::FromProto: no values → zeros, fewer → the last one repeated
+                sent_ok = sent <= elements
+            if not sent_ok:
+                raise _invalid(f"input {key!r} declares shape {dims} ({elements} values) but sends {sent} values.")
+        return dims
+
+    def _inputs(self, signature_name, signature, request):
         expected, sent = set(signature.inputs), set(request.inputs)
         if expected != sent:
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"input size does not match signature {signature_name!r}: {len(sent)}!={len(expected)} "
-                               f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
-                               f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
-                               f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
-        inputs = {}
-        for key in sorted(expected):
+            raise _invalid(f"input size does not match signature {signature_name!r}: {len(sent)}!={len(expected)} "
+                           f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
+                           f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
+                           f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
+        for key in sorted(expected):  # every input's dtype and declared shape before building any of them
             info, proto = signature.inputs[key], request.inputs[key]
             if proto.dtype != info.dtype:
-                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"input {key!r} of signature {signature_name!r} must be {_dtype_name(info.dtype)}, "
-                                   f"got {_dtype_name(proto.dtype) if proto.dtype else 'no dtype'}.")
+                raise _invalid(f"input {key!r} of signature {signature_name!r} must be {_dtype_name(info.dtype)}, "
+                               f"got {_dtype_name(proto.dtype) if proto.dtype else 'no dtype'}.")
+            self._declared_shape(key, signature_name, info, request.inputs[key])
+        inputs = {}
+        for key in sorted(expected):
             try:
-                value = tf.make_ndarray(proto)
-            except Exception as error:  # malformed TensorProto (content size vs shape, ...)
-                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"input {key!r} is not a valid TensorProto: {error}") from error
-            if not info.tensor_shape.unknown_rank:
-                dims = [d.size for d in info.tensor_shape.dim]
-                if value.ndim != len(dims) or any(d >= 0 and d != s for d, s in zip(dims, value.shape)):
-                    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                                       f"input {key!r} of signature {signature_name!r} must have shape "
-                                       f"{_shape_text(info)} (-1: any), got {list(value.shape)}.")
-            inputs[key] = value
+                inputs[key] = tf.make_ndarray(request.inputs[key])
+            except Exception as error:  # malformed TensorProto
+                raise _invalid(f"input {key!r} is not a valid TensorProto: {error}") from error
         return inputs
 
-    @staticmethod
-    def _output_keys(signature, output_filter):
+    def _output_keys(self, signature, output_filter):
         keys = list(output_filter) or list(signature.outputs)
         for key in keys:
             if key not in signature.outputs:
-                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"output tensor alias not found in signature: {key} Outputs expected to be in the "
-                                   f"set {{{','.join(sorted(signature.outputs))}}}.")
+                raise _invalid(f"output tensor alias not found in signature: {key} Outputs expected to be in the "
+                               f"set {{{','.join(sorted(signature.outputs))}}}.")
         if len(set(keys)) != len(keys):
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"duplicate output tensor alias in {keys}")
+            raise _invalid(f"duplicate output tensor alias in {keys}")
         return keys
 
-    # --- RPCs -------------------------------------------------------------------------------------
+    def _check_response_size(self, signature, keys, inputs):
+        """Refuses a request whose numeric outputs alone would exceed the send limit, before running it."""
+        rows = max((value.shape[0] for value in inputs.values() if value.ndim), default=1)
+        per_row = 0
+        for key in keys:
+            info = signature.outputs[key]
+            dims = [d.size for d in info.tensor_shape.dim]
+            if info.dtype == tf.string.as_datatype_enum or info.tensor_shape.unknown_rank or any(
+                    d < 0 for d in dims[1:]):
+                continue  # size unknown before running (the PNGs of `generate`)
+            per_row += math.prod(dims[1:]) * tf.dtypes.as_dtype(info.dtype).size
+        if per_row and rows * per_row > self.max_send_bytes:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"the response to {rows} rows would hold {rows * per_row} bytes ({per_row} per row of "
+                               f"{', '.join(keys)}), over the server's send limit of {self.max_send_bytes} bytes; "
+                               f"send at most {self.max_send_bytes // per_row} rows or use output_filter.")
 
-    def predict(self, request):
-        """PredictResponse for `request`; raises RequestError for an invalid request or a failed run."""
+    def prepare(self, request):
+        """(signature name, numpy inputs, output keys) of a valid request; raises RequestError. Cheap."""
         self._check_model_spec(request.model_spec)
         name, signature = self._signature(request.model_spec)
         inputs = self._inputs(name, signature, request)
         keys = self._output_keys(signature, request.output_filter)
+        self._check_response_size(signature, keys, inputs)
+        return name, inputs, keys
+
+    def run(self, prepared):
+        """Runs a prepared request; the PredictResponse, or RequestError for a failed run."""
+        name, inputs, keys = prepared
+        self._count("runs")
         try:
             outputs = self.functions[name](**{key: tf.constant(value) for key, value in inputs.items()})
         except tf.errors.OpError as error:
             raise RequestError(_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN),
                                clean_tf_message(error.message)) from error
         except (TypeError, ValueError) as error:  # rejected by the signature's Python-side checks
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from error
+            raise _invalid(str(error)) from error
         response = predict_pb2.PredictResponse()
         response.model_spec.name = self.model_name
         response.model_spec.signature_name = name
@@ -197,28 +307,15 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.outputs[key].CopyFrom(tf.make_tensor_proto(np.asarray(outputs[key].numpy())))
         return response
 
-    def Predict(self, request, context):
-        try:
-            response = self.predict(request)
-        except RequestError as error:
-            self._count("error")
-            context.abort(error.code, error.message)
-        except Exception as error:  # never let one request take the server down
-            self._count("error")
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
-        self._count("ok")
-        return response
+    def predict(self, request):
+        """PredictResponse for `request`; raises RequestError for an invalid request or a failed run."""
+        return self.run(self.prepare(request))
 
-    def GetModelMetadata(self, request, context):
-        try:
-            self._check_model_spec(request.model_spec)
-            unsupported = [field for field in request.metadata_field if field != "signature_def"]
-            if unsupported or not request.metadata_field:
-                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"Metadata field(s) {unsupported or '<none>'} not supported; "
-                                   "ask for 'signature_def'.")
-        except RequestError as error:
-            context.abort(error.code, error.message)
+    def get_model_metadata(self, request):
+        self._check_model_spec(request.model_spec)
+        unsupported = [field for field in request.metadata_field if field != "signature_def"]
+        if unsupported or not request.metadata_field:
+            raise _invalid(f"Metadata field(s) {unsupported or '<none>'} not supported; ask for 'signature_def'.")
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = self.model_name
         if self.version is not None:
@@ -235,42 +332,178 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class InProcessServer:
-    """A grpcio server with a :class:`PredictionServicer`, bound to `host` on `port` (0 = a free port)."""
+    """A ``grpc.aio`` PredictionService over a :class:`PredictionServicer` (or the SavedModel
+    `saved_model`, loaded), bound to `host`:`port` (0 = a free port), its event loop in a background thread.
 
-    def __init__(self, saved_model, model_name="sagan", host="127.0.0.1", port=0, max_workers=4):
-        self.servicer = PredictionServicer(saved_model, model_name)
-        self.host, self.requested_port, self.max_workers = host, int(port), max_workers
+    `max_workers` requests run the model at once, `max_queue` more wait (then RESOURCE_EXHAUSTED);
+    `maximum_concurrent_rpcs` bounds all open calls; `read_timeout` ends calls whose request does not
+    arrive in time; `max_message_bytes` / `max_send_bytes` are gRPC's receive / send limits.
+    """
+
+    def __init__(self, saved_model, model_name="sagan", host="127.0.0.1", port=0, max_workers=DEFAULT_WORKERS,
+                 max_queue=DEFAULT_QUEUE, maximum_concurrent_rpcs=DEFAULT_MAX_CONCURRENT_RPCS,
+                 read_timeout=DEFAULT_READ_TIMEOUT, max_message_bytes=MAX_MESSAGE_BYTES, max_send_bytes=MAX_SEND_BYTES,
+                 max_batch=None):
+        for name, value, low in (("max_workers", max_workers, 1), ("max_queue", max_queue, 0),
+                                 ("maximum_concurrent_rpcs", maximum_concurrent_rpcs, 1)):
+            if int(value) < low:
+                raise ValueError(f"{name}={value} must be >= {low}")
+        if not read_timeout > 0:
+            raise ValueError(f"read_timeout={read_timeout} must be > 0 seconds")
+        if isinstance(saved_model, PredictionServicer):  # an already loaded model (tests)
+            self.servicer = saved_model
+        else:
+            self.servicer = PredictionServicer(saved_model, model_name, max_batch=max_batch,
+                                               max_message_bytes=max_message_bytes, max_send_bytes=max_send_bytes)
+        self.host, self.requested_port = host, int(port)
+        self.max_workers, self.max_queue = int(max_workers), int(max_queue)
+        self.maximum_concurrent_rpcs, self.read_timeout = int(maximum_concurrent_rpcs), float(read_timeout)
         self.port = None
-        self._server = None
+        self._server = self._loop = self._thread = self._pool = None
+        self._admitted = 0  # running + waiting; touched only on the event loop
 
     @property
     def address(self):
         return f"{self.host}:{self.port}"
 
+    @property
+    def counts(self):
+        return dict(self.servicer.counts)
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
     def start(self):
-        options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.max_workers), options=options)
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(self.servicer, self._server)
-        self.port = self._server.add_insecure_port(f"{self.host}:{self.requested_port}")
-        if not self.port:
-            raise OSError(f"could not bind {self.host}:{self.requested_port}")
-        self._server.start()
+        self._pool = futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="predict")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-aio-server", daemon=True)
+        self._thread.start()
+        try:
+            self.port = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=60)
+        except BaseException:
+            self._shutdown_loop()
+            raise
         return self
+
+    async def _start(self):
+        options = [("grpc.max_send_message_length", self.servicer.max_send_bytes),
+                   ("grpc.max_receive_message_length", self.servicer.max_message_bytes)]
+        self._slots = asyncio.Semaphore(self.max_workers)
+        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=self.maximum_concurrent_rpcs)
+        handlers = {
+            # Registered as stream-unary (the wire format of a unary call is the same) so that the handler
+            # reads the request itself, with a timeout.
+            "Predict": grpc.stream_unary_rpc_method_handler(
+                self._predict, request_deserializer=predict_pb2.PredictRequest.FromString,
+                response_serializer=predict_pb2.PredictResponse.SerializeToString),
+            "GetModelMetadata": grpc.stream_unary_rpc_method_handler(
+                self._get_model_metadata, request_deserializer=get_model_metadata_pb2.GetModelMetadataRequest.FromString,
+                response_serializer=get_model_metadata_pb2.GetModelMetadataResponse.SerializeToString),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        port = server.add_insecure_port(f"{self.host}:{self.requested_port}")
+        if not port:
+            raise OSError(f"could not bind {self.host}:{self.requested_port}")
+        await server.start()
+        self._server = server
+        return port
 
     def stop(self, grace=None):
         if self._server is not None:
-            self._server.stop(grace).wait()
+            asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).result(
+                timeout=None if grace is None else grace + 30)
             self._server = None
+        self._shutdown_loop()
+
+    def _shutdown_loop(self):
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+            self._loop.close()
+            self._loop = self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def wait(self):
-        self._server.wait_for_termination()
+        self._thread.join()
 
     def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc):
         self.stop()
+
+    # --- RPCs (on the event loop) -----------------------------------------------------------------
+
+    async def _read_request(self, context):
+        """The call's one request message, or None after the call was aborted (no message in time)."""
+        try:
+            request = await asyncio.wait_for(context.read(), timeout=self.read_timeout)
+        except asyncio.TimeoutError:
+            self.servicer._count("read_timeout")
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                f"no request message within {self.read_timeout:g} s (read_timeout); call ended.")
+        if request is grpc.aio.EOF:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call ended without a request message.")
+        return request
+
+    async def _predict(self, request_iterator, context):
+        request = await self._read_request(context)
+        try:
+            prepared = self.servicer.prepare(request)  # cheap: sizes are bounded before anything is built
+        except RequestError as error:
+            self.servicer._count("error")
+            await context.abort(error.code, error.message)
+        except Exception as error:  # never let one request take the server down
+            self.servicer._count("error")
+            await context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+        if self._admitted >= self.max_workers + self.max_queue:
+            self.servicer._count("rejected")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"server busy: {self._admitted} requests running or queued (limit {self.max_workers} "
+                                f"running + {self.max_queue} queued); retry later.")
+        self._admitted += 1
+        try:
+            response = await self._run_admitted(prepared, context)
+        finally:
+            self._admitted -= 1
+        return response
+
+    async def _run_admitted(self, prepared, context):
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            self.servicer._count("expired")
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the request could run.")
+        try:
+            await asyncio.wait_for(self._slots.acquire(), timeout=remaining)
+        except asyncio.TimeoutError:
+            self.servicer._count("expired")
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                f"deadline exceeded after {remaining:.3g} s in the queue; the request did not run.")
+        try:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                self.servicer._count("expired")
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded in the queue; not run.")
+            try:
+                response = await asyncio.get_running_loop().run_in_executor(self._pool, self.servicer.run, prepared)
+            except RequestError as error:
+                self.servicer._count("error")
+                await context.abort(error.code, error.message)
+            except Exception as error:
+                self.servicer._count("error")
+                await context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+        finally:
+            self._slots.release()
+        self.servicer._count("ok")
+        return response
+
+    async def _get_model_metadata(self, request_iterator, context):
+        request = await self._read_request(context)
+        try:
+            return self.servicer.get_model_metadata(request)
+        except RequestError as error:
+            await context.abort(error.code, error.message)
 
 
 def main(argv=None):
@@ -280,26 +513,43 @@ def main(argv=None):
     flags.DEFINE_string("model_name", "sagan", "Model name clients put in model_spec.name.")
     flags.DEFINE_string("host", "127.0.0.1", "Address to bind (default: loopback only).")
     flags.DEFINE_integer("port", 8500, "gRPC port (0: a free one).", lower_bound=0, upper_bound=65535)
+    flags.DEFINE_integer("max_workers", DEFAULT_WORKERS, "Requests that run the model at once.", lower_bound=1)
+    flags.DEFINE_integer("max_queue", DEFAULT_QUEUE, "Requests that may wait for a worker (then RESOURCE_EXHAUSTED).",
+                         lower_bound=0)
+    flags.DEFINE_integer("maximum_concurrent_rpcs", DEFAULT_MAX_CONCURRENT_RPCS,
+                         "Open calls at once, reading, queued or running (then RESOURCE_EXHAUSTED).", lower_bound=1)
+    flags.DEFINE_float("read_timeout", DEFAULT_READ_TIMEOUT, "Seconds a call may take to send its request.",
+                       lower_bound=0.001)
+    flags.DEFINE_integer("max_message_bytes", MAX_MESSAGE_BYTES, "Largest request (and declared input) in bytes.",
+                         lower_bound=1024)
+    flags.DEFINE_integer("max_send_bytes", MAX_SEND_BYTES, "Largest response in bytes.", lower_bound=1024)
     flags.mark_flag_as_required("saved_model")
     FLAGS = flags.FLAGS
 
     def run(_):
+        stopped = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stopped.set())
         try:
-            server = InProcessServer(FLAGS.saved_model, FLAGS.model_name, FLAGS.host, FLAGS.port).start()
+            server = InProcessServer(FLAGS.saved_model, FLAGS.model_name, FLAGS.host, FLAGS.port,
+                                     max_workers=FLAGS.max_workers, max_queue=FLAGS.max_queue,
+                                     maximum_concurrent_rpcs=FLAGS.maximum_concurrent_rpcs,
+                                     read_timeout=FLAGS.read_timeout, max_message_bytes=FLAGS.max_message_bytes,
+                                     max_send_bytes=FLAGS.max_send_bytes).start()
         except (FileNotFoundError, OSError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
         servicer = server.servicer
         print(f"Serving model {servicer.model_name!r} version {servicer.version} from {servicer.directory} "
-              f"on {server.address} (signatures: {', '.join(sorted(servicer.signature_defs))}). Ctrl-C stops.",
+              f"on {server.address} (signatures: {', '.join(sorted(servicer.signature_defs))}; max_batch "
+              f"{servicer.max_batch}, {server.max_workers} workers + {server.max_queue} queued). Ctrl-C stops.",
               flush=True)
-        stopped = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stopped.set())
         while not stopped.wait(0.5):
             pass
         server.stop(grace=2)
-        print(f"Stopped after {servicer.counts['ok']} ok / {servicer.counts['error']} failed requests.", flush=True)
+        counts = servicer.counts
+        print(f"Stopped after {counts['ok']} ok / {counts['error']} failed requests ({counts['rejected']} rejected as "
+              f"busy, {counts['expired']} expired in the queue, {counts['read_timeout']} never sent).", flush=True)
         return 0
 
     app.run(run, argv=argv)

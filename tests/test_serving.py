@@ -1,6 +1,7 @@
 """Serving the export: the in-process gRPC PredictionService driven by tensorflow-serving-api's client,
 request validation (INVALID_ARGUMENT and the server keeps serving), warmup records, the client CLI over
 gRPC and REST, and the real tensorflow_model_server when it is installed."""
+import copy
 import http.server
 import io
 import json
@@ -149,11 +150,10 @@ BAD_REQUESTS = {
     "label_range": ("serving_default", {"z": z3, "label": np.int32([0, 3, 1])},
                     r"label values must be in \[0, 3\); out of range:\] \[3\] \[at rows\] \[1\]"),
     "negative_label": ("generate", _generate_inputs(2, label=-1), r"out of range:\] \[-1 -1\]"),
-    "batch_too_large": ("generate", _generate_inputs(257), r"between 1 and 256; label has\] \[257\]"),
+    "batch_too_large": ("generate", _generate_inputs(257), r"'label' declares 257 rows.*between 1 and 256 rows"),
     "batch_mismatch": ("serving_default", {"z": z3, "label": np.int32([0, 1])},
                        r"z has\] \[3\] \[rows, label has\] \[2\]"),
     "non_finite_truncation": ("generate", _generate_inputs(2, truncation=np.nan), r"truncation must be finite.*nan"),
-    "unknown_signature": ("sample", {"z": z3, "label": labels3}, r"signature key 'sample' not found"),
     "missing_input": ("serving_default", {"z": z3}, r"Missing but required: \{label\}"),
     "extra_input": ("serving_default", {"z": z3, "label": labels3, "seed": np.int64([1, 2, 3])},
                     r"Sent extra: \{seed\}"),
@@ -181,6 +181,245 @@ def test_unknown_model_or_version_is_not_found(server):
         client.predict_grpc(server.address, "sagan", "serving_default", {"z": z, "label": labels},
                             output_filter=["pixels"])
     assert_serving_works(server.address)
+
+
+# --- TF-Serving's status codes ------------------------------------------------------------------------
+
+MODEL_SPEC_ERRORS = {  # tensorflow_serving predict_util.cc and server_core.cc
+    "unknown_signature": (dict(signature_name="sample"), "FAILED_PRECONDITION",
+                          r'^Serving signature key "sample" not found\.'),
+    "empty_model_name": (dict(name=""), "INVALID_ARGUMENT", r"^ModelSpec has no name specified\.$"),
+    "version_label": (dict(version_label="stable"), "INVALID_ARGUMENT",
+                      r"^Unrecognized servable version label: stable\b"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MODEL_SPEC_ERRORS))
+def test_model_spec_errors_use_tf_serving_codes_and_messages(server, case):
+    fields, code, pattern = MODEL_SPEC_ERRORS[case]
+    z, labels = sample_inputs(2)
+    request = raw_request("serving_default", {"z": z, "label": labels})
+    for key, value in fields.items():
+        setattr(request.model_spec, key, value)
+    channel, stub = stub_for(server.address)
+    with channel, pytest.raises(grpc.RpcError) as raised:
+        stub.Predict(request, timeout=60)
+    assert raised.value.code().name == code, raised.value
+    assert re.search(pattern, raised.value.details()), raised.value.details()
+    assert_serving_works(server.address)
+
+
+# --- hostile clients: declared sizes, busy server, deadlines, silent calls -------------------------------
+
+def test_a_small_request_declaring_a_huge_tensor_is_rejected_without_allocating_it(server):
+    """69 bytes on the wire declaring z as [2000000, z_dim] and label as [2000000], with no values:
+    checked from the declared shapes; the old server built 64 MB of zeros (1 GB at z_dim 128) first."""
+    import tracemalloc
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "sagan"
+    for key, dims, dtype in (("z", [2_000_000, Z_DIM], tf.float32), ("label", [2_000_000], tf.int32)):
+        request.inputs[key].dtype = dtype.as_datatype_enum
+        request.inputs[key].tensor_shape.dim.extend([tf.compat.v1.TensorShape([d]).as_proto().dim[0] for d in dims])
+    assert request.ByteSize() <= 69
+    channel, stub = stub_for(server.address)
+    tracemalloc.start()  # numpy's allocations are traced, in every thread
+    try:
+        start = time.monotonic()
+        with channel, pytest.raises(grpc.RpcError) as raised:
+            stub.Predict(request, timeout=60)
+        elapsed = time.monotonic() - start
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2 ** 20, f"{peak} bytes traced while rejecting the request"
+    assert elapsed < 5, elapsed
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert re.search(r"'label' declares 2000000 rows.*between 1 and 256 rows", raised.value.details()), \
+        raised.value.details()
+    assert_serving_works(server.address)
+
+
+def test_declared_shapes_and_sent_values_must_agree(server):
+    servicer = server.servicer
+    cases = {"more values than declared": ([0, 1, 2], [2], r"'label' declares shape \[2\].*sends 3 values"),
+             "content of the wrong length": (None, [3], r"'label' declares shape \[3\].*tensor_content holds 8 bytes")}
+    for what, (values, dims, pattern) in cases.items():
+        z, _ = sample_inputs(dims[0])
+        request = raw_request("serving_default", {"z": z, "label": np.zeros(dims[0], np.int32)})
+        label = request.inputs["label"]
+        label.ClearField("tensor_content")
+        label.ClearField("int_val")
+        if values is None:
+            label.tensor_content = np.int32([0, 1]).tobytes()
+        else:
+            label.int_val.extend(values)
+        with pytest.raises(Exception) as raised:
+            servicer.prepare(request)
+        assert type(raised.value).__name__ == "RequestError" and raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert re.search(pattern, raised.value.message), (what, raised.value.message)
+    # No values at all is zeros, as TF's Tensor::FromProto reads it: accepted, within the limits.
+    request = raw_request("serving_default", {"z": sample_inputs(2)[0], "label": np.zeros(2, np.int32)})
+    request.inputs["label"].ClearField("tensor_content")
+    np.testing.assert_array_equal(servicer.prepare(request)[1]["label"], [0, 0])
+
+
+def test_a_response_over_the_send_limit_is_refused_before_running(server):
+    clone = copy.copy(server.servicer)
+    clone.max_send_bytes = 10_000  # one 32x32x1 float32 image is 4096 bytes
+    z, labels = sample_inputs(3)
+    with pytest.raises(Exception) as raised:
+        clone.prepare(raw_request("serving_default", {"z": z, "label": labels}))
+    assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert re.search(r"3 rows would hold 12288 bytes.*send at most 2 rows", raised.value.message), raised.value.message
+    assert clone.prepare(raw_request("serving_default", {"z": z[:2], "label": labels[:2]}))[0] == "serving_default"
+
+
+class Gated:
+    """A copy of a servicer (same loaded model, own counters) whose model runs wait for `gate`."""
+
+    def __init__(self, servicer):
+        from export.grpc_server import PredictionServicer
+        self.servicer = copy.copy(servicer)
+        self.servicer.counts = {key: 0 for key in servicer.counts}
+        self.servicer.lock = threading.Lock()
+        self.gate, self.entered = threading.Event(), threading.Semaphore(0)
+
+        def run(prepared):
+            self.entered.release()
+            assert self.gate.wait(60), "the test never opened the gate"
+            return PredictionServicer.run(self.servicer, prepared)
+
+        self.servicer.run = run
+
+
+def _wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.02)
+
+
+def _valid_request(n=2, seed=5):
+    z, labels = sample_inputs(n, seed=seed)
+    return raw_request("serving_default", {"z": z, "label": labels}), keras_ema()((z, labels)).numpy()
+
+
+def test_full_queue_answers_resource_exhausted_at_once(server):
+    gated = Gated(server.servicer)
+    with InProcessServer(gated.servicer, max_workers=1, max_queue=1) as busy:
+        channel, stub = stub_for(busy.address)
+        with channel:
+            request, expected = _valid_request()
+            running = stub.Predict.future(request, timeout=60)
+            assert gated.entered.acquire(timeout=30)  # the one worker is busy
+            queued = stub.Predict.future(request, timeout=60)
+            _wait_until(lambda: busy._admitted == 2, 10, "the second request to be queued")
+            start = time.monotonic()
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Predict(request, timeout=30)
+            assert time.monotonic() - start < 5
+            assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "server busy: 2 requests running or queued (limit 1 running + 1 queued)" in raised.value.details()
+            gated.gate.set()
+            for call in (running, queued):
+                outputs = call.result(timeout=60).outputs
+                np.testing.assert_allclose(tf.make_ndarray(outputs["images"]), expected, atol=1e-5)
+    assert (gated.servicer.counts["rejected"], gated.servicer.counts["runs"], gated.servicer.counts["ok"]) == (1, 2, 2)
+
+
+def test_a_request_whose_deadline_passes_in_the_queue_never_runs(server):
+    gated = Gated(server.servicer)
+    with InProcessServer(gated.servicer, max_workers=1, max_queue=4) as busy:
+        channel, stub = stub_for(busy.address)
+        with channel:
+            request, expected = _valid_request()
+            running = stub.Predict.future(request, timeout=60)
+            assert gated.entered.acquire(timeout=30)
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Predict(request, timeout=0.5)
+            assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            _wait_until(lambda: gated.servicer.counts["expired"] == 1, 10, "the server to drop the expired request")
+            gated.gate.set()
+            np.testing.assert_allclose(tf.make_ndarray(running.result(timeout=60).outputs["images"]), expected,
+                                       atol=1e-5)
+            stub.Predict(request, timeout=60)
+    assert (gated.servicer.counts["runs"], gated.servicer.counts["ok"], gated.servicer.counts["expired"]) == (2, 2, 1)
+
+
+def _silent_calls(channel, n):
+    """`n` Predict calls that send their headers and never a request message, and the event that ends them."""
+    release = threading.Event()
+
+    def nothing():
+        release.wait(60)
+        return
+        yield  # a generator that yields nothing
+
+    call = channel.stream_unary("/tensorflow.serving.PredictionService/Predict",
+                                request_serializer=predict_pb2.PredictRequest.SerializeToString,
+                                response_deserializer=predict_pb2.PredictResponse.FromString)
+    return [call.future(nothing(), timeout=60) for _ in range(n)], release
+
+
+def test_silent_clients_do_not_starve_the_server(server):
+    """More silent calls than worker threads: the old thread-pool server had every thread blocked
+    reading their requests and a valid request timed out."""
+    with InProcessServer(server.servicer, max_workers=2, read_timeout=60) as guarded:
+        silent_channel = grpc.insecure_channel(guarded.address)
+        silent, release = _silent_calls(silent_channel, 6)
+        try:
+            time.sleep(0.2)  # let them reach the server (a race here only makes the test weaker)
+            request, expected = _valid_request()
+            channel, stub = stub_for(guarded.address)
+            with channel:
+                response = stub.Predict(request, timeout=20)
+            np.testing.assert_allclose(tf.make_ndarray(response.outputs["images"]), expected, atol=1e-5)
+            assert not any(call.done() for call in silent)
+        finally:
+            release.set()
+            silent_channel.close()
+
+
+def test_silent_calls_hit_the_rpc_limit_then_time_out_and_free_it(server):
+    servicer = copy.copy(server.servicer)
+    servicer.counts, servicer.lock = {key: 0 for key in server.servicer.counts}, threading.Lock()
+    with InProcessServer(servicer, maximum_concurrent_rpcs=3, read_timeout=3.0) as guarded:
+        silent_channel = grpc.insecure_channel(guarded.address)
+        silent, release = _silent_calls(silent_channel, 3)
+        channel, stub = stub_for(guarded.address)
+        request, expected = _valid_request()
+        try:
+            with channel:
+                codes = []
+                while len(codes) < 40 and grpc.StatusCode.RESOURCE_EXHAUSTED not in codes:
+                    try:
+                        stub.Predict(request, timeout=20)
+                        codes.append(grpc.StatusCode.OK)
+                    except grpc.RpcError as error:
+                        codes.append(error.code())
+                    time.sleep(0.02)
+                assert codes[-1] == grpc.StatusCode.RESOURCE_EXHAUSTED, codes
+                for call in silent:  # ended by the server after read_timeout, not by their own 60 s deadline
+                    assert call.exception(timeout=20).code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                    assert "no request message within 3 s" in call.exception().details()
+                assert servicer.counts["read_timeout"] == 3
+                response = stub.Predict(request, timeout=20)
+            np.testing.assert_allclose(tf.make_ndarray(response.outputs["images"]), expected, atol=1e-5)
+        finally:
+            release.set()
+            silent_channel.close()
+
+
+def test_a_request_over_the_receive_limit_is_resource_exhausted(server):
+    with InProcessServer(server.servicer) as limited:
+        z = np.zeros((256, Z_DIM), np.float32)
+        request = raw_request("serving_default", {"z": z, "label": np.zeros(256, np.int32)})
+        request.inputs["pad"].string_val.append(b"x" * (limited.servicer.max_message_bytes + 1))
+        channel, stub = stub_for(limited.address)
+        with channel, pytest.raises(grpc.RpcError) as raised:
+            stub.Predict(request, timeout=30)
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, raised.value
+        assert re.search(r"larger than max \(\d+ vs\. 4194304\)", raised.value.details()), raised.value.details()
 
 
 # --- warmup and serving files ------------------------------------------------------------------------
@@ -248,7 +487,8 @@ class FakeRestServing(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         assert self.path == "/v1/models/sagan/metadata", self.path
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-        response = self.servicer.GetModelMetadata(request, context=None)  # context is only used on errors
+        request.model_spec.name = "sagan"
+        response = self.servicer.get_model_metadata(request)
         # As TF-Serving's ToJsonString: proto field names, the Any unpacked into a SignatureDefMap.
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signature_map)
