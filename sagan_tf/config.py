@@ -19,6 +19,8 @@ Training fields:
   random_flip      random horizontal flips of real images.
   manual_dir       TFDS only: directory holding the dataset's original archives (ImageNet's
                    ILSVRC2012_img_{train,val}.tar), used to prepare it offline on the first run.
+  data_prepare_timeout  TFDS, multi-worker: seconds the other workers wait for the chief to prepare the
+                   dataset before failing (default 24 h; preparing ImageNet takes hours).
   batch_size       GLOBAL batch (split across replicas).
   g_lr, d_lr       Adam learning rates (TTUR: 1e-4 and 4e-4).
   beta1, beta2     Adam betas (paper: 0 and 0.9; the reference code leaves β2 at 0.999).
@@ -57,7 +59,7 @@ def default_config():
         g_attention=(32,), d_attention=(32,), init="orthogonal", pooled_attention=True, sync_bn=False,
         # Data
         dataset="tfds:imagenet2012", random_flip=False,
-        manual_dir=ml_collections.config_dict.placeholder(str),
+        manual_dir=ml_collections.config_dict.placeholder(str), data_prepare_timeout=24 * 3600.0,
         # Optimisation (paper, section 5)
         batch_size=256, g_lr=1e-4, d_lr=4e-4, beta1=0.0, beta2=0.9, n_dis=1, loss="hinge",
         ema_decay=0.9999, ema_start=1000,
@@ -106,6 +108,8 @@ def validate_config(config, num_replicas=1):
         _require(0 <= config[field] < 1, field, config[field], "a value in [0, 1)")
     _require(0 <= config.ema_decay < 1, "ema_decay", config.ema_decay, "a value in [0, 1)")
     _require(config.ema_start >= 0, "ema_start", config.ema_start, "a step >= 0")
+    _require(config.data_prepare_timeout > 0, "data_prepare_timeout", config.data_prepare_timeout,
+             "a positive number of seconds")
     _require(config.eval_every >= 0, "eval_every", config.eval_every, "a step count >= 0 (0 = off)")
     _require(not config.eval_every or config.eval_feature_network, "eval_feature_network",
              config.eval_feature_network, "a feature network spec when eval_every > 0, e.g. 'classifier:<dir>' "

@@ -2,10 +2,11 @@
 import ml_collections
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
+import tensorflow as tf
 from PIL import Image
 
 from sagan_tf import data
+from tests import tiny_tfds
 
 
 def _config(**fields):
@@ -28,18 +29,29 @@ def test_image_folder_reads_resolution_channels_and_data_dir(tmp_path):
         data.build_dataset(_config(dataset="image_folder"))
 
 
-def test_tfds_prefix_dispatches_with_the_config_fields():
-    with tfds.testing.mock_data(num_examples=4):
-        ds = data.build_dataset(_config(dataset="tfds:cifar10", resolution=16, batch_size=4, image_channels=1))
-    assert ds.element_spec[0].shape == (4, 16, 16, 1)
+@pytest.fixture(scope="module")
+def tiny_tfds_dir(tmp_path_factory):
+    return tiny_tfds.prepare(tmp_path_factory.mktemp("tfds"))
 
 
-def test_start_step_is_passed_through():
-    with tfds.testing.mock_data(num_examples=3):
-        config = _config(dataset="tfds:cifar10", random_flip=True)
-        full = [x.numpy() for x, _ in data.build_dataset(config).take(3)]
-        resumed = next(iter(data.build_dataset(config, start_step=2)))[0].numpy()
+def test_tfds_prefix_dispatches_with_the_config_fields(tiny_tfds_dir):
+    config = _config(dataset=f"tfds:{tiny_tfds.NAME}", resolution=16, batch_size=4, image_channels=1)
+    images, labels = next(iter(data.build_dataset(config, data_dir=tiny_tfds_dir)))
+    assert images.shape == (4, 16, 16, 1)
+    np.testing.assert_array_equal(labels.numpy(), tiny_tfds.example_index(images.numpy()) % 3)
+
+
+def test_start_step_is_passed_through(tiny_tfds_dir):
+    config = _config(dataset=f"tfds:{tiny_tfds.NAME}", random_flip=True, data_dir=tiny_tfds_dir)
+    full = [x.numpy() for x, _ in data.build_dataset(config).take(3)]
+    resumed = next(iter(data.build_dataset(config, start_step=2)))[0].numpy()
     np.testing.assert_array_equal(resumed, full[2])
+
+
+def test_input_context_is_for_tfds_only(tmp_path):
+    context = tf.distribute.InputContext(2, 0, 2)
+    with pytest.raises(ValueError, match=r"'image_folder' has no per-worker input pipelines"):
+        data.build_dataset(_config(dataset="image_folder", data_dir=str(tmp_path)), input_context=context)
 
 
 def test_fashion_mnist_needs_resolution_32(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from tests import miniature_ilsvrc
 from tests.helpers import ROOT
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -65,26 +66,36 @@ def test_image_folder_trainer(tmp_path):
     assert sheet.shape == (2 * 32, 8 * 32, 3)  # num_classes taken from the two folders
 
 
-IMAGENET_MOCK = """
-import sys
-import tensorflow_datasets as tfds
-from absl import app
-with tfds.testing.mock_data(num_examples=16):
-    from trainers import imagenet
-    app.run(imagenet.main, argv=["imagenet"] + sys.argv[1:])
-"""
+IMAGENET_TINY = ["--strategy=mirrored", "--num_cpu_devices=2", "--config.resolution=32",
+                 "--config.g_attention=(16,)", "--config.d_attention=(16,)", *TINY]
 
 
-def test_imagenet_trainer_on_mock_tfds(tmp_path):
-    model_dir = str(tmp_path / "imagenet")
-    result = subprocess.run(
-        [sys.executable, "-c", IMAGENET_MOCK, f"--model_dir={model_dir}", "--train_steps=2", "--strategy=mirrored",
-         "--num_cpu_devices=2", "--config.resolution=32", "--config.g_attention=(16,)", "--config.d_attention=(16,)",
-         "--config.num_classes=1000", *TINY],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+def run_imagenet(tmp_path, steps):
+    """trainers.imagenet with its default seed, TFDS preparing a miniature ILSVRC2012 (the real archive
+    layout) into a --data_dir that does not exist yet on the first call."""
+    manual_dir = tmp_path / "ilsvrc"
+    if not manual_dir.exists():
+        miniature_ilsvrc.write(manual_dir)
+    return run_cli("trainers.imagenet", f"--data_dir={tmp_path / 'tfds'}", f"--config.manual_dir={manual_dir}",
+                   f"--model_dir={tmp_path / 'run'}", f"--train_steps={steps}", *IMAGENET_TINY)
+
+
+def test_imagenet_trainer_prepares_the_ilsvrc_archives_and_trains(tmp_path):
+    result = run_imagenet(tmp_path, 2)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Preparing TFDS dataset 'imagenet2012'" in result.stdout
+    assert "input pipeline 1/1: imagenet2012 train, 1 of 1 record files, 15 records per epoch" in result.stdout
     assert "on 2 replica(s)" in result.stdout
-    assert_run_outputs(model_dir, 2)
+    assert_run_outputs(str(tmp_path / "run"), 2)
+
+
+@pytest.mark.slow
+def test_imagenet_trainer_rerun_resumes_on_the_prepared_data(tmp_path):
+    assert run_imagenet(tmp_path, 2).returncode == 0
+    result = run_imagenet(tmp_path, 3)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming at step 2" in result.stdout and "Preparing" not in result.stdout
+    assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")).endswith("ckpt-3")
 
 
 @pytest.mark.parametrize("flag, message", [

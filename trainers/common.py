@@ -42,18 +42,21 @@ def resolved_config(overrides=None):
     return config
 
 
-def check_data_dir(path):
-    if path is not None and not os.path.exists(path):
+def check_data_dir(path, dataset):
+    """An image folder or idx directory must exist; a TFDS data_dir is created and filled by TFDS."""
+    if path is None or str(dataset).startswith("tfds:"):
+        return
+    if not os.path.exists(path):
         raise app.UsageError(f"--data_dir={path} does not exist.")
 
 
 def run(overrides_fn=None):
     """Runs the trainer: `overrides_fn()` may return extra config values derived from flags."""
-    check_data_dir(FLAGS.data_dir)
     try:
         config = resolved_config(overrides_fn() if overrides_fn else None)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
+    check_data_dir(FLAGS.data_dir, config.dataset)
     from sagan_tf.training import get_strategy, train  # imports TF: after the cheap checks
     strategy = get_strategy(FLAGS.strategy, tpu=FLAGS.tpu, num_cpu_devices=FLAGS.num_cpu_devices)
     from sagan_tf.config import validate_config

@@ -14,6 +14,7 @@ batch size `B`, forever, in an order fixed by `seed`, and can resume exactly at 
 from __future__ import annotations
 
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from sagan_tf.data.common import center_crop_and_resize, to_model_range
 from sagan_tf.data.fashion_mnist import (FASHION_MNIST_CLASSES, IdxFormatError, fashion_mnist_dataset,
@@ -22,21 +23,51 @@ from sagan_tf.data.fashion_mnist import DEFAULT_DIR as FASHION_MNIST_DIR
 from sagan_tf.data.fashion_mnist import RESOLUTION as FASHION_MNIST_RESOLUTION
 from sagan_tf.data.image_folder import (image_folder_class_names, image_folder_dataset,
                                         scan_image_folder)
+from sagan_tf.data import tfds_pipeline
 from sagan_tf.data.tfds_pipeline import tfds_dataset
 
 __all__ = [
-    "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "IdxFormatError", "build_dataset",
+    "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "IdxFormatError", "build_dataset", "describe_share",
     "center_crop_and_resize", "fashion_mnist_dataset", "image_folder_class_names",
-    "image_folder_dataset", "load_fashion_mnist", "scan_image_folder", "tfds_dataset",
-    "to_model_range",
+    "image_folder_dataset", "is_tfds", "load_fashion_mnist", "prepare_dataset", "scan_image_folder",
+    "tfds_dataset", "to_model_range",
 ]
 
 _TFDS_PREFIX = "tfds:"
 _ALLOWED_FORMS = "'fashion_mnist_idx', 'image_folder', 'tfds:<name>' (e.g. 'tfds:imagenet2012')"
 
 
+def is_tfds(dataset: str) -> bool:
+    """Whether `config.dataset` names a TFDS dataset (whose data_dir TFDS creates and fills)."""
+    return str(dataset).startswith(_TFDS_PREFIX) and len(str(dataset)) > len(_TFDS_PREFIX)
+
+
+def prepare_dataset(config, *, data_dir: str | None = None, wait: bool = False) -> str | None:
+    """Makes sure the data `config` trains on is ready; returns a line for the log, or None.
+
+    Only TFDS datasets need preparing (from `config.manual_dir`, once). In a multi-worker run the chief
+    calls this with `wait=False` and prepares; the other workers call it with `wait=True` and wait for
+    the chief, up to `config.data_prepare_timeout` seconds (see `tfds_pipeline.prepare_dataset`).
+    """
+    if not is_tfds(config.dataset):
+        return None
+    name = str(config.dataset)[len(_TFDS_PREFIX):]
+    timeout = float(getattr(config, "data_prepare_timeout", tfds_pipeline.DEFAULT_PREPARE_TIMEOUT))
+    builder = tfds_pipeline.prepare_dataset(name, data_dir=data_dir, manual_dir=getattr(config, "manual_dir", None),
+                                            wait=wait, timeout=timeout)
+    return f"TFDS dataset {builder.name} {builder.version} ready in {builder.data_dir}"
+
+
+def describe_share(config, data_dir: str | None,
+                   input_context: tf.distribute.InputContext | None = None) -> str:
+    """One line for the log: what this input pipeline of a TFDS dataset reads."""
+    name = str(config.dataset)[len(_TFDS_PREFIX):]
+    return tfds_pipeline.pipeline_share(tfds.builder(name, data_dir=data_dir), "train", input_context)
+
+
 def build_dataset(config, *, data_dir: str | None = None, start_step: int = 0,
-                  split: str = "train") -> tf.data.Dataset:
+                  split: str = "train",
+                  input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
     """Builds the training (or evaluation) pipeline that `config` describes.
 
     Config fields read:
@@ -54,11 +85,17 @@ def build_dataset(config, *, data_dir: str | None = None, start_step: int = 0,
       data_dir: overrides `config.data_dir`.
       start_step: first batch to produce, for resuming (see `sagan_tf.data.common`).
       split: dataset split; image folders only have "train".
+      input_context: TFDS only: build input pipeline `input_context.input_pipeline_id` of several,
+        reading only its share of the files, batched per replica (for
+        `strategy.distribute_datasets_from_function`).
 
     Raises:
       ValueError: unknown `config.dataset`, or fields that do not fit the chosen pipeline.
     """
     name = str(config.dataset)
+    if input_context is not None and not is_tfds(name):
+        raise ValueError(f"dataset {name!r} has no per-worker input pipelines (input_context); only TFDS "
+                         "datasets do, the others are split between workers row by row")
     data_dir = data_dir if data_dir is not None else getattr(config, "data_dir", None)
     common_args = dict(batch_size=int(config.batch_size), seed=int(getattr(config, "seed", 0)),
                        start_step=start_step,
@@ -83,7 +120,8 @@ def build_dataset(config, *, data_dir: str | None = None, start_step: int = 0,
         if split != "train":
             raise ValueError(f"dataset 'image_folder' has no splits, got split={split!r}")
         return image_folder_dataset(data_dir, **image_args)
-    if name.startswith(_TFDS_PREFIX) and len(name) > len(_TFDS_PREFIX):
+    if is_tfds(name):
         return tfds_dataset(name[len(_TFDS_PREFIX):], split=split, data_dir=data_dir,
-                            manual_dir=getattr(config, "manual_dir", None), **image_args)
+                            manual_dir=getattr(config, "manual_dir", None), input_context=input_context,
+                            **image_args)
     raise ValueError(f"unknown dataset {name!r}; expected one of {_ALLOWED_FORMS}")

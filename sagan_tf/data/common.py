@@ -73,8 +73,12 @@ def example_key(seed: int, position: tf.Tensor) -> tf.Tensor:
     return _key(seed, _FLIP_STREAM, position)
 
 
-def block_shuffle(records: tf.data.Dataset, block_size: int, key: tf.Tensor) -> tf.data.Dataset:
+def block_shuffle(records: tf.data.Dataset, block_size: int, key: tf.Tensor,
+                  first_block=0) -> tf.data.Dataset:
     """Shuffles within consecutive blocks of `block_size` records, in an order keyed by `key`.
+
+    `first_block` numbers the first block (a reader that resumes mid-epoch starts at a later block and
+    must shuffle it exactly as an uninterrupted reader would).
 
     Used instead of `Dataset.shuffle(seed=<tensor>)`, which fails inside `flat_map` as soon as a
     global TF seed is set (`tf.random.set_seed`, `keras.utils.set_random_seed`): TF compares the
@@ -86,7 +90,7 @@ def block_shuffle(records: tf.data.Dataset, block_size: int, key: tf.Tensor) -> 
         order = tf.argsort(tf.random.stateless_uniform([size], seed=block_key))
         return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(lambda t: tf.gather(t, order), block))
 
-    return records.batch(block_size).enumerate().flat_map(shuffle_block)
+    return records.batch(block_size).enumerate(start=first_block).flat_map(shuffle_block)
 
 
 def _key(seed: int, stream: int, counter: tf.Tensor) -> tf.Tensor:
@@ -211,6 +215,17 @@ def build_pipeline(epoch_records: EpochRecords, decode: Decoder, *, num_examples
     Returns:
       An infinite, prefetched dataset of `(images float32 [B, H, W, C] in [-1, 1], labels int32 [B])`.
     """
+    stream = epoch_stream(epoch_records, num_examples=num_examples, batch_size=batch_size,
+                          start_step=start_step)
+    return decode_and_batch(stream, decode, batch_size=batch_size, seed=seed, random_flip=random_flip,
+                            auto_shard_policy=auto_shard_policy)
+
+
+def decode_and_batch(stream: tf.data.Dataset, decode: Decoder, *, batch_size: int, seed: int,
+                     random_flip: bool,
+                     auto_shard_policy: tf.data.experimental.AutoShardPolicy) -> tf.data.Dataset:
+    """The second half of `build_pipeline`, for readers that position their own `(position, record)`
+    stream: decode, scale, flip, batch by `batch_size`."""
     @tf.autograph.experimental.do_not_convert  # no tensor-dependent Python control flow
     def example(position: tf.Tensor, record) -> tuple[tf.Tensor, tf.Tensor]:
         image, label = decode(record)
@@ -218,8 +233,6 @@ def build_pipeline(epoch_records: EpochRecords, decode: Decoder, *, num_examples
                            random_flip=random_flip)
         return image, tf.cast(label, tf.int32)
 
-    stream = epoch_stream(epoch_records, num_examples=num_examples, batch_size=batch_size,
-                          start_step=start_step)
     examples = stream.map(example, num_parallel_calls=AUTOTUNE, deterministic=True)
     return finish(examples, batch_size, auto_shard_policy)
 
@@ -232,8 +245,9 @@ def finish(examples: tf.data.Dataset, batch_size: int,
       batch across replicas, which needs a static batch dimension.
     * No `repeat()`: the epoch stream never ends; its cardinality is asserted to be infinite so that
       Keras treats it as such.
-    * `auto_shard_policy` is set explicitly because multi-worker training relies on it (every
-      pipeline here uses DATA: see `tfds_pipeline` for why not FILE).
+    * `auto_shard_policy` is set explicitly because multi-worker training relies on it: DATA for a
+      pipeline that every worker runs whole (each keeps its rows of every global batch), OFF for a
+      per-worker TFDS pipeline built from an `input_context` (see `tfds_pipeline`).
     * `deterministic=True`: parallel map keeps the order, so batches depend only on the seed.
     """
     batches = examples.batch(batch_size, drop_remainder=True)

@@ -1,15 +1,34 @@
 """Any TFDS image-classification dataset (`imagenet2012`, `cifar10`, `fashion_mnist`, ...).
 
-Nothing is ever downloaded: the dataset must already be prepared in `data_dir`, or be preparable
-offline from `manual_dir` (the ILSVRC2012 tars for `imagenet2012`; for other datasets the archives that
-TFDS would otherwise download, under their usual file names).
+Nothing is ever downloaded: the dataset must already be prepared in `data_dir`, or be preparable offline
+from `manual_dir` (the ILSVRC2012 tars for `imagenet2012`; for other datasets the archives that TFDS
+would otherwise download, under their usual file names). See `prepare_dataset`.
 
-Records are read with the image left encoded (`tfds.decode.SkipDecoding`) so that shuffling and the
-resume skip move bytes around, not pixels; images are decoded only after both.
+The prepared record files are read directly, from the file list TFDS itself gives for the split
+(`info.splits[split].file_instructions`, which also resolves slices such as "train[:90%]"), and parsed
+with the dataset's own feature spec. Reading them through TFDS's `as_dataset` instead would hide the two
+things training needs from a reader:
+
+* **Resuming at any step reads O(files), not O(records before the step).** The order of epoch `e` is a
+  permutation of the files keyed by `(seed, e)`, the files' records in their stored order, then a
+  shuffle within consecutive blocks of `RECORD_SHUFFLE_BUFFER` records (TFDS already shuffled the
+  records across files when it prepared them). To start at record `i` of an epoch, the reader opens the
+  file holding the first record of `i`'s block, skips inside that one file, and discards at most one
+  block of undecoded records; every file before it is never opened.
+* **Per-host input.** With an `input_context` (multi-worker training), pipeline `w` of `W` reads only
+  the files `w, w + W, ...` of the split and decodes only their records, so W hosts decode each image
+  once between them instead of W times. A split with fewer files than pipelines falls back to keeping
+  every W-th record of the shared order (each host still decodes only its share, but reads all files).
+  Each pipeline's stream is deterministic, so resuming stays exact per host.
+
+Records are parsed and decoded only after the shuffle and the resume skip: those move bytes, not pixels.
 """
 from __future__ import annotations
 
 import os
+import tarfile
+import time
+from dataclasses import dataclass
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -19,122 +38,290 @@ from sagan_tf.data import common
 IMAGE_KEY = "image"
 LABEL_KEY = "label"
 
-#: Undecoded records held by the per-epoch shuffle buffer (ImageNet JPEGs average ~110 kB, so about
-#: 1 GB of host memory). It complements the per-epoch shuffle of the file order.
+#: Undecoded records held by the per-epoch block shuffle (ImageNet JPEGs average ~110 kB, so about
+#: 1 GB of host memory). It complements the per-epoch shuffle of the file order; it is also the most a
+#: resume ever reads and discards.
 RECORD_SHUFFLE_BUFFER = 10_000
+
+#: Read-ahead per record file: records are read one file after the other.
+FILE_READ_BUFFER_BYTES = 8 << 20
+
+#: Archives that builders with manual-download instructions read from `manual_dir`, by builder name.
+MANUAL_ARCHIVES = {
+    "imagenet2012": ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"),
+}
+
+#: How long a non-chief worker waits for the chief to prepare the dataset, by default (seconds).
+#: Preparing ImageNet from its archives takes hours.
+DEFAULT_PREPARE_TIMEOUT = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Shard:
+    """What one input pipeline reads: some record files (with TFDS's skip/take) and, when the split has
+    fewer files than pipelines, every `stride`-th record of their shared order starting at `phase`."""
+    files: tuple[str, ...]
+    skips: tuple[int, ...]
+    takes: tuple[int, ...]
+    stride: int = 1
+    phase: int = 0
+
+    @property
+    def num_examples(self) -> int:
+        """Records this pipeline yields per epoch."""
+        total = sum(self.takes)
+        return max(0, (total - self.phase + self.stride - 1) // self.stride)
 
 
 def tfds_dataset(name: str, resolution: int, batch_size: int, split: str = "train",
                  data_dir: str | None = None, manual_dir: str | None = None,
                  image_channels: int = 3, seed: int = 0, start_step: int = 0,
-                 random_flip: bool = False) -> tf.data.Dataset:
+                 random_flip: bool = False,
+                 input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
     """Infinite, shuffled, batched images of a TFDS dataset with "image" and "label" features.
 
-    Yields `(images float32 [batch_size, resolution, resolution, image_channels] in [-1, 1], labels
-    int32 [batch_size])`; `batch_size` is the GLOBAL batch size. Images are centre-cropped to a
-    square and resized (area when shrinking, bilinear when enlarging); gray and RGB are converted
-    to `image_channels`.
+    Yields `(images float32 [b, resolution, resolution, image_channels] in [-1, 1], labels int32 [b])`
+    where `b` is the GLOBAL `batch_size`, or with an `input_context` the per-replica batch of that
+    pipeline (`input_context.get_per_replica_batch_size(batch_size)`, for
+    `strategy.distribute_datasets_from_function`). Images are centre-cropped to a square and resized
+    (area when shrinking, bilinear when enlarging); gray and RGB are converted to `image_channels`.
 
-    Epoch `e` reads the files in an order keyed by `(seed, e)` and shuffles the undecoded records
-    through a buffer keyed the same way; `start_step=k` yields exactly the batches k, k+1, ... of a
-    run started at step 0, skipping only undecoded records (see `sagan_tf.data.common`).
-
-    Auto-shard policy: DATA. FILE would be the cheaper choice for file-sharded TFDS data, but the
-    reader is built per epoch inside a `flat_map` (that is what makes resuming exact) and tf.data's
-    FILE rewrite cannot find a file source there ("Did not find a shardable source"). With DATA every
-    worker runs the same pipeline and keeps its own rows of each global batch: results are identical
-    to one process, and resuming stays exact; the price is that each worker decodes every image.
+    `start_step=k` yields exactly the batches k, k+1, ... of a run started at step 0 (see the module
+    docstring for what that costs).
 
     Args:
       name: TFDS builder name, optionally with config/version ("cifar10", "imagenet2012:5.1.0").
       resolution: output height and width.
       batch_size: global batch size.
       split: TFDS split, slicing allowed ("train", "validation", "train[:90%]").
-      data_dir: TFDS data directory (None: TFDS's default, ~/tensorflow_datasets).
+      data_dir: TFDS data directory (None: TFDS's default, ~/tensorflow_datasets); created if needed.
       manual_dir: directory with the original archives, to prepare the dataset offline if needed.
       image_channels: 1 or 3.
       seed, start_step, random_flip: see `sagan_tf.data.common`.
+      input_context: which of several input pipelines this is (multi-worker training).
 
     Raises:
       FileNotFoundError: the dataset is not prepared and cannot be prepared offline.
+      ValueError: the dataset has no image feature, or the split no records for this pipeline.
     """
     common.check_pipeline_args(batch_size=batch_size, start_step=start_step,
                                image_channels=image_channels, resolution=resolution)
-    builder = tfds.builder(name, data_dir=data_dir)
-    if manual_dir is not None:
-        prepare_offline(builder, manual_dir)
-    num_examples = _num_examples(builder, split, data_dir)
+    builder = prepare_dataset(name, data_dir=data_dir, manual_dir=manual_dir)
+    features = builder.info.features
+    _check_features(builder)
+    shard = shard_for(builder, split, input_context)
+    num_pipelines = input_context.num_input_pipelines if input_context else 1
+    pipeline_batch = batch_size // num_pipelines  # rows of each global batch this pipeline supplies
+    stream = record_stream(shard, seed=seed, start_step=start_step, batch_size=pipeline_batch)
+
     decoders = {IMAGE_KEY: tfds.decode.SkipDecoding()}
 
-    def epoch_records(epoch: tf.Tensor) -> tf.data.Dataset:
-        key = common.epoch_key(seed, epoch)
-        epoch_seed = tf.random.stateless_uniform([], seed=key, minval=None, maxval=None,
-                                                 dtype=tf.int64)
-        read_config = tfds.ReadConfig(
-            shuffle_seed=epoch_seed,  # a tensor: TFDS hands it to tf.data's shuffle of the file list
-            shuffle_reshuffle_each_iteration=False, try_autocache=False)
-        records = builder.as_dataset(split=split, decoders=decoders, shuffle_files=True,
-                                     read_config=read_config)
-        records = records.map(lambda record: (record[IMAGE_KEY], record[LABEL_KEY]))
-        return common.block_shuffle(records, RECORD_SHUFFLE_BUFFER, key)
+    def decode(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        example = features.deserialize_example(serialized, decoders=decoders)
+        image = tf.io.decode_image(example[IMAGE_KEY], channels=image_channels, expand_animations=False)
+        return common.center_crop_and_resize(image, resolution), example[LABEL_KEY]
 
-    def decode(record: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
-        image, label = record
-        if image.dtype == tf.string:
-            image = tf.io.decode_image(image, channels=image_channels, expand_animations=False)
-        else:  # builders (or mocks) that ignore `decoders` hand over decoded pixels
-            image = common.convert_channels(image, image_channels)
-        return common.center_crop_and_resize(image, resolution), label
-
-    return common.build_pipeline(
-        epoch_records, decode, num_examples=num_examples, batch_size=batch_size, seed=seed,
-        start_step=start_step, random_flip=random_flip,
-        auto_shard_policy=tf.data.experimental.AutoShardPolicy.DATA)
+    if input_context is None:
+        return common.decode_and_batch(stream, decode, batch_size=batch_size, seed=seed, random_flip=random_flip,
+                                       auto_shard_policy=tf.data.experimental.AutoShardPolicy.DATA)
+    return common.decode_and_batch(stream, decode, batch_size=input_context.get_per_replica_batch_size(batch_size),
+                                   seed=seed, random_flip=random_flip,
+                                   auto_shard_policy=tf.data.experimental.AutoShardPolicy.OFF)
 
 
-def prepare_offline(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None:
-    """Prepares `builder` from the archives in `manual_dir`, refusing anything that would download.
-
-    Builders with manual-download instructions (e.g. `imagenet2012`) read `manual_dir` only. For the
-    others, every file TFDS would download must already be in `manual_dir` under its usual name
-    (TFDS then uses it instead of downloading); this is checked beforehand. A prepared dataset is
-    left untouched.
-    """
-    if builder.is_prepared():
-        return
-    if not os.path.isdir(manual_dir):
-        raise FileNotFoundError(f"manual_dir {manual_dir} for TFDS dataset {builder.name!r} does "
-                                "not exist")
-    if not builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
-        url_infos = builder.url_infos
-        if not url_infos:
-            raise FileNotFoundError(
-                f"TFDS dataset {builder.name!r} registers no download checksums, so it cannot be "
-                f"verified that preparing it from {manual_dir} would not use the network; prepare "
-                f"it beforehand with `tfds build {builder.name} --data_dir=...`")
-        missing = sorted(info.filename for info in url_infos.values()
-                         if not os.path.exists(os.path.join(manual_dir, info.filename)))
-        if missing:
-            raise FileNotFoundError(
-                f"cannot prepare TFDS dataset {builder.name!r} offline: {manual_dir} lacks "
-                f"{', '.join(missing)} (the files TFDS would otherwise download)")
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir, try_download_gcs=False))
-
-
-def _num_examples(builder: tfds.core.DatasetBuilder, split: str, data_dir: str | None) -> int:
-    """Examples in `split`, from the reader's cardinality (also right for sliced splits and mocks)."""
+# --------------------------------------------------------------------------------------------------
+# Which records a pipeline reads, and in what order.
+# --------------------------------------------------------------------------------------------------
+def shard_for(builder: tfds.core.DatasetBuilder, split: str,
+              input_context: tf.distribute.InputContext | None = None) -> Shard:
+    """The record files of `split` that this input pipeline reads (all of them without a context)."""
     try:
-        records = builder.as_dataset(split=split, decoders={IMAGE_KEY: tfds.decode.SkipDecoding()})
-    except AssertionError as e:  # how TFDS reports "no prepared data in data_dir"
+        instructions = builder.info.splits[split].file_instructions
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"TFDS dataset {builder.name!r} has no split {split!r}; it has "
+                         f"{sorted(builder.info.splits)}") from error
+    instructions = [i for i in instructions if i.take != 0]
+    if not instructions:
+        raise ValueError(f"split {split!r} of TFDS dataset {builder.name!r} holds no examples")
+    count = input_context.num_input_pipelines if input_context else 1
+    index = input_context.input_pipeline_id if input_context else 0
+    stride, phase = 1, 0
+    if count > 1 and len(instructions) >= count:
+        instructions = instructions[index::count]
+    elif count > 1:  # fewer files than hosts: share the records instead
+        stride, phase = count, index
+    shard = Shard(files=tuple(os.fspath(i.filename) for i in instructions),
+                  skips=tuple(int(i.skip) for i in instructions),
+                  takes=tuple(int(i.take) for i in instructions), stride=stride, phase=phase)
+    if shard.num_examples < 1:
+        raise ValueError(f"split {split!r} of TFDS dataset {builder.name!r} has no records for input pipeline "
+                         f"{index} of {count}")
+    return shard
+
+
+def record_stream(shard: Shard, *, seed: int, start_step: int, batch_size: int) -> tf.data.Dataset:
+    """Infinite `(position, serialized record)` of `shard`, from the first record of batch `start_step`.
+
+    `position` counts this pipeline's records since epoch 0 (`epoch * shard.num_examples + index`); it
+    keys the per-example random flip. `batch_size` is how many rows per step this pipeline supplies.
+    """
+    num_examples = shard.num_examples
+    first_epoch, offset = common.resume_point(start_step, batch_size, num_examples)
+    files = tf.constant(shard.files, tf.string)
+    skips = tf.constant(shard.skips, tf.int64)
+    takes = tf.constant(shard.takes, tf.int64)
+
+    def epoch_records(epoch, first_index) -> tf.data.Dataset:
+        """Records of `epoch` from index `first_index` of the shared order (before the stride)."""
+        epoch = tf.cast(epoch, tf.int64)
+        key = common.epoch_key(seed, epoch)
+        order = tf.random.experimental.stateless_shuffle(tf.range(len(shard.files), dtype=tf.int64), seed=key)
+        epoch_takes = tf.gather(takes, order)
+        block = tf.cast(first_index, tf.int64) // RECORD_SHUFFLE_BUFFER
+        block_start = block * RECORD_SHUFFLE_BUFFER
+        # The file that holds record `block_start`, and where in it that record is.
+        ends = tf.cumsum(epoch_takes)
+        first_file = tf.searchsorted(ends, [block_start], side="right")[0]
+        within = block_start - (ends[first_file] - epoch_takes[first_file])
+        order, epoch_takes = order[first_file:], epoch_takes[first_file:]
+        extra_skip = tf.one_hot(0, tf.size(order), on_value=within, off_value=tf.constant(0, tf.int64),
+                                dtype=tf.int64)
+        per_file = tf.data.Dataset.from_tensor_slices(
+            (tf.gather(files, order), tf.gather(skips, order) + extra_skip, epoch_takes - extra_skip))
+        records = per_file.flat_map(
+            lambda path, skip, take: tf.data.TFRecordDataset(
+                path, buffer_size=FILE_READ_BUFFER_BYTES).skip(skip).take(take))
+        records = common.block_shuffle(records, RECORD_SHUFFLE_BUFFER, key, first_block=block)
+        indexed = records.enumerate(start=block_start).skip(tf.cast(first_index, tf.int64) - block_start)
+        if shard.stride > 1:
+            indexed = indexed.filter(lambda index, record: index % shard.stride == shard.phase)
+        # Local index: the record's rank among this pipeline's records of the epoch.
+        return indexed.map(lambda index, record: (epoch * num_examples + index // shard.stride, record))
+
+    first_index = offset * shard.stride + shard.phase
+    first = epoch_records(first_epoch, first_index)
+    rest = tf.data.Dataset.counter(first_epoch + 1).flat_map(lambda epoch: epoch_records(epoch, 0))
+    return first.concatenate(rest)
+
+
+def _check_features(builder: tfds.core.DatasetBuilder) -> None:
+    features = builder.info.features
+    missing = [key for key in (IMAGE_KEY, LABEL_KEY) if key not in features]
+    if missing:
+        raise ValueError(f"TFDS dataset {builder.name!r} has no {', '.join(map(repr, missing))} feature "
+                         f"(it has {sorted(features)}); sagan-tf trains on image classification datasets")
+    if not isinstance(features[IMAGE_KEY], tfds.features.Image):
+        raise ValueError(f"feature 'image' of TFDS dataset {builder.name!r} is a "
+                         f"{type(features[IMAGE_KEY]).__name__}, not an encoded tfds.features.Image")
+    if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
+        raise ValueError(f"TFDS dataset {builder.name!r} in {builder.data_dir} is stored as "
+                         f"{builder.info.file_format.value}; sagan-tf reads tfrecord (prepare it with "
+                         "`tfds build --file_format=tfrecord`)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Preparing the dataset: offline, once, by one process.
+# --------------------------------------------------------------------------------------------------
+def prepare_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
+                    wait: bool = False, timeout: float = DEFAULT_PREPARE_TIMEOUT,
+                    poll_seconds: float = 5.0) -> tfds.core.DatasetBuilder:
+    """The builder of `name`, prepared in `data_dir`; prepares it from `manual_dir` if needed.
+
+    With `wait=True` (non-chief workers) it never prepares: it waits until another process (the chief)
+    has, polling every `poll_seconds`, and raises TimeoutError after `timeout` seconds. TFDS writes a
+    dataset into a temporary directory and renames it when complete, so a half-prepared dataset is never
+    taken for a prepared one.
+
+    Raises:
+      FileNotFoundError: not prepared, and `manual_dir` is missing or lacks an archive (named).
+      ValueError: an archive in `manual_dir` is truncated or not a tar (named).
+      TimeoutError: `wait=True` and the dataset was not prepared in time.
+    """
+    builder = tfds.builder(name, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    if wait:
+        deadline = time.monotonic() + timeout
+        while not builder.is_prepared():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"TFDS dataset {name!r} was not prepared in {builder.data_dir} within "
+                                   f"{timeout:g} s; the chief prepares it (from config.manual_dir) - check its "
+                                   "log, or prepare it beforehand with the trainer on one host")
+            time.sleep(poll_seconds)
+            builder = tfds.builder(name, data_dir=data_dir)
+        return builder
+    if manual_dir is None:
         raise FileNotFoundError(
-            f"TFDS dataset {builder.name!r} is not prepared in {data_dir or builder.data_dir} and "
-            "sagan-tf never downloads at run time. Prepare it beforehand (`tfds build "
+            f"TFDS dataset {builder.name!r} is not prepared in {builder.data_dir} and sagan-tf never "
+            "downloads at run time. Prepare it beforehand (`tfds build "
             f"{builder.name} --data_dir=...` on a machine with internet access) or pass manual_dir= "
             "a directory holding the original archives (for imagenet2012: ILSVRC2012_img_train.tar "
-            "and ILSVRC2012_img_val.tar).") from e
-    num_examples = int(records.cardinality())
-    if num_examples < 1:
-        raise ValueError(f"cannot tell how many examples split {split!r} of TFDS dataset "
-                         f"{builder.name!r} holds (cardinality {num_examples})")
-    return num_examples
+            "and ILSVRC2012_img_val.tar).")
+    check_manual_dir(builder, manual_dir)
+    if data_dir is not None:
+        os.makedirs(data_dir, exist_ok=True)
+    print(f"Preparing TFDS dataset {builder.name!r} in {builder.data_dir} from {manual_dir} (once) ...", flush=True)
+    try:
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=manual_dir, try_download_gcs=False))
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise ValueError(f"preparing TFDS dataset {builder.name!r} from {manual_dir} failed: {error}. "
+                         f"Nothing was written to {builder.data_dir} (TFDS keeps unfinished work in an "
+                         "'incomplete.*' directory, removed on the next attempt)") from error
+    return tfds.builder(name, data_dir=data_dir)
+
+
+def check_manual_dir(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None:
+    """Fails, naming the file, if `manual_dir` cannot give a complete dataset without the network."""
+    if not os.path.isdir(manual_dir):
+        raise FileNotFoundError(f"manual_dir {manual_dir} for TFDS dataset {builder.name!r} does not exist")
+    if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+        for archive in MANUAL_ARCHIVES.get(builder.name, ()):
+            path = os.path.join(manual_dir, archive)
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"cannot prepare TFDS dataset {builder.name!r}: {manual_dir} lacks "
+                                        f"{archive}")
+            check_tar(path)
+        return
+    url_infos = builder.url_infos
+    if not url_infos:
+        raise FileNotFoundError(
+            f"TFDS dataset {builder.name!r} registers no download checksums, so it cannot be "
+            f"verified that preparing it from {manual_dir} would not use the network; prepare "
+            f"it beforehand with `tfds build {builder.name} --data_dir=...`")
+    missing = sorted(info.filename for info in url_infos.values()
+                     if not os.path.exists(os.path.join(manual_dir, info.filename)))
+    if missing:
+        raise FileNotFoundError(
+            f"cannot prepare TFDS dataset {builder.name!r} offline: {manual_dir} lacks "
+            f"{', '.join(missing)} (the files TFDS would otherwise download)")
+
+
+def check_tar(path: str) -> None:
+    """Reads the member headers of the tar at `path` (seeking past the data: seconds even for ImageNet's
+    140 GB) and fails, naming the file and member, if it is not a tar or was cut short."""
+    size = os.path.getsize(path)
+    try:
+        with tarfile.open(path, mode="r:") as archive:
+            members = 0
+            for member in archive:
+                members += 1
+                if member.offset_data + member.size > size:
+                    raise ValueError(f"{path} is truncated: member {member.name!r} needs "
+                                     f"{member.offset_data + member.size} bytes, the file has {size}")
+    except tarfile.TarError as error:
+        raise ValueError(f"{path} is not a readable tar archive ({error})") from error
+    if members == 0:
+        raise ValueError(f"{path} is an empty tar archive")
+
+
+def pipeline_share(builder: tfds.core.DatasetBuilder, split: str,
+                   input_context: tf.distribute.InputContext | None) -> str:
+    """One line saying what this input pipeline reads, for the training log."""
+    shard = shard_for(builder, split, input_context)
+    count = input_context.num_input_pipelines if input_context else 1
+    index = input_context.input_pipeline_id if input_context else 0
+    how = (f"{len(shard.files)} of {len(builder.info.splits[split].file_instructions)} record files"
+           if shard.stride == 1 else f"one record in {shard.stride} of {len(shard.files)} record file(s)")
+    return (f"input pipeline {index + 1}/{count}: {builder.name} {split}, {how}, "
+            f"{shard.num_examples} records per epoch")

@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from sagan_tf.config import validate_config
+from sagan_tf.data import build_dataset, describe_share, is_tfds, prepare_dataset
 from sagan_tf.training import callbacks as cb
 from sagan_tf.training.checkpointing import CheckpointManager
 from sagan_tf.precision import resolve_precision
@@ -80,6 +81,35 @@ def check_same_start_step(strategy, start, model_dir):
                            f"(GCS, NFS), the same on all of them.")
 
 
+def num_workers(strategy):
+    """Hosts taking part in the run (1 unless multi-worker with a cluster in TF_CONFIG)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return 1
+    spec = resolver.cluster_spec().as_dict()
+    return max(1, sum(len(spec.get(job, ())) for job in ("chief", "worker")))
+
+
+def training_data(config, strategy, data_dir, start_step):
+    """The training batches (`n_dis × batch_size` rows a step), positioned at `start_step`.
+
+    One pipeline for the whole run, which tf.distribute splits between the replicas (and, on several
+    hosts, each host keeps its rows), except for TFDS data on several hosts: there every host builds its
+    own pipeline over its share of the record files (`strategy.distribute_datasets_from_function`), so
+    that no image is read or decoded on more than one host.
+    """
+    data_config = config.copy_and_resolve_references()
+    data_config.batch_size = config.batch_size * config.n_dis
+    if is_tfds(config.dataset) and num_workers(strategy) > 1:
+        def per_host(input_context):
+            print(describe_share(data_config, data_dir, input_context), flush=True)
+            return build_dataset(data_config, data_dir=data_dir, start_step=start_step, input_context=input_context)
+        return strategy.distribute_datasets_from_function(per_host)
+    if is_tfds(config.dataset):
+        print(describe_share(data_config, data_dir), flush=True)
+    return build_dataset(data_config, data_dir=data_dir, start_step=start_step)
+
+
 def write_config(config, model_dir):
     atomic_write_bytes(os.path.join(model_dir, "config.json"), config.to_json_best_effort(indent=2).encode())
 
@@ -94,6 +124,10 @@ def train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, verb
     validate_config(config, strategy.num_replicas_in_sync)
     config.mixed_precision = resolve_precision(config.mixed_precision, strategy)  # config.json names the policy
     chief = is_chief(strategy)
+    if dataset_fn is None:  # before anything is written; other workers wait here while the chief prepares
+        ready = prepare_dataset(config, data_dir=data_dir, wait=not chief)
+        if ready:
+            print(ready, flush=True)
     # Non-chief workers write to a scratch directory that is removed afterwards (TF's multi-worker pattern).
     out_dir = model_dir if chief else tempfile.mkdtemp(prefix="sagan-worker-")
     os.makedirs(out_dir, exist_ok=True)
@@ -112,10 +146,7 @@ def train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, verb
         print(f"{'Resuming at' if start else 'Starting from'} step {start}; training to step {config.train_steps} "
               f"on {strategy.num_replicas_in_sync} replica(s).", flush=True)
         if dataset_fn is None:
-            from sagan_tf.data import build_dataset
-            data_config = config.copy_and_resolve_references()
-            data_config.batch_size = config.batch_size * config.n_dis
-            dataset = build_dataset(data_config, data_dir=data_dir, start_step=start)
+            dataset = training_data(config, strategy, data_dir, start)
         else:
             dataset = dataset_fn(start)
         writer = tf.summary.create_file_writer(os.path.join(out_dir, "train"))
