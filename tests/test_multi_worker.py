@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from sagan_tf.training import loop
 from sagan_tf.training.strategy import get_strategy
+from tests import miniature_ilsvrc
 from tests.helpers import ROOT
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -352,21 +353,21 @@ def test_workers_restoring_different_steps_fail_with_a_clear_error(tmp_path):
     assert not os.path.exists(prefix + "1/checkpoints")
 
 
-TFDS_MOCK = """
-import sys
-import tensorflow_datasets as tfds
-from absl import app
-with tfds.testing.mock_data(num_examples=16):
-    from trainers import imagenet
-    app.run(imagenet.main, argv=["imagenet"] + sys.argv[1:])
-"""
-
-
 @pytest.mark.slow
-def test_tfds_pipeline_on_two_workers(tmp_path):
-    model_dir = str(tmp_path / "run")
-    rc, output, _ = launch(tmp_path, 2, "-c", TFDS_MOCK, f"--model_dir={model_dir}", "--train_steps=2",
-                           "--strategy=multi_worker_mirrored", "--config.resolution=32", "--config.g_attention=(16,)",
-                           "--config.d_attention=(16,)", "--config.num_classes=1000", *TINY)
+def test_tfds_imagenet_on_two_workers_chief_prepares_each_reads_its_share(tmp_path):
+    # A --data_dir that does not exist yet: the chief prepares the miniature ILSVRC2012 there while the
+    # other worker waits; then each worker reads and decodes only its half of the records.
+    manual_dir = miniature_ilsvrc.write(tmp_path / "ilsvrc")
+    model_dir, data_dir = str(tmp_path / "run"), str(tmp_path / "tfds")
+    rc, output, _ = launch(tmp_path, 2, "trainers.imagenet", f"--model_dir={model_dir}", f"--data_dir={data_dir}",
+                           f"--config.manual_dir={manual_dir}", "--train_steps=2", "--strategy=multi_worker_mirrored",
+                           "--config.resolution=32", "--config.g_attention=(16,)", "--config.d_attention=(16,)", *TINY)
     assert rc == 0, output[-3000:]
+    assert re.search(r"\[worker 0\] Preparing TFDS dataset 'imagenet2012'", output), output[-3000:]
+    assert not re.search(r"\[worker 1\] Preparing", output)
+    assert re.search(r"\[worker 1\] TFDS dataset imagenet2012 5.1.0 ready", output)
+    n = len(miniature_ilsvrc.train_file_names())  # 15 records in one file: one record in 2 for each worker
+    assert re.search(rf"\[worker 0\] input pipeline 1/2: imagenet2012 train, one record in 2 of 1 record file\(s\), "
+                     rf"{(n + 1) // 2} records per epoch", output), output[-3000:]
+    assert re.search(rf"\[worker 1\] input pipeline 2/2: .* {n // 2} records per epoch", output)
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-2")
