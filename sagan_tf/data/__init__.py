@@ -75,6 +75,9 @@ def build_dataset(config, *, data_dir: str | None = None, start_step: int = 0,
       batch_size (required): GLOBAL batch size.
       resolution: output size; required for image_folder and TFDS, must be 32 for fashion_mnist_idx.
       image_channels: 1 or 3 (default 1 for fashion_mnist_idx, 3 otherwise).
+      num_classes, class_names (image_folder only, optional): 0 pools every image with label 0;
+        class_names picks the class folders (label i = class_names[i]); num_classes must match the
+        folder (see `image_folder_dataset`).
       seed (default 0), random_flip (default False).
       data_dir: used when the `data_dir` argument is None (the image folder; the TFDS data_dir;
         the idx directory, by default `FASHION_MNIST_DIR`).
@@ -119,7 +122,10 @@ def build_dataset(config, *, data_dir: str | None = None, start_step: int = 0,
                              "config.data_dir")
         if split != "train":
             raise ValueError(f"dataset 'image_folder' has no splits, got split={split!r}")
-        return image_folder_dataset(data_dir, **image_args)
+        num_classes = getattr(config, "num_classes", None)
+        return image_folder_dataset(data_dir, unconditional=num_classes == 0,
+                                    class_names=list(getattr(config, "class_names", None) or ()) or None,
+                                    num_classes=num_classes, **image_args)
     if is_tfds(name):
         return tfds_dataset(name[len(_TFDS_PREFIX):], split=split, data_dir=data_dir,
                             manual_dir=getattr(config, "manual_dir", None), input_context=input_context,

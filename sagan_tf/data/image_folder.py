@@ -1,27 +1,41 @@
-"""A directory of images, one sub-folder per class, decoded with Pillow.
+"""A directory of images, one sub-folder per class (or a flat folder, unconditionally), decoded with Pillow.
 
     data_dir/
       cat/    0001.jpg  0002.png  ...
       dog/    a.gif  b/c.bmp  ...
 
 Class ids are the sorted sub-folder names (hidden entries ignored); files are found recursively inside
-each class folder by extension (JPEG, PNG, BMP, GIF; case-insensitive). Files of any size and mode
-(grayscale, RGBA, CMYK, palette, 16-bit) are converted to RGB or L, centre-cropped to a square and
-resized to the requested resolution.
+each class folder by extension (JPEG, PNG, BMP, GIF, WebP, TIFF; case-insensitive). Files of any size
+and mode (grayscale, RGBA, CMYK, palette, 16-bit) are converted to RGB or L, centre-cropped to a square
+and resized to the requested resolution. With ``unconditional=True`` every image anywhere under
+``data_dir`` (sub-folders or not) is one pool with label 0, for ``num_classes=0``.
+
+The walk stays inside ``data_dir``: a symbolic link whose target lies outside it is not followed, and
+each real directory and file is visited once (a link to a directory or file that is also reachable
+some other way, such as ``up -> ..``, is skipped as a duplicate; the real path wins over the link).
 
 Unreadable files (empty, not an image, truncated) are found ONCE, when the dataset is built, by
-decoding every file at the smallest size Pillow allows; they are left out of the example list and
-reported in one log line. Dropping them before the shuffle, rather than filtering while training,
-keeps the number of examples fixed, which exact resuming (`start_step`) depends on. The price is one
-pass over the folder at start-up, spread over a thread pool.
+decoding every file at the smallest size Pillow allows; they are left out of the example list. Dropping
+them before the shuffle, rather than filtering while training, keeps the number of examples fixed,
+which exact resuming (`start_step`) depends on. The price is one pass over the folder at start-up,
+spread over a thread pool (a second scan of an unchanged folder in the same process reuses the
+results). Everything left out is recorded in `ImageFolderIndex.skipped` by reason, and
+`format_summary` turns an index into the start-up report the trainer prints.
+
+A class folder without a single readable image is an error naming it (a class the discriminator never
+sees real images of would still be asked of the generator), unless ``drop_empty_classes=True`` leaves
+it out with a warning.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import functools
+import json
 import logging
 import os
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -31,7 +45,7 @@ from sagan_tf.data import common
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 #: Pillow modes holding more than 8 bits per sample, rescaled to 8 bits (Pillow's own convert("L")
 #: would clip everything above 255 to white).
@@ -39,76 +53,361 @@ _WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 #: Background that transparent pixels are composited onto: what image viewers show.
 _BACKGROUND = (255, 255, 255, 255)
-#: How many unreadable paths the log line quotes.
+#: How many paths per skip reason a log line or the summary quotes.
 _EXAMPLES_IN_LOG = 3
+#: A class with fewer images than this fraction of the largest class is marked in the summary.
+SMALL_CLASS_FRACTION = 0.1
+
+# Why a file (or a directory, for the link reasons) was left out: the keys of ImageFolderIndex.skipped.
+UNREADABLE = "unreadable"
+NOT_AN_IMAGE = "not an image"
+LINK_OUTSIDE = "link outside the folder"
+DUPLICATE = "duplicate"
+NOT_IN_CLASS = "not in a class folder"
+NOT_SELECTED = "class not selected"
+SKIP_REASONS = {
+    UNREADABLE: "unreadable (cannot be decoded)",
+    NOT_AN_IMAGE: f"not an image (extension not in {' '.join(IMAGE_EXTENSIONS)})",
+    LINK_OUTSIDE: "symlink leading outside the folder (not followed)",
+    DUPLICATE: "already found through another path (symlink)",
+    NOT_IN_CLASS: "image directly in the folder, not in a class sub-folder",
+    NOT_SELECTED: "in a folder that is not one of the selected class_names",
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageFolderIndex:
-    """The readable images of a folder in their fixed, sorted order, and what was skipped."""
+    """The readable images of a folder in their fixed, sorted order, and what was left out.
 
+    `class_names` is empty for an unconditional index (every label 0). `skipped` maps a reason (a key
+    of `SKIP_REASONS`) to the paths left out for it; `dropped_classes` are class folders without a
+    readable image left out by ``drop_empty_classes=True``.
+    """
+
+    data_dir: str
     paths: tuple[str, ...]
     labels: tuple[int, ...]
     class_names: tuple[str, ...]
-    skipped: tuple[str, ...]
+    skipped: dict[str, tuple[str, ...]]
+    dropped_classes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    @property
+    def unconditional(self) -> bool:
+        return not self.class_names
+
+    def class_counts(self) -> list[int]:
+        """Images per class, by label."""
+        counts = collections.Counter(self.labels)
+        return [counts.get(label, 0) for label in range(len(self.class_names))]
+
+    @property
+    def num_skipped(self) -> int:
+        return sum(len(paths) for paths in self.skipped.values())
+
 
 def image_folder_class_names(data_dir: str) -> list[str]:
-    """Sorted names of the class sub-folders of `data_dir`; label `i` is `class_names[i]`.
+    """Sorted names of the class sub-folders of `data_dir`, before any file is checked.
+
+    `scan_image_folder(...).class_names` is the authoritative list (it leaves out links that lead
+    outside the folder or duplicate another folder, and dropped empty classes).
 
     Raises:
       FileNotFoundError: `data_dir` does not exist.
       ValueError: `data_dir` has no (non-hidden) sub-folder.
     """
-    if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"image folder {data_dir} does not exist or is not a directory")
-    names = sorted(entry.name for entry in os.scandir(data_dir)
-                   if entry.is_dir() and not entry.name.startswith("."))
+    _check_exists(data_dir)
+    names = sorted(name for name in _walk(data_dir).files if name is not None)
     if not names:
-        raise ValueError(f"image folder {data_dir} has no class sub-folders; put the images in one "
-                         "sub-folder per class (a single sub-folder is fine for unlabelled data)")
+        raise ValueError(_no_class_folders_message(data_dir))
     return names
 
 
-def scan_image_folder(data_dir: str) -> ImageFolderIndex:
+def has_class_folders(data_dir: str) -> bool:
+    """Whether `data_dir` has at least one (non-hidden) sub-folder inside it: False for a flat folder of images."""
+    _check_exists(data_dir)
+    return any(name is not None for name in _walk(data_dir).files)
+
+
+def _check_exists(data_dir: str) -> None:
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"image folder {data_dir} does not exist or is not a directory")
+
+
+def _no_class_folders_message(data_dir: str) -> str:
+    return (f"image folder {data_dir} has no class sub-folders; put the images in one sub-folder per class, "
+            "or train unconditionally on every image in it (unconditional=True; trainers.image_folder: "
+            "--unconditional)")
+
+
+@dataclasses.dataclass
+class _Tree:
+    """What one walk of a folder found: image candidates keyed by their top-level entry (None: files
+    directly in the folder), and the entries left out, by reason."""
+    files: dict
+    skipped: dict
+
+
+def _inside(real: str, root_real: str) -> bool:
+    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+def _walk(data_dir: str) -> _Tree:
+    """Walks `data_dir` once, following links only inside it and visiting each real directory once.
+
+    Real directories are walked first and links to directories afterwards, so a link never takes a
+    directory away from the path that really holds it (``cats/best -> ../dogs/2020`` does not move
+    dogs/2020 into the cats class). Hidden entries (".name") are ignored without a report.
+    """
+    root_real = os.path.realpath(data_dir)
+    files: dict = {}
+    skipped: dict = collections.defaultdict(list)
+    visited = {root_real}
+    real_queue = collections.deque([(data_dir, None)])  # (directory, top-level class entry or None)
+    link_queue = collections.deque()
+    while real_queue or link_queue:
+        if real_queue:
+            directory, top = real_queue.popleft()
+        else:
+            directory, top = link_queue.popleft()
+            real = os.path.realpath(directory)
+            if real in visited:
+                skipped[DUPLICATE].append(directory)
+                continue
+            visited.add(real)
+        if top is not None:
+            files.setdefault(top, [])  # a class folder, even if it holds no image
+        try:
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError:
+            skipped[UNREADABLE].append(directory)
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            entry_top = top if top is not None else entry.name
+            try:
+                is_link = entry.is_symlink()
+                if is_link and not _inside(os.path.realpath(entry.path), root_real):
+                    skipped[LINK_OUTSIDE].append(entry.path)
+                elif entry.is_dir():  # follows links (inside the folder)
+                    real = os.path.realpath(entry.path)
+                    if is_link:
+                        link_queue.append((entry.path, entry_top))
+                    elif real in visited:  # only when a link followed earlier led below it
+                        skipped[DUPLICATE].append(entry.path)
+                    else:
+                        visited.add(real)
+                        real_queue.append((entry.path, entry_top))
+                elif entry.is_file() or is_link:  # a dangling link is found unreadable later
+                    if entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                        files.setdefault(top, []).append(entry.path)
+                    else:
+                        skipped[NOT_AN_IMAGE].append(entry.path)
+            except OSError:
+                skipped[UNREADABLE].append(entry.path)
+    return _Tree(files={top: sorted(paths) for top, paths in files.items()}, skipped=dict(skipped))
+
+
+def _without_duplicate_files(candidates: list, skipped: dict) -> list:
+    """Keeps one path per real file: the real one (not a link) if there is one, else the first in order."""
+    by_real: dict = {}
+    for path, label in candidates:
+        real = os.path.realpath(path)
+        kept = by_real.get(real)
+        if kept is None or (os.path.islink(kept[0]) and not os.path.islink(path)):
+            if kept is not None:
+                skipped.setdefault(DUPLICATE, []).append(kept[0])
+            by_real[real] = (path, label)
+        else:
+            skipped.setdefault(DUPLICATE, []).append(path)
+    kept_paths = {path for path, _ in by_real.values()}
+    return [candidate for candidate in candidates if candidate[0] in kept_paths]
+
+
+#: Readability of the files of the previous scan, keyed by (path, size, mtime, inode): a second scan of an
+#: unchanged folder (the trainer's summary, then the pipeline) decodes nothing again.
+_readable_cache: dict = {}
+
+
+def _file_key(path: str):
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return (path, status.st_size, status.st_mtime_ns, status.st_ino)
+
+
+def _check_readable(paths: Sequence[str]) -> list[bool]:
+    global _readable_cache
+    keys = [_file_key(path) for path in paths]
+    todo = sorted({key for key in keys if key is not None and key not in _readable_cache})
+    with concurrent.futures.ThreadPoolExecutor() as pool:  # Pillow releases the GIL while decoding
+        results = dict(zip(todo, pool.map(_is_readable, [key[0] for key in todo])))
+    cache = {key: _readable_cache[key] if key in _readable_cache else results[key]
+             for key in keys if key is not None}
+    _readable_cache = cache
+    return [key is not None and cache[key] for key in keys]
+
+
+def scan_image_folder(data_dir: str, *, unconditional: bool = False, class_names: Sequence[str] | None = None,
+                      drop_empty_classes: bool = False) -> ImageFolderIndex:
     """Lists the images under `data_dir`, checks that each one decodes, and returns the readable ones.
 
-    Logs one warning line with the number of unreadable files and a few of their paths.
+    Args:
+      data_dir: the folder.
+      unconditional: every image anywhere under `data_dir` is one pool with label 0 (`class_names` of
+        the result is empty).
+      class_names: use exactly these class folders, label i = class_names[i] (a run's recorded
+        classes); other sub-folders are skipped. Default: every sub-folder, sorted.
+      drop_empty_classes: leave out class folders without a readable image (with a warning) instead
+        of raising. Only for the default class list.
 
     Raises:
-      FileNotFoundError / ValueError: see `image_folder_class_names`; ValueError also when no
-        readable image is found.
+      FileNotFoundError: `data_dir` does not exist.
+      ValueError, naming the folder: no class sub-folders (and not unconditional); a name of
+        `class_names` that is not a sub-folder; a class folder without a readable image; no readable
+        image at all.
     """
-    class_names = image_folder_class_names(data_dir)
-    candidates = [(path, label) for label, name in enumerate(class_names)
-                  for path in _image_files(os.path.join(data_dir, name))]
-    with concurrent.futures.ThreadPoolExecutor() as pool:  # Pillow releases the GIL while decoding
-        readable = list(pool.map(_is_readable, [path for path, _ in candidates]))
-
+    _check_exists(data_dir)
+    tree = _walk(data_dir)
+    skipped = {reason: list(paths) for reason, paths in tree.skipped.items()}
+    folders = sorted(name for name in tree.files if name is not None)
+    if unconditional:
+        names: list[str] = []
+        candidates = [(path, 0) for top in sorted(tree.files, key=lambda n: (n is not None, n or ""))
+                      for path in tree.files[top]]
+    else:
+        if not folders:
+            raise ValueError(_no_class_folders_message(data_dir))
+        if class_names is not None:
+            names = [str(name) for name in class_names]
+            missing = [name for name in names if name not in tree.files]
+            if missing:
+                raise ValueError(f"image folder {data_dir} has no class folder(s) {missing} (expected from "
+                                 f"class_names; it has {folders})")
+            for name in folders:
+                if name not in names:
+                    skipped.setdefault(NOT_SELECTED, []).extend(tree.files[name])
+        else:
+            names = folders
+        candidates = [(path, label) for label, name in enumerate(names) for path in tree.files[name]]
+        if tree.files.get(None):
+            skipped.setdefault(NOT_IN_CLASS, []).extend(tree.files[None])
+    candidates = _without_duplicate_files(candidates, skipped)
+    readable = _check_readable([path for path, _ in candidates])
+    skipped_unreadable = [path for (path, _), ok in zip(candidates, readable) if not ok]
+    if skipped_unreadable:
+        skipped.setdefault(UNREADABLE, []).extend(skipped_unreadable)
     kept = [candidate for candidate, ok in zip(candidates, readable) if ok]
-    skipped = tuple(path for (path, _), ok in zip(candidates, readable) if not ok)
-    if skipped:
-        logger.warning("Skipped %d unreadable image file(s) under %s, e.g. %s", len(skipped),
-                       data_dir, ", ".join(skipped[:_EXAMPLES_IN_LOG]))
+
+    dropped: list[str] = []
+    if names:
+        counts = collections.Counter(label for _, label in kept)
+        empty = [name for label, name in enumerate(names) if not counts.get(label)]
+        if empty and not (drop_empty_classes and class_names is None):
+            raise ValueError(_empty_classes_message(data_dir, empty, candidates, names, readable))
+        if empty:
+            dropped = empty
+            logger.warning("Dropped %d class folder(s) without a readable image under %s: %s", len(empty), data_dir,
+                           ", ".join(empty))
+            relabel = {}
+            for label, name in enumerate(names):
+                if name not in empty:
+                    relabel[label] = len(relabel)
+            names = [name for name in names if name not in empty]
+            kept = [(path, relabel[label]) for path, label in kept]
     if not kept:
-        raise ValueError(f"image folder {data_dir} contains no readable {'/'.join(IMAGE_EXTENSIONS)} "
-                         f"file in its class sub-folders ({len(skipped)} unreadable)")
-    return ImageFolderIndex(paths=tuple(path for path, _ in kept),
-                            labels=tuple(label for _, label in kept),
-                            class_names=tuple(class_names), skipped=skipped)
+        raise ValueError(f"image folder {data_dir} contains no readable {'/'.join(IMAGE_EXTENSIONS)} file "
+                         f"{'anywhere' if unconditional else 'in its class sub-folders'} "
+                         f"({len(skipped_unreadable)} unreadable)")
+    return ImageFolderIndex(data_dir=data_dir, paths=tuple(path for path, _ in kept),
+                            labels=tuple(label for _, label in kept), class_names=tuple(names),
+                            skipped={reason: tuple(sorted(skipped[reason])) for reason in SKIP_REASONS
+                                     if skipped.get(reason)},
+                            dropped_classes=tuple(dropped))
 
 
-def _image_files(class_dir: str) -> list[str]:
-    """Image files anywhere under `class_dir`, sorted, hidden files and folders excluded."""
-    found = []
-    for root, dirs, files in os.walk(class_dir, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found.extend(os.path.join(root, name) for name in files
-                     if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS))
-    return sorted(found)
+def _empty_classes_message(data_dir, empty, candidates, names, readable):
+    details = []
+    for name in empty:
+        label = names.index(name)
+        unreadable = sum(1 for (_, lab), ok in zip(candidates, readable) if lab == label and not ok)
+        details.append(f"{os.path.join(data_dir, name)} ({f'{unreadable} unreadable file(s)' if unreadable else 'no image files'})")
+    return (f"image folder {data_dir}: class folder(s) {empty} hold no readable image: {'; '.join(details)}. "
+            "Add images, remove the folder(s), or leave them out with drop_empty_classes=True "
+            "(trainers.image_folder: --drop_empty_classes)")
+
+
+def check_same_classes_as_run(model_dir: str | None, index: ImageFolderIndex) -> None:
+    """Fails if `model_dir` holds an image-folder run whose recorded classes differ from `index`'s.
+
+    Resuming such a run would silently give the old labels to other classes (or change their number).
+
+    Raises:
+      ValueError: naming both class lists and the classes added and removed.
+    """
+    path = os.path.join(model_dir, "config.json") if model_dir else None
+    if not path or not os.path.isfile(path):
+        return
+    try:
+        with open(path) as f:
+            recorded = json.load(f)
+    except (OSError, ValueError):
+        return  # an unreadable config.json is reported by the training run itself
+    if recorded.get("dataset") != "image_folder":
+        return
+    old_names = [str(name) for name in recorded.get("class_names") or ()]
+    old_count = recorded.get("num_classes")
+    new_names = list(index.class_names)
+    if old_names == new_names or (not old_names and old_count == len(new_names)):
+        return
+
+    def describe(names, count):
+        return f"{count} classes {names}" if names or not count else f"{count} classes"
+    changes = ""
+    if old_names:
+        added = [name for name in new_names if name not in old_names]
+        removed = [name for name in old_names if name not in new_names]
+        changes = (f" (new: {added or 'none'}; gone: {removed or 'none'}"
+                   f"{'; same names, other labels' if not added and not removed else ''})")
+    raise ValueError(f"{model_dir} was trained on {describe(old_names, old_count)} but {index.data_dir} now gives "
+                     f"{describe(new_names, len(new_names))}{changes}; resuming would give the run's labels to "
+                     "other classes. Use a new --model_dir, or restore the folder's classes.")
+
+
+def format_summary(index: ImageFolderIndex) -> str:
+    """The start-up report of an index: images per class with its label, dropped classes, skipped files
+    per reason with a few example paths (relative to the folder)."""
+    def relative(path):
+        return os.path.relpath(path, index.data_dir)
+
+    lines = []
+    if index.unconditional:
+        lines.append(f"Image folder {index.data_dir}: {len(index)} images, unconditional (num_classes=0, labels "
+                     "ignored)")
+    else:
+        counts = index.class_counts()
+        lines.append(f"Image folder {index.data_dir}: {len(index)} images in {len(index.class_names)} classes")
+        width = max(len("class"), *(len(name) for name in index.class_names))
+        lines.append(f"  {'label':>5}  {'class':<{width}}  {'images':>6}")
+        for label, (name, count) in enumerate(zip(index.class_names, counts)):
+            note = "  (few: < 10% of the largest class)" if count < SMALL_CLASS_FRACTION * max(counts) else ""
+            lines.append(f"  {label:>5}  {name:<{width}}  {count:>6}{note}")
+    if index.dropped_classes:
+        lines.append(f"Dropped {len(index.dropped_classes)} class folder(s) without a readable image: "
+                     f"{', '.join(index.dropped_classes)}")
+    if index.skipped:
+        lines.append(f"Skipped {index.num_skipped} path(s):")
+        for reason, paths in index.skipped.items():
+            examples = ", ".join(relative(p) for p in paths[:_EXAMPLES_IN_LOG])
+            more = ", ..." if len(paths) > _EXAMPLES_IN_LOG else ""
+            lines.append(f"  {len(paths):>6}  {SKIP_REASONS[reason]}: {examples}{more}")
+    else:
+        lines.append("Skipped nothing: every file is a readable image.")
+    return "\n".join(lines)
 
 
 def _is_readable(path: str) -> bool:
@@ -155,22 +454,33 @@ def _to_rgb_or_gray(image: Image.Image, channels: int) -> Image.Image:
 
 
 def image_folder_dataset(data_dir: str, resolution: int, batch_size: int, image_channels: int = 3,
-                         seed: int = 0, start_step: int = 0, random_flip: bool = False
-                         ) -> tf.data.Dataset:
+                         seed: int = 0, start_step: int = 0, random_flip: bool = False, *,
+                         unconditional: bool = False, class_names: Sequence[str] | None = None,
+                         num_classes: int | None = None) -> tf.data.Dataset:
     """Infinite, shuffled, batched images of a class-per-folder directory.
 
     Yields `(images float32 [batch_size, resolution, resolution, image_channels] in [-1, 1], labels
     int32 [batch_size])`; `batch_size` is the GLOBAL batch size and labels index
-    `image_folder_class_names(data_dir)`. Each epoch is a permutation of the file list keyed by
-    `(seed, epoch)`; files are decoded after the shuffle, so resuming at `start_step` only skips
-    paths (see `sagan_tf.data.common`).
+    `scan_image_folder(data_dir, class_names=class_names).class_names` (all 0 when `unconditional`).
+    Each epoch is a permutation of the file list keyed by `(seed, epoch)`; files are decoded after
+    the shuffle, so resuming at `start_step` only skips paths (see `sagan_tf.data.common`).
+    `num_classes`, when given for a conditional pipeline, must equal the number of class folders found
+    (a folder that gained or lost a class since the config was written fails here, naming both).
 
     Auto-shard policy: DATA. The files are not a tf.data file source (they are opened by Pillow), so
     multi-worker training has each worker keep its share of every global batch.
     """
     common.check_pipeline_args(batch_size=batch_size, start_step=start_step,
                                image_channels=image_channels, resolution=resolution)
-    index = scan_image_folder(data_dir)
+    index = scan_image_folder(data_dir, unconditional=unconditional,
+                              class_names=list(class_names) if class_names else None)
+    if not unconditional and num_classes is not None and int(num_classes) != len(index.class_names):
+        raise ValueError(f"num_classes={num_classes} but image folder {data_dir} has {len(index.class_names)} "
+                         f"class folders {list(index.class_names)}")
+    unreadable = index.skipped.get(UNREADABLE, ())
+    if unreadable:
+        logger.warning("Skipped %d unreadable image file(s) under %s, e.g. %s", len(unreadable), data_dir,
+                       ", ".join(unreadable[:_EXAMPLES_IN_LOG]))
     paths = tf.constant(index.paths)
     labels = tf.constant(index.labels, dtype=tf.int32)
     load = functools.partial(_load_for_tf, channels=image_channels, min_size=resolution)
