@@ -7,7 +7,9 @@ Interface (three small pieces, each replaceable in tests):
   :func:`make_evaluate_fn` builds the usual one from a feature network and a reference.
   :func:`build_periodic_evaluation` assembles all three from a run's config (what the training
   loop calls).
-* ``writer`` -- a ``tf.summary`` writer; every metric is written as ``eval/<key>`` at the step.
+* ``writer`` -- a ``tf.summary`` writer; every metric is written as ``eval/<key>`` at the step. The
+  training loop passes its ``train/`` writer, so FID and conditional accuracy plot against step next
+  to the losses in the same TensorBoard run (``train``, tags ``eval/fid/<network>``, ...).
 * ``best_dir_fn(step, metrics)`` -- called exactly when the monitored metric (FID by default,
   lower is better) improves on the best seen so far; it must persist the current weights.
   :class:`BestCheckpointSaver` is the usual one: it writes a full checkpoint of the run into its
@@ -57,6 +59,22 @@ def _summary(metrics: dict) -> str:
     if parts and len({network for _, network, _ in parts}) == 1:
         return ", ".join(f"{metric} {value:.4g}" for metric, _, value in parts) + f" [{parts[0][1]}]"
     return ", ".join(f"{key} {value:.4g}" for key, value in metrics.items())
+
+
+_METRIC_NAMES = {"fid": "FID (lower is better)", "is": "Inception Score", "is_std": "IS standard deviation",
+                 "kid": "KID (lower is better)", "kid_std": "KID standard deviation", "precision": "k-NN precision",
+                 "recall": "k-NN recall", "conditional_accuracy": "conditional accuracy (share of samples the "
+                 "network classifies as the label they were generated for)"}
+
+
+def _describe(key: str) -> str:
+    """TensorBoard description of an ``eval/<key>`` scalar."""
+    try:
+        metric, network = split_metric_key(key)
+    except ValueError:
+        return f"{key} of the EMA generator (periodic evaluation)."
+    return (f"{_METRIC_NAMES.get(metric, metric)} of the EMA generator's samples, with the feature network "
+            f"{network!r} (periodic evaluation, every eval_every steps; also in eval_history.jsonl).")
 
 
 def _lower_is_better(key: str) -> bool:
@@ -116,7 +134,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         if self.writer is not None:
             with self.writer.as_default(step=step):
                 for key, value in metrics.items():
-                    tf.summary.scalar(f"eval/{key}", value)
+                    tf.summary.scalar(f"eval/{key}", value, description=_describe(key))
             self.writer.flush()
         if self.history_path:
             with open(self.history_path, "a") as f:  # one short line per write: an append cannot tear a record

@@ -31,34 +31,135 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
 
 class Throughput(keras.callbacks.Callback):
-    """Adds `img_per_s` (real images consumed by D per second, over the last step) to the logs."""
+    """Adds `img_per_s` to the logs: real images consumed by D per second in THIS step (the train step
+    alone, from the start of the batch to its logs), what the progress bar shows. `pop_window()`
+    gives the same rate over all steps since its previous call (the TensorBoard scalar)."""
 
     def __init__(self, images_per_step):
         super().__init__()
         self.images_per_step = images_per_step
+        self._window_steps, self._window_seconds = 0, 0.0
 
     def on_train_batch_begin(self, batch, logs=None):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
+        seconds = max(time.perf_counter() - self._start, 1e-9)
+        self._window_steps += 1
+        self._window_seconds += seconds
         if logs is not None:
-            logs["img_per_s"] = self.images_per_step / max(time.perf_counter() - self._start, 1e-9)
+            logs["img_per_s"] = self.images_per_step / seconds
+
+    def pop_window(self):
+        """Images per second over the steps since the last call (None if there were none); resets."""
+        if not self._window_steps:
+            return None
+        rate = self.images_per_step * self._window_steps / self._window_seconds
+        self._window_steps, self._window_seconds = 0, 0.0
+        return rate
+
+
+# What every train/ scalar is: TensorBoard shows these descriptions beside the charts.
+_THIS_STEP = " The value of the logged step itself (not a running mean)."
+DESCRIPTIONS = {
+    "d_loss": "Discriminator loss of the step's last D update, mean over the global batch (hinge: "
+              "mean relu(1 − D(x)) + mean relu(1 + D(G(z))))." + _THIS_STEP,
+    "g_loss": "Generator loss of the step's G update, mean over the global batch (hinge: −mean D(G(z)))."
+              + _THIS_STEP,
+    "d_real": "Mean D logit on the real images of the step's last D update." + _THIS_STEP,
+    "d_fake": "Mean D logit on the generated images of the step's last D update." + _THIS_STEP,
+    "d_real_active": "Fraction of the real images with D(x) < 1: the hinge term still pushes them up. "
+                     "Near 0: D separates the real data with margin." + _THIS_STEP,
+    "d_fake_active": "Fraction of the generated images with D(G(z)) > −1: the hinge term still pushes "
+                     "them down. Near 0: D rejects every fake with margin (G gets no help)." + _THIS_STEP,
+    "d_grad_norm": "Global L2 norm of D's gradient in the step's last D update (on N replicas: the mean "
+                   "over replicas of each replica's own-batch gradient norm, ≥ the global one)." + _THIS_STEP,
+    "g_grad_norm": "Global L2 norm of G's gradient in the step's G update (on N replicas: the mean over "
+                   "replicas of each replica's own-batch gradient norm, ≥ the global one)." + _THIS_STEP,
+    "g_sigma_max": "Largest σ = ‖W u‖ (spectral norm estimate of the raw kernel, from the stored power-"
+                   "iteration vector) among G's spectrally normalised layers, after the step.",
+    "g_sigma_mean": "Mean σ = ‖W u‖ over G's spectrally normalised layers, after the step.",
+    "d_sigma_max": "Largest σ = ‖W u‖ among D's spectrally normalised layers (its projection embedding "
+                   "included), after the step.",
+    "d_sigma_mean": "Mean σ = ‖W u‖ over D's spectrally normalised layers, after the step.",
+    "g_lr": "G's learning rate at the step.",
+    "d_lr": "D's learning rate at the step.",
+    "img_per_s": "Real images consumed by D per second of train step (callbacks, sampling and evaluation "
+                 "excluded), the mean over the steps since the previous point (log_every steps; the "
+                 "first point after a (re)start includes tracing the step).",
+}
+
+
+def describe(tag):
+    """The description of a train/ tag (γ tags are named `<g|d>_gamma_<size>`)."""
+    if tag in DESCRIPTIONS:
+        return DESCRIPTIONS[tag]
+    network, _, size = tag.partition("_gamma_")
+    if size and network in ("g", "d"):
+        return (f"γ of the {'generator' if network == 'g' else 'discriminator'}'s self-attention at "
+                f"{size}×{size} (0 at init: how much of the attention branch the block adds), after the step.")
+    return ""
 
 
 class ScalarSummaries(keras.callbacks.Callback):
-    """Writes every log value (losses, D outputs, γ, img/s) to TensorBoard every `every` steps."""
+    """Every `every` steps writes to TensorBoard, each tag with its description (`DESCRIPTIONS`):
+    the step's own train-step values (losses, D outputs, hinge active fractions, gradient norms),
+    `model.health_scalars()` (attention γ, σ summaries, learning rates; read from the weights only
+    here, not in the train step), and the train step's img/s over the window from `throughput`."""
 
-    def __init__(self, writer, every):
+    def __init__(self, writer, every, throughput=None):
         super().__init__()
-        self.writer, self.every = writer, every
+        self.writer, self.every, self.throughput = writer, every, throughput
+        self._health = None
+
+    def values(self, logs):
+        """{tag: float} written for a step whose fit logs are `logs`."""
+        values = {name: float(value) for name, value in (logs or {}).items() if name != "img_per_s"}
+        if self._health is None:  # traced once; reads the variables, no collective under tf.distribute
+            self._health = tf.function(self.model.health_scalars)
+        values.update({name: float(value) for name, value in self._health().items()})
+        rate = self.throughput.pop_window() if self.throughput else (logs or {}).get("img_per_s")
+        if rate is not None:
+            values["img_per_s"] = float(rate)
+        return values
 
     def on_train_batch_end(self, batch, logs=None):
         step = _step(self.model)
         if step % self.every == 0:
             with self.writer.as_default(step=step):
-                for name, value in (logs or {}).items():
-                    tf.summary.scalar(name, float(value))
+                for name, value in self.values(logs).items():
+                    tf.summary.scalar(name, value, description=describe(name))
             self.writer.flush()
+
+
+class ConfigSummary(keras.callbacks.Callback):
+    """Writes the run's resolved config as the `config` text summary at the step training (re)starts."""
+
+    def __init__(self, writer, config_json):
+        super().__init__()
+        self.writer, self.config_json = writer, config_json
+
+    def on_train_begin(self, logs=None):
+        with self.writer.as_default(step=_step(self.model)):
+            tf.summary.text("config", f"```\n{self.config_json}\n```",
+                            description="The resolved config of the run (config.json), at each (re)start.")
+        self.writer.flush()
+
+
+class ProgressBar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar showing this step's losses, D outputs and img/s (the health scalars go to
+    TensorBoard only, so the line stays short)."""
+
+    SHOWN = ("d_loss", "g_loss", "d_real", "d_fake", "img_per_s")
+
+    def _shown(self, logs):
+        return {name: logs[name] for name in self.SHOWN if name in (logs or {})}
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, self._shown(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, self._shown(logs))
 
 
 class EMAStatistics(keras.callbacks.Callback):
@@ -91,9 +192,18 @@ class EMAStatistics(keras.callbacks.Callback):
 
 
 class SampleGrid(keras.callbacks.Callback):
-    """Every `every` steps: a grid from the EMA generator on a fixed noise/label set, logged to
-    TensorBoard and written as `<directory>/step_<step>.png` (one row per shown class), and the
-    attention maps of G's first attention layer as overlays (`attention_<step>.png`)."""
+    """Every `every` steps and at the end: a grid from the EMA generator on a fixed noise/label set,
+    logged to TensorBoard (`ema_samples`) and written as `<directory>/step_<step>.png` (one row per
+    shown class), and the attention maps of G's first attention layer as overlays (`ema_attention`,
+    `attention_<step>.png`). The noise is a function of `seed` alone (drawn once, here): every frame
+    of a run, a resumed one included, shows the same z and labels, so frames differ by the weights only."""
+
+    DESCRIPTIONS = {
+        "ema_samples": "EMA generator on a fixed set of z (one row per shown class); the same z in every frame "
+                       "and after a resume, so the frames differ by the weights only.",
+        "ema_attention": "Attention maps of the EMA generator's first self-attention layer for 4 of the fixed "
+                         "samples: for each marked query position, where it attends.",
+    }
 
     def __init__(self, writer, directory, every, z_dim, num_classes, per_class=8, max_rows=10, seed=0):
         super().__init__()
@@ -103,6 +213,7 @@ class SampleGrid(keras.callbacks.Callback):
         self.rows = rows
         self.labels = np.repeat(classes, per_class)
         self.z = np.random.default_rng(seed).standard_normal((rows * per_class, z_dim)).astype(np.float32)
+        self.last_written = None
 
     def grid(self):
         images = self.model.ema_generator((self.z, self.labels), training=False)
@@ -125,6 +236,9 @@ class SampleGrid(keras.callbacks.Callback):
         return attention_figure(self.model.ema_generator, self.z[pick], self.labels[pick])
 
     def write(self, step):
+        if step == self.last_written:  # the last step of a run is also a multiple of `every`
+            return
+        self.last_written = step
         images = {"ema_samples": self.grid(), "ema_attention": self.attention_figure()}
         with self.writer.as_default(step=step):
             for name, image in images.items():
@@ -133,7 +247,7 @@ class SampleGrid(keras.callbacks.Callback):
                 if self.directory:
                     prefix = "step" if name == "ema_samples" else "attention"
                     save_png(os.path.join(self.directory, f"{prefix}_{step:08d}.png"), image)
-                tf.summary.image(name, image[None], max_outputs=1)
+                tf.summary.image(name, image[None], max_outputs=1, description=self.DESCRIPTIONS[name])
         self.writer.flush()
 
 
@@ -161,7 +275,9 @@ class Checkpointing(keras.callbacks.Callback):
 
 class StopOnSignal(keras.callbacks.Callback):
     """Turns SIGTERM/SIGINT (a preemption notice, Ctrl-C) into a clean stop after the current step;
-    `Checkpointing.on_train_end` then saves, and the process can exit 0."""
+    `Checkpointing.on_train_end` then saves, and the process can exit 0. A second signal exits at once
+    (`sagan_tf.stop_signals`: status 128 + signum, the lock released; the last complete checkpoint stays).
+    Before and after `fit`, `sagan_tf.stop_signals` handles them."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -171,6 +287,8 @@ class StopOnSignal(keras.callbacks.Callback):
         self._previous = {}
 
     def _handle(self, signum, frame):
+        from sagan_tf import stop_signals
+        stop_signals.note_received(signum)  # exits at once if this is the second signal
         self.received = signal.Signals(signum).name
 
     def on_train_begin(self, logs=None):

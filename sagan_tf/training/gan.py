@@ -10,24 +10,38 @@ tf.distribute strategy (Keras calls it through `strategy.run`):
   batch, and each replica takes its own rows: replicas see different noise, and the run does not
   depend on how many replicas there are;
 * the batch the dataset yields holds `n_dis` real batches, one per D update.
+
+What it returns is this step's values (plain tensors, no running means; see `train_step`), and
+`health_scalars()` reads the signals that live in the weights (γ, σ, learning rates); the monitoring
+callbacks log both every `log_every` steps.
 """
 import keras
 import tensorflow as tf
 from keras import ops
 
-from sagan_tf.layers.spectral_norm import power_iteration_paused
+from sagan_tf.layers.spectral_norm import SpectralNormalization, power_iteration_paused
 from sagan_tf.losses import get_losses
 from sagan_tf.models import Discriminator, Generator
 from sagan_tf.precision import resolve_precision
 from sagan_tf.training.ema import update_ema
 
-METRICS = ("d_loss", "g_loss", "d_real", "d_fake")
+LOSSES_AND_OUTPUTS = ("d_loss", "g_loss", "d_real", "d_fake")
+HEALTH = ("d_real_active", "d_fake_active", "d_grad_norm", "g_grad_norm")
+
+
+def spectral_norm_layers(network):
+    """Every SpectralNormalization layer inside `network` (attention convolutions and D's embedding included)."""
+    return [layer for layer in network._flatten_layers(include_self=False) if isinstance(layer, SpectralNormalization)]
 
 
 class SAGAN(keras.Model):
-    """Holds `generator`, `discriminator` and `ema_generator`; compile with both optimizers, then `fit`."""
+    """Holds `generator`, `discriminator` and `ema_generator`; compile with both optimizers, then `fit`.
 
-    def __init__(self, config, **kwargs):
+    `health=False` makes the train step return only the losses and D outputs (to measure what the
+    health signals cost: benchmarks/monitoring.py).
+    """
+
+    def __init__(self, config, health=True, **kwargs):
         kwargs.setdefault("name", "sagan")
         super().__init__(**kwargs)
         dtype = resolve_precision(config.mixed_precision)
@@ -38,7 +52,7 @@ class SAGAN(keras.Model):
         self.z_dim, self.num_classes = config.z_dim, config.num_classes
         self.n_dis, self.seed = config.n_dis, config.seed
         self.ema_decay, self.ema_start = config.ema_decay, config.ema_start
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRICS}
+        self.health = bool(health)
 
     def compile(self, g_optimizer, d_optimizer, **kwargs):
         super().compile(**kwargs)
@@ -62,7 +76,7 @@ class SAGAN(keras.Model):
 
     @property
     def metrics(self):
-        return list(self.trackers.values())
+        return []  # no Keras metric trackers: fit's logs are what train_step returns, this step's values
 
     def sample_noise(self, local_batch, purpose):
         """(z, labels) for this replica: rows of a global draw keyed by (seed, step, purpose)."""
@@ -79,8 +93,16 @@ class SAGAN(keras.Model):
         return z[start:start + local_batch], labels[start:start + local_batch]
 
     def _apply(self, optimizer, tape, loss, variables):
+        """Applies the gradients of `loss`; returns their global norm, unscaled, for this replica's batch
+        (the gradients here are this replica's share, 1/N of its batch-mean gradient on N replicas)."""
+        scale = optimizer.scale_loss(tf.constant(1.0))  # a LossScaleOptimizer's dynamic scale, else 1
         grads = tape.gradient(optimizer.scale_loss(loss), variables)
         optimizer.apply_gradients(zip(grads, variables))
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context else 1
+        # Dense first: an embedding's IndexedSlices repeat rows for repeated labels, and the norm of the
+        # slices is not the norm of their sum.
+        return tf.linalg.global_norm([tf.convert_to_tensor(g) for g in grads]) * (replicas / scale)
 
     def train_step(self, data):
         images, labels = data
@@ -101,7 +123,7 @@ class SAGAN(keras.Model):
                 real_logits, fake_logits = logits[:local_batch], logits[local_batch:]
                 per_example = self.d_loss_fn(real_logits, fake_logits)
                 d_loss = tf.nn.compute_average_loss(per_example)
-            self._apply(self.d_optimizer, tape, d_loss, self.discriminator.trainable_variables)
+            d_grad_norm = self._apply(self.d_optimizer, tape, d_loss, self.discriminator.trainable_variables)
 
         # 2. One generator update, with G's one power iteration of the step; D's advanced in its own
         #    update (here D runs in inference mode).
@@ -111,24 +133,33 @@ class SAGAN(keras.Model):
                                                training=False)
             g_per_example = self.g_loss_fn(fake_logits_g)
             g_loss = tf.nn.compute_average_loss(g_per_example)
-        self._apply(self.g_optimizer, tape, g_loss, self.generator.trainable_variables)
+        g_grad_norm = self._apply(self.g_optimizer, tape, g_loss, self.generator.trainable_variables)
 
         # 3. EMA of G (a copy until ema_start).
         decay = tf.where(self.step >= self.ema_start, self.ema_decay, 0.0)
         update_ema(self.ema_generator, self.generator, decay)
 
-        # Metrics get replica-local means; Keras averages them across replicas.
-        for name, value in (("d_loss", ops.mean(per_example)), ("g_loss", ops.mean(g_per_example)),
-                            ("d_real", ops.mean(real_logits)), ("d_fake", ops.mean(fake_logits))):
-            self.trackers[name].update_state(value)
-        logs = {name: tracker.result() for name, tracker in self.trackers.items()}
-        logs.update(self.attention_gammas())
+        # This step's values (the last D update's for D), replica-local means that Keras averages
+        # across replicas: with equal local batches, the global-batch means.
+        logs = {"d_loss": ops.mean(per_example), "g_loss": ops.mean(g_per_example),
+                "d_real": ops.mean(real_logits), "d_fake": ops.mean(fake_logits)}
+        if self.health:  # hinge margins still active: real with D < 1, fake with D > -1
+            logs.update(d_real_active=ops.mean(ops.cast(real_logits < 1, "float32")),
+                        d_fake_active=ops.mean(ops.cast(fake_logits > -1, "float32")),
+                        d_grad_norm=d_grad_norm, g_grad_norm=g_grad_norm)
         return logs
 
-    def attention_gammas(self):
-        """{'g_gamma<i>': γ, 'd_gamma<i>': γ} of every attention layer."""
-        gammas = {}
+    def health_scalars(self):
+        """The signals that live in the weights, read without a forward pass or a power iteration:
+        {'<g|d>_gamma_<size>': γ of the attention layer at size×size, '<g|d>_sigma_max' / '_sigma_mean':
+        max / mean over the network's spectrally normalised layers of σ = ‖W u‖ (the stored u: the
+        estimate an inference forward divides by), 'g_lr', 'd_lr': the optimizers' current rates}."""
+        values = {}
         for prefix, network in (("g", self.generator), ("d", self.discriminator)):
-            for key, layer in sorted(network.attention.items()):
-                gammas[f"{prefix}_gamma{key}"] = ops.convert_to_tensor(layer.gamma)
-        return gammas
+            for key, layer in network.attention.items():
+                values[f"{prefix}_gamma_{network.stages[int(key)].resolution}"] = ops.cast(layer.gamma, "float32")
+            sigmas = ops.stack([layer.normalized_kernel(training=False)[1] for layer in spectral_norm_layers(network)])
+            values[f"{prefix}_sigma_max"], values[f"{prefix}_sigma_mean"] = ops.max(sigmas), ops.mean(sigmas)
+        for prefix, optimizer in (("g", self.g_optimizer), ("d", self.d_optimizer)):
+            values[f"{prefix}_lr"] = ops.cast(optimizer.learning_rate, "float32")
+        return values

@@ -114,11 +114,12 @@ def write_config(config, model_dir):
     atomic_write_bytes(os.path.join(model_dir, "config.json"), config.to_json_best_effort(indent=2).encode())
 
 
-def train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, verbose=1):
+def train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, verbose=1, extra_callbacks=()):
     """Trains (or resumes) to `config.train_steps` G steps; returns the SAGAN model.
 
     `dataset_fn(start_step)` may replace the configured pipeline (tests); it must yield batches of
-    `n_dis × batch_size` (images, labels), positioned at `start_step`.
+    `n_dis × batch_size` (images, labels), positioned at `start_step`. `extra_callbacks` run after the
+    run's own (tests record the step logs with one).
     """
     strategy = strategy or tf.distribute.get_strategy()
     validate_config(config, strategy.num_replicas_in_sync)
@@ -150,21 +151,27 @@ def train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, verb
         else:
             dataset = dataset_fn(start)
         writer = tf.summary.create_file_writer(os.path.join(out_dir, "train"))
+        throughput = cb.Throughput(config.batch_size * config.n_dis)
+        checkpointing = cb.Checkpointing(manager, config.checkpoint_every)
         callbacks = [
             cb.NonFiniteGuard(),
-            cb.Throughput(config.batch_size * config.n_dis),
-            cb.ScalarSummaries(writer, config.log_every),
+            throughput,
+            cb.ConfigSummary(writer, config.to_json_best_effort(indent=2)),
+            cb.ScalarSummaries(writer, config.log_every, throughput),
             cb.EMAStatistics((config.sample_every, config.checkpoint_every, config.eval_every), config.z_dim,
                              config.num_classes, seed=config.seed),
             cb.SampleGrid(writer, os.path.join(out_dir, "samples"), config.sample_every, config.z_dim,
                           config.num_classes, seed=config.seed),
-            cb.Checkpointing(manager, config.checkpoint_every),
+            checkpointing,
             cb.StopOnSignal(),
+            *extra_callbacks,
+            cb.ProgressBar(),
         ]
         if config.eval_every:
             # Loads the feature network and computes (or loads) the reference statistics now, before step 1.
             from sagan_tf.evaluation.periodic import build_periodic_evaluation
-            callbacks.insert(-2, build_periodic_evaluation(config, model, out_dir, writer, data_dir=data_dir))
+            evaluation = build_periodic_evaluation(config, model, out_dir, writer, data_dir=data_dir)
+            callbacks.insert(callbacks.index(checkpointing), evaluation)  # after EMAStatistics, before checkpointing
         model.fit(dataset, epochs=1, steps_per_epoch=remaining, callbacks=callbacks, verbose=verbose,
                   shuffle=False)  # the pipelines shuffle, deterministically
         return model
