@@ -92,11 +92,17 @@ def restore_ema_generator(config, checkpoint):
     spec["sync_bn"] = False
     generator = Generator(spec, dtype="float32", name="ema_generator")
     generator.build()
-    status = tf.train.Checkpoint(ema_generator=generator).restore(checkpoint)
+    from sagan_tf.training.checkpointing import unreadable_reason
+    reason = unreadable_reason(checkpoint)
+    if reason:
+        raise ExportError(f"checkpoint {checkpoint!r} cannot be read ({reason}); export an older one with "
+                          "--checkpoint=<model_dir>/checkpoints/ckpt-<N> (resuming the run falls back by itself).")
     try:
+        status = tf.train.Checkpoint(ema_generator=generator).restore(checkpoint)
         status.assert_existing_objects_matched()
-    except AssertionError as error:
-        raise ExportError(f"checkpoint {checkpoint!r} does not hold this run's EMA generator: {error}") from error
+    except (AssertionError, ValueError) as error:  # missing variables, or shapes of another config
+        raise ExportError(f"checkpoint {checkpoint!r} does not hold this run's EMA generator as config.json "
+                          f"describes it (model fields {spec}): {str(error).splitlines()[0][:400]}") from error
     status.expect_partial()  # D, G and the optimizers are in the checkpoint too
     return generator
 

@@ -7,6 +7,7 @@ nothing in model_dir is touched when a flag or config value is bad.
 """
 import os
 import pathlib
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -52,6 +53,8 @@ def check_data_dir(path, dataset):
 
 def run(overrides_fn=None):
     """Runs the trainer: `overrides_fn()` may return extra config values derived from flags."""
+    from sagan_tf import stop_signals
+    stop_signals.install()  # from here a SIGTERM/SIGINT stops cleanly (exit 0), a second one at once
     try:
         config = resolved_config(overrides_fn() if overrides_fn else None)
     except ValueError as error:
@@ -64,7 +67,13 @@ def run(overrides_fn=None):
         validate_config(config, strategy.num_replicas_in_sync)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
-    train(config, FLAGS.model_dir, strategy=strategy, data_dir=FLAGS.data_dir)
+    from sagan_tf.training.checkpointing import ConfigMismatchError
+    from sagan_tf.training.run_lock import RunLockedError
+    try:
+        train(config, FLAGS.model_dir, strategy=strategy, data_dir=FLAGS.data_dir)
+    except (RunLockedError, ConfigMismatchError) as error:  # refused before any work: no traceback
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def main(argv):

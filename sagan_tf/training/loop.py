@@ -14,7 +14,9 @@ import tensorflow as tf
 from sagan_tf.config import validate_config
 from sagan_tf.data import build_dataset, describe_share, is_tfds, prepare_dataset
 from sagan_tf.training import callbacks as cb
-from sagan_tf.training.checkpointing import CheckpointManager
+from sagan_tf import stop_signals
+from sagan_tf.training.checkpointing import CheckpointManager, check_resume_config
+from sagan_tf.training.run_lock import RunLock
 from sagan_tf.precision import resolve_precision
 from sagan_tf.training.gan import SAGAN
 from sagan_tf.files import atomic_write_bytes
@@ -114,7 +116,32 @@ def write_config(config, model_dir):
     atomic_write_bytes(os.path.join(model_dir, "config.json"), config.to_json_best_effort(indent=2).encode())
 
 
-def train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, verbose=1, extra_callbacks=()):
+def train(config, model_dir, strategy=None, **kwargs):
+    """Trains (or resumes) to `config.train_steps` G steps; returns the SAGAN model (see `_train`).
+
+    Around the run: SIGTERM/SIGINT are handled from here on (`sagan_tf.stop_signals`: before `fit` a
+    signal stops cleanly, a second one exits at once); the chief checks that a resume keeps the run's
+    model config (ConfigMismatchError naming each differing field, nothing on disk changed) and holds
+    `<model_dir>/.lock` for the life of the run (RunLockedError naming the holder if another writer has
+    it; released on any exit).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    previous_handlers = stop_signals.install()
+    lock = None
+    try:
+        if is_chief(strategy):
+            check_resume_config(config, model_dir)  # before anything in model_dir changes
+            lock = RunLock(model_dir).acquire()
+            stop_signals.add_cleanup(lock.release)
+        return _train(config, model_dir, strategy=strategy, **kwargs)
+    finally:
+        if lock is not None:
+            stop_signals.remove_cleanup(lock.release)
+            lock.release()
+        stop_signals.restore(previous_handlers)
+
+
+def _train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, verbose=1, extra_callbacks=()):
     """Trains (or resumes) to `config.train_steps` G steps; returns the SAGAN model.
 
     `dataset_fn(start_step)` may replace the configured pipeline (tests); it must yield batches of
@@ -135,10 +162,13 @@ def train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, verb
     try:
         model = build_model(config, strategy)
         manager = CheckpointManager(model, os.path.join(out_dir, "checkpoints"), keep=config.keep_checkpoints)
+        # Resume from the chief's checkpoints on every worker (falling back from unreadable ones; only the
+        # chief repairs the directory), then record the config: config.json changes only once the
+        # checkpoints it describes have been restored into this config's networks.
+        restorer = manager if chief else CheckpointManager(model, os.path.join(model_dir, "checkpoints"), repair=False)
+        start = restorer.restore_latest()
         if chief:
             write_config(config, model_dir)
-        # Resume from the chief's checkpoints on every worker.
-        start = CheckpointManager(model, os.path.join(model_dir, "checkpoints")).restore_latest()
         check_same_start_step(strategy, start, model_dir)
         remaining = config.train_steps - start
         if remaining <= 0:

@@ -1,0 +1,174 @@
+"""One writer per run directory: ``<model_dir>/.lock``, held by the chief for the life of the run.
+
+The lock file is created with ``O_CREAT | O_EXCL`` (atomic on local filesystems and NFSv3+) and holds
+JSON: pid, host, the process's start time (from /proc, to tell a reused pid from the holder), the
+start time of the lock and the command line. A second writer fails at once with
+:class:`RunLockedError` naming the holder's pid and host. The lock is released (the file removed,
+only if it is still ours) when the run ends in any way Python sees: return, exception, a clean stop
+after SIGTERM/SIGINT, a forced exit on a second signal. After ``kill -9``, a power loss or an OOM
+kill it stays behind; the next run on the same host finds the pid dead (or now another process)
+and takes the lock over with a message. A lock from another host is never taken over: whether that
+process lives cannot be checked from here, so the error says how to remove it by hand.
+
+No TensorFlow here: the trainers take the lock before importing it.
+"""
+import json
+import os
+import socket
+import sys
+import time
+
+LOCK_FILE = ".lock"
+# A lock file that exists but is still empty (its writer is between open and write) is "being
+# created" for this long before it counts as stale.
+EMPTY_GRACE_SECONDS = 10.0
+
+
+class RunLockedError(RuntimeError):
+    """Another live process holds the run directory."""
+
+
+def _process_start(pid):
+    """The start time of `pid` in clock ticks since boot (/proc/<pid>/stat field 22), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    try:
+        return int(text.rsplit(")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid):
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except (OSError, ValueError, OverflowError):
+        return False
+    return True
+
+
+class RunLock:
+    """``with RunLock(model_dir): ...`` or ``lock = RunLock(model_dir).acquire(); ...; lock.release()``."""
+
+    def __init__(self, model_dir, log=None):
+        self.model_dir = os.fspath(model_dir)
+        self.path = os.path.join(self.model_dir, LOCK_FILE)
+        self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        self.held = False
+        self._content = None
+
+    def _describe(self, info):
+        return (f"pid {info.get('pid')} on host {info.get('host')!r} (since {info.get('started', '?')}, "
+                f"command: {' '.join(info.get('argv', []))[:200]!r})")
+
+    def _read(self):
+        """(info dict or None, raw text or None): None, None when there is no lock file."""
+        try:
+            with open(self.path) as f:
+                text = f.read()
+        except FileNotFoundError:
+            return None, None
+        try:
+            info = json.loads(text)
+            return (info if isinstance(info, dict) else None), text
+        except ValueError:
+            return None, text
+
+    def _stale_reason(self, info, text):
+        """Why the existing lock is stale (a string), or None if its holder may be alive."""
+        if info is None:
+            try:
+                age = time.time() - os.path.getmtime(self.path)
+            except OSError:
+                return None
+            if not text and age < EMPTY_GRACE_SECONDS:
+                return None  # being written right now
+            return f"its content is unreadable ({text[:80]!r}, {age:.0f} s old)"
+        if info.get("host") != socket.gethostname():
+            return None
+        pid = info.get("pid")
+        if not pid_alive(pid):
+            return f"its process (pid {pid}) is not running"
+        recorded, current = info.get("process_start"), _process_start(pid)
+        if recorded is not None and current is not None and recorded != current:
+            return f"pid {pid} now belongs to another process"
+        return None
+
+    def acquire(self):
+        os.makedirs(self.model_dir, exist_ok=True)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid()),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv}
+        content = json.dumps(info)
+        for _ in range(5):  # a lost race against another taker starts over
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder, text = self._read()
+                if text is None:
+                    continue  # released meanwhile
+                reason = self._stale_reason(holder, text)
+                if reason is None:
+                    if holder is None:
+                        raise RunLockedError(f"{self.model_dir} is being locked by another process right now "
+                                             f"({self.path} is empty); is a second trainer starting on it?")
+                    raise RunLockedError(
+                        f"{self.model_dir} is in use by another training run: {self._describe(holder)} holds "
+                        f"{self.path}. Two writers would overwrite each other's checkpoints. Stop that run, or use "
+                        "another --model_dir; if that process is gone (e.g. a lock left on another host), remove "
+                        f"{self.path} by hand.")
+                self._take_over(text, reason, holder)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+            if self._read()[1] != content:  # someone took over an "unreadable" lock we were still writing
+                raise RunLockedError(f"{self.path} changed while it was being created; another trainer is starting "
+                                     "on this model_dir.")
+            self.held, self._content = True, content
+            return self
+        raise RunLockedError(f"could not lock {self.path}: it keeps changing (several trainers starting at once?).")
+
+    def _take_over(self, stale_text, reason, holder):
+        """Removes the stale lock file if it still holds `stale_text` (renamed first, so that of two takers
+        only one removes it, and a fresh lock created meanwhile is put back)."""
+        aside = f"{self.path}.stale-{os.getpid()}"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        with open(aside) as f:
+            now = f.read()
+        if now != stale_text:  # not the stale lock any more: give the new holder its file back
+            try:
+                os.link(aside, self.path)  # fails if yet another lock exists; then that one stands
+            except OSError:
+                pass
+            os.remove(aside)
+            return
+        os.remove(aside)
+        what = self._describe(holder) if holder else "an unreadable lock"
+        self.log(f"Taking over the stale lock {self.path} of {what}: {reason}.")
+
+    def release(self):
+        """Removes the lock file if it is still this process's (idempotent)."""
+        if not self.held:
+            return
+        self.held = False
+        if self._read()[1] == self._content:
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
