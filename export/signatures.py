@@ -27,6 +27,13 @@ width, inputs with different batch sizes, non-finite truncation, and batches out
 batches merged by TF-Serving never exceed it). The width check does not rely on the static shape:
 TF-Serving does not check fed shapes against the signature, and grappler may fold shape ops whose
 value it believes it knows.
+
+Under TF-Serving's batching (``--enable_batching``) requests are concatenated along dim 0 and run as
+one call with one status, so a bad request fails every request merged with it into that batch. This
+is deliberate: the alternative (no assertion; bad rows answered with zeros or clamped values) would
+answer the bad request itself with OK. Clients should validate labels, z and batch size against the
+limits in ``assets.extra/sagan_export.json`` before sending; docs/serving.md ("Bad requests under
+TF-Serving's batching") gives the reasoning.
 """
 import math
 

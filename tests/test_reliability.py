@@ -1,4 +1,5 @@
-"""Faults a long run meets: kill -9 at random moments, a full disk while checkpointing.
+"""Faults a long run meets: kill -9 at random moments, a full disk while checkpointing, a second
+trainer on the same model_dir, SIGTERM before training starts, a second signal.
 
 (SIGTERM, non-finite losses, bad flags, corrupt images and interrupted exports are tested beside
 the code they exercise: test_trainers.py, test_training.py, test_data*.py, test_export.py.)
@@ -90,9 +91,12 @@ def test_kill_9_at_random_moments_loses_at_most_one_interval(tmp_path, image_fol
             assert_checkpoint_loads_finite(model_dir)
         print(f"attempt {attempt}: exit {process.returncode}, logged up to step {done}, checkpoint {resumed_from}")
         previous_checkpoint = resumed_from
+    assert (model_dir / ".lock").exists()  # a killed run cannot release its lock...
     result = subprocess.run(trainer_command(image_folder, model_dir, total, every), cwd=ROOT, env=ENV,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Taking over the stale lock" in result.stderr and "is not running" in result.stderr  # ...the next takes it
+    assert not (model_dir / ".lock").exists()
     assert checkpoint_step(model_dir) == total
     assert_checkpoint_loads_finite(model_dir)
 
@@ -153,3 +157,88 @@ def test_export_killed_mid_write_never_shows_a_half_written_version(tmp_path):
         complete = len(versions)
     assert complete >= 1
     print(f"{complete} complete versions after one clean export and 6 kills")
+
+
+def _wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_second_trainer_on_the_same_model_dir_fails_at_once_naming_the_first(tmp_path, image_folder):
+    model_dir = tmp_path / "run"
+    first = subprocess.Popen(trainer_command(image_folder, model_dir, 100000, 3), cwd=ROOT, env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(lambda: max(logged_steps(model_dir), default=0) >= 1 or first.poll() is not None, 240, "the first run")
+        start = time.monotonic()
+        second = subprocess.run(trainer_command(image_folder, model_dir, 100000, 3), cwd=ROOT, env=ENV,
+                                capture_output=True, text=True, timeout=240)
+        took = time.monotonic() - start
+        assert second.returncode == 1, second.stderr[-3000:]
+        assert f"in use by another training run: pid {first.pid} on host" in second.stderr, second.stderr[-3000:]
+        assert "Traceback" not in second.stderr
+        print(f"second trainer refused after {took:.1f} s (mostly Python/TF start-up)")
+        steps_before = max(logged_steps(model_dir))
+        _wait(lambda: max(logged_steps(model_dir)) > steps_before, 120, "the first run to keep training")
+        assert first.poll() is None
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err[-3000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert not (model_dir / ".lock").exists()
+
+
+def _lock_pid(model_dir):
+    import json
+    try:
+        return json.loads((model_dir / ".lock").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@pytest.mark.slow
+def test_sigterm_before_training_starts_stops_cleanly_and_a_second_signal_exits_at_once(tmp_path, image_folder):
+    model_dir = tmp_path / "run"
+    # A short run leaves a checkpoint, so that the next start spends its first seconds restoring.
+    done = subprocess.run(trainer_command(image_folder, model_dir, 3, 3), cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    before = checkpoint_step(model_dir)
+    outcomes = []
+    for phase in ("as soon as the lock is taken (building, restoring, data)", "during training, twice"):
+        process = subprocess.Popen(trainer_command(image_folder, model_dir, 100000, 1000), cwd=ROOT, env=ENV,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            if phase.startswith("as soon"):
+                _wait(lambda: _lock_pid(model_dir) == process.pid or process.poll() is not None, 240, "the lock")
+                process.send_signal(signal.SIGTERM)
+            else:
+                seen = max(logged_steps(model_dir), default=0)
+                _wait(lambda: max(logged_steps(model_dir), default=0) > seen or process.poll() is not None, 240,
+                      "a training step")
+                process.send_signal(signal.SIGTERM)
+                time.sleep(0.05)
+                sent = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        outcomes.append((phase, process.returncode))
+        assert not (model_dir / ".lock").exists(), phase
+        if phase.startswith("as soon"):
+            assert process.returncode == 0, err[-3000:]  # not -15 (143)
+            assert "SIGTERM received before training started: stopping cleanly" in err, err[-3000:]
+            assert checkpoint_step(model_dir) == before and "Resuming" not in out
+        else:
+            assert process.returncode == 143, (out[-2000:], err[-3000:])
+            assert "SIGTERM received again: exiting now" in err
+            assert time.monotonic() - sent < 10
+    print(outcomes)
