@@ -17,6 +17,9 @@ Model fields (read by the networks; also stored in their Keras config):
 Training fields:
   dataset          'fashion_mnist_idx' | 'image_folder' | 'tfds:<builder name>'.
   random_flip      random horizontal flips of real images.
+  class_names      the name of each label (label i = class_names[i]), or () when the dataset names none.
+                   trainers.image_folder sets it from the class folders; config.json and classes.json
+                   record it, so a class can be sampled by name and a resumed run reads the same folders.
   manual_dir       TFDS only: directory holding the dataset's original archives (ImageNet's
                    ILSVRC2012_img_{train,val}.tar), used to prepare it offline on the first run.
   data_prepare_timeout  TFDS, multi-worker: seconds the other workers wait for the chief to prepare the
@@ -58,7 +61,7 @@ def default_config():
         resolution=128, ch=64, z_dim=128, num_classes=1000, image_channels=3,
         g_attention=(32,), d_attention=(32,), init="orthogonal", pooled_attention=True, sync_bn=False,
         # Data
-        dataset="tfds:imagenet2012", random_flip=False,
+        dataset="tfds:imagenet2012", random_flip=False, class_names=(),
         manual_dir=ml_collections.config_dict.placeholder(str), data_prepare_timeout=24 * 3600.0,
         # Optimisation (paper, section 5)
         batch_size=256, g_lr=1e-4, d_lr=4e-4, beta1=0.0, beta2=0.9, n_dis=1, loss="hinge",
@@ -87,6 +90,10 @@ def validate_config(config, num_replicas=1):
                  "a positive integer")
     _require(isinstance(config.num_classes, int) and config.num_classes >= 0, "num_classes", config.num_classes,
              "an integer >= 0 (0 = unconditional)")
+    names = list(config.get("class_names") or ())
+    _require(not names or (len(names) == config.num_classes and len(set(names)) == len(names)
+                           and all(isinstance(name, str) and name for name in names)), "class_names", names,
+             f"() or {config.num_classes} distinct non-empty names, one per class (num_classes={config.num_classes})")
     _require(config.image_channels in (1, 3), "image_channels", config.image_channels, [1, 3])
     _require(config.init in INITIALIZERS, "init", config.init, sorted(INITIALIZERS))
     _require(config.mixed_precision in PRECISIONS, "mixed_precision", config.mixed_precision, list(PRECISIONS))

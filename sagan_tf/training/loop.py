@@ -114,6 +114,9 @@ def training_data(config, strategy, data_dir, start_step):
 
 def write_config(config, model_dir):
     atomic_write_bytes(os.path.join(model_dir, "config.json"), config.to_json_best_effort(indent=2).encode())
+    if config.get("class_names"):  # the name -> label map, to sample a class by name (sagan_tf.class_map)
+        from sagan_tf.class_map import write_class_map
+        write_class_map(model_dir, config.class_names)
 
 
 def train(config, model_dir, strategy=None, **kwargs):
