@@ -20,6 +20,9 @@ Variants (name: overrides of the preset): a base, optionally followed by one suf
   <base>_xla              jit_compile=True (XLA)
   <base>_full             full (un-pooled) attention
   <base>_noattn           no attention layers at all (attention share = 1 − t_noattn / t)
+  <base>_plain            fused_resample=False: upsample→conv and conv→pool in their plain form
+                          (same function and FLOPs for MFU; `vs_first` of auto_plain against auto is the
+                          speed-up of the fused blocks)
   <base>_1dev, <base>_2dev_local, <base>_2dev_sync
                           run together in a subprocess whose CPU is split into 2 logical devices
                           (default strategy vs MirroredStrategy with local or synchronized BN).
@@ -49,11 +52,12 @@ SUFFIXES = {
     "_xla": dict(jit_compile=True),
     "_full": dict(pooled_attention=False),
     "_noattn": dict(g_attention=(), d_attention=()),
+    "_plain": dict(fused_resample=False),
     "_1dev": dict(devices=1),
     "_2dev_local": dict(devices=2, sync_bn=False),
     "_2dev_sync": dict(devices=2, sync_bn=True),
 }
-DEFAULT_VARIANTS = ("auto", "fp32", "bf16", "fp32_xla", "bf16_xla", "auto_full", "auto_noattn",
+DEFAULT_VARIANTS = ("auto", "auto_plain", "fp32", "bf16", "fp32_xla", "bf16_xla", "auto_full", "auto_noattn",
                     "auto_1dev", "auto_2dev_local", "auto_2dev_sync")
 PEAK_PRECISION = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
 COLUMNS = ["variant", "precision", "xla", "attention", "bn", "devices", "batch", "step_ms", "img/s",

@@ -14,6 +14,8 @@ Model fields (read by the networks; also stored in their Keras config):
   init             kernel initialiser: 'orthogonal' | 'normal' (N(0, 0.02)) | 'glorot'.
   pooled_attention 2×2 max-pool keys and values (the paper); False for full attention.
   sync_bn          cross-replica batch statistics in G's batch norms.
+  fused_resample   run G's upsample→conv and D's conv→pool as the equivalent low-resolution / strided
+                   convolutions (same variables and function, about 1.6× fewer FLOPs); False = plain form.
 Training fields:
   dataset          'fashion_mnist_idx' | 'image_folder' | 'tfds:<builder name>'.
   random_flip      random horizontal flips of real images.
@@ -60,6 +62,7 @@ def default_config():
         # Model
         resolution=128, ch=64, z_dim=128, num_classes=1000, image_channels=3,
         g_attention=(32,), d_attention=(32,), init="orthogonal", pooled_attention=True, sync_bn=False,
+        fused_resample=True,
         # Data
         dataset="tfds:imagenet2012", random_flip=False, class_names=(),
         manual_dir=ml_collections.config_dict.placeholder(str), data_prepare_timeout=24 * 3600.0,

@@ -13,6 +13,7 @@ from ml_collections import config_flags
 from sagan_tf.config import validate_config
 from sagan_tf.models import Discriminator, Generator
 from sagan_tf.models.architecture import GENERATOR_BASE_RESOLUTION, model_fields
+from sagan_tf.models import cost
 from sagan_tf.models.cost import discriminator_macs, generator_macs
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/imagenet128.py", "Preset file (with --config.<field>=).")
@@ -72,6 +73,10 @@ def main(argv):
     print(f"discriminator_params={_params(discriminator)}")
     print(f"generator_gmacs_per_image={sum(r[3] for r in g_rows) / 1e9:.4f}")
     print(f"discriminator_gmacs_per_image={sum(r[3] for r in d_rows) / 1e9:.4f}")
+    # One training iteration (D step + G step), nominal (defines MFU) and as executed with fused_resample.
+    print(f"train_step_gflops_per_image_nominal={cost.train_step_flops(spec, config.n_dis) / 1e9:.2f}")
+    print(f"train_step_gflops_per_image_executed="
+          f"{cost.train_step_flops(spec, config.n_dis, executed=True) / 1e9:.2f}")
 
 
 if __name__ == "__main__":

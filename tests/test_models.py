@@ -147,11 +147,14 @@ def test_summary_cli_prints_reference_counts():
                              "--config.init=normal"],
                             cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    last = result.stdout.strip().splitlines()[-4:]
+    last = result.stdout.strip().splitlines()[-6:]
     assert last[0] == "generator_params=42078852"
     assert last[1] == "discriminator_params=39463618"
     assert last[2].startswith("generator_gmacs_per_image=") and float(last[2].split("=")[1]) == pytest.approx(9.216, abs=1e-3)
     assert last[3].startswith("discriminator_gmacs_per_image=")
+    nominal, executed = (float(line.split("=")[1]) for line in last[4:])
+    assert last[4].startswith("train_step_gflops_per_image_nominal=") and nominal == pytest.approx(157.15, abs=0.01)
+    assert last[5].startswith("train_step_gflops_per_image_executed=") and nominal / executed >= 1.4
     assert "attention2" in result.stdout
 
 
@@ -165,6 +168,6 @@ def test_summary_cli_applies_overrides():
     generator, discriminator = Generator(config), Discriminator(config)
     generator.build()
     discriminator.build()
-    lines = result.stdout.strip().splitlines()[-4:]
+    lines = result.stdout.strip().splitlines()[-6:]
     assert lines[0] == f"generator_params={count_params(generator)}"
     assert lines[1] == f"discriminator_params={count_params(discriminator)}"

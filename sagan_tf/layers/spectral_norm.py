@@ -113,12 +113,17 @@ class SpectralNormalization(keras.layers.Wrapper):
         sigma = ops.sqrt(ops.sum(ops.square(ops.matmul(w_mat, u[:, None]))))
         return w / ops.maximum(sigma, self.epsilon), sigma, u
 
-    def call(self, inputs, training=False):
+    def kernel_for_call(self, training=False):
+        """W / σ (float32) for one forward pass, advancing `u` as `call` does. For callers that apply the
+        kernel in another form (sagan_tf.layers.resample_conv); they add `self.layer.bias` themselves."""
         advance = bool(training) and not _power_iteration_paused()
         w_sn, _, u = self.normalized_kernel(training=advance)
         if advance:
             self.u.assign(u)
-        w_sn = ops.cast(w_sn, self.compute_dtype)
+        return w_sn
+
+    def call(self, inputs, training=False):
+        w_sn = ops.cast(self.kernel_for_call(training), self.compute_dtype)
         layer = self.layer
         if self._is_embedding:
             return ops.take(w_sn, ops.cast(inputs, "int32"), axis=0)

@@ -27,6 +27,9 @@ RESOLUTIONS = tuple(sorted(GENERATOR_TABLES))
 # The config fields that define the networks (documented in sagan_tf.config); G and D serialise these.
 MODEL_FIELDS = ("resolution", "ch", "z_dim", "num_classes", "image_channels", "g_attention", "d_attention",
                 "init", "pooled_attention", "sync_bn")
+# Fields that change how the networks compute but not their variables, with the value a config written
+# before the field existed gets (such a checkpoint restores either way).
+EXECUTION_FIELDS = {"fused_resample": True}
 GENERATOR_BASE_RESOLUTION = 4
 
 
@@ -82,6 +85,8 @@ def model_fields(config):
     if missing:
         raise ValueError(f"model config lacks fields {missing}; it needs {list(MODEL_FIELDS)}.")
     fields = {name: config[name] for name in MODEL_FIELDS}
+    fields.update({name: bool(config[name]) if name in config else default
+                   for name, default in EXECUTION_FIELDS.items()})
     for name in ("g_attention", "d_attention"):
         fields[name] = [int(size) for size in fields[name]]
     return fields

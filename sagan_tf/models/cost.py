@@ -1,8 +1,14 @@
 """Multiply-accumulate counts of the networks, derived from the same architecture tables.
 
 Counts convolutions, linear layers and the two attention matmuls (the dominant terms); biases,
-normalisation, activations and pooling are ignored. REFERENCE.md: G ≈ 9.2 GMAC and D ≈ 4.7 GMAC
-per 128² image at ch=64.
+normalisation, activations and pooling are ignored. At 128², ch=64: G ≈ 9.2 GMAC and D ≈ 4.6 GMAC
+per image in the networks' nominal form (docs/architecture.md).
+
+`executed=False` counts the nominal form (upsample then 3×3 convolution, 3×3 convolution then pool):
+the work that defines the function, used for MFU. `executed=True` counts what runs with
+`fused_resample` (sagan_tf.layers.resample_conv): G's first convolution of each block as a 2×2
+convolution with 4× the filters on the padded low-resolution map, its shortcut at the low resolution,
+and D's second convolution of each downsampling block as a 4×4 stride-2 convolution.
 """
 from sagan_tf.models.architecture import GENERATOR_BASE_RESOLUTION, discriminator_stages, generator_stages
 
@@ -15,28 +21,39 @@ def attention_macs(channels, size, pooled=True):
     return projections + n * m * (channels // 8) + n * m * (channels // 2)
 
 
-def generator_macs(spec):
+def _fused(spec, executed):
+    return executed and spec.get("fused_resample", True)
+
+
+def generator_macs(spec, executed=False):
     """[(stage name, MACs per image)] for a generator config mapping (see architecture.MODEL_FIELDS)."""
     stages = generator_stages(spec["resolution"], spec["ch"], spec["g_attention"])
     base = GENERATOR_BASE_RESOLUTION
     rows = [("linear", spec["z_dim"] * base * base * stages[0].in_channels)]
     for i, s in enumerate(stages):
-        area = s.resolution ** 2
-        rows.append((f"block{i}", area * (9 * s.in_channels * s.out_channels + 9 * s.out_channels ** 2
-                                          + s.in_channels * s.out_channels)))
+        area, c_in, c_out = s.resolution ** 2, s.in_channels, s.out_channels
+        if _fused(spec, executed):  # every generator block upsamples
+            low = s.resolution // 2
+            first, shortcut = (low + 1) ** 2 * 4 * c_in * 4 * c_out, low ** 2 * c_in * c_out
+        else:
+            first, shortcut = area * 9 * c_in * c_out, area * c_in * c_out
+        rows.append((f"block{i}", first + area * 9 * c_out ** 2 + shortcut))
         if s.attention:
             rows.append((f"attention{i}", attention_macs(s.out_channels, s.resolution, spec["pooled_attention"])))
     rows.append(("conv_out", spec["resolution"] ** 2 * 9 * stages[-1].out_channels * spec["image_channels"]))
     return rows
 
 
-def discriminator_macs(spec):
+def discriminator_macs(spec, executed=False):
     """[(stage name, MACs per image)] for a discriminator config mapping."""
     stages = discriminator_stages(spec["resolution"], spec["ch"], spec["image_channels"], spec["d_attention"])
     rows, size = [], spec["resolution"]
     for i, s in enumerate(stages):
         shortcut = s.in_channels * s.out_channels * s.resolution ** 2 if (s.resample or s.in_channels != s.out_channels) else 0
-        rows.append((f"block{i}", size ** 2 * (9 * s.in_channels * s.out_channels + 9 * s.out_channels ** 2) + shortcut))
+        second = size ** 2 * 9 * s.out_channels ** 2
+        if s.resample and _fused(spec, executed):
+            second = s.resolution ** 2 * 16 * s.out_channels ** 2
+        rows.append((f"block{i}", size ** 2 * 9 * s.in_channels * s.out_channels + second + shortcut))
         if s.attention:
             rows.append((f"attention{i}", attention_macs(s.out_channels, s.resolution, spec["pooled_attention"])))
         size = s.resolution
@@ -45,14 +62,14 @@ def discriminator_macs(spec):
     return rows
 
 
-def train_step_flops(spec, n_dis=1):
+def train_step_flops(spec, n_dis=1, executed=False):
     """FLOPs per image of one training iteration: n_dis D steps and one G step.
 
     D step = G forward + D forward/backward on real and fake; G step = G forward/backward + D forward/backward.
-    A backward pass costs twice its forward; 1 MAC = 2 FLOPs.
+    A backward pass costs twice its forward; 1 MAC = 2 FLOPs. `executed`: see the module docstring.
     """
-    g = sum(m for _, m in generator_macs(spec))
-    d = sum(m for _, m in discriminator_macs(spec))
+    g = sum(m for _, m in generator_macs(spec, executed))
+    d = sum(m for _, m in discriminator_macs(spec, executed))
     d_step = g + 2 * 3 * d
     g_step = 3 * g + 3 * d
     return 2 * (n_dis * d_step + g_step)

@@ -31,7 +31,7 @@ class Discriminator(StagedNetwork, keras.Model):
             # Plain attributes (not lists) so tf.train.Checkpoint tracks every block by name.
             setattr(self, f"block{i}", DiscriminatorBlock(
                 stage.out_channels, downsample=stage.resample, preactivation=i > 0, init=spec["init"],
-                dtype=dtype, name=f"block{i}"))
+                fused_resample=spec["fused_resample"], dtype=dtype, name=f"block{i}"))
             if stage.attention:
                 setattr(self, f"attention{i}", SelfAttention(spec["pooled_attention"], spec["init"], dtype=dtype,
                                                              name=f"attention{i}"))

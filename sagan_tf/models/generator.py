@@ -35,7 +35,8 @@ class Generator(StagedNetwork, keras.Model):
             # Plain attributes (not lists) so tf.train.Checkpoint tracks every block by name.
             setattr(self, f"block{i}", GeneratorBlock(
                 stage.out_channels, spec["num_classes"], upsample=True, init=spec["init"],
-                synchronized_bn=spec["sync_bn"], dtype=dtype, name=f"block{i}"))
+                synchronized_bn=spec["sync_bn"], fused_resample=spec["fused_resample"], dtype=dtype,
+                name=f"block{i}"))
             if stage.attention:
                 setattr(self, f"attention{i}", SelfAttention(spec["pooled_attention"], spec["init"], dtype=dtype,
                                                              name=f"attention{i}"))
