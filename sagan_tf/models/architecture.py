@@ -24,6 +24,10 @@ DISCRIMINATOR_TABLES = {
 }
 
 RESOLUTIONS = tuple(sorted(GENERATOR_TABLES))
+# Where the presets put self-attention (the same feature size in G and D) at each resolution: 16² at 32
+# (configs/cifar10.py), 32² at 64 and 128 (configs/imagenet64.py, imagenet128.py: the paper's choice),
+# and 64² at 256 (BigGAN's 256² placement; no preset). A trainer that picks only the resolution uses these.
+DEFAULT_ATTENTION = {32: (16,), 64: (32,), 128: (32,), 256: (64,)}
 # The config fields that define the networks (documented in sagan_tf.config); G and D serialise these.
 MODEL_FIELDS = ("resolution", "ch", "z_dim", "num_classes", "image_channels", "g_attention", "d_attention",
                 "init", "pooled_attention", "sync_bn")
