@@ -7,6 +7,9 @@
 gRPC goes through tensorflow-serving-api's PredictionService stub; ``--rest`` uses TF-Serving's REST
 API (``POST /v1/models/<name>[/versions/<v>]:predict`` with ``signature_name`` and columnar
 ``inputs``). ``--label`` is one class or a comma list, cycled over the ``--num`` images.
+``--class_name=cats[,dogs]`` asks by name instead, with the name → label map from ``--classes``: an
+export's version directory (its ``assets.extra/classes.json``), a run directory or a ``classes.json``
+(see ``sagan_tf.class_map``; TF-Serving itself does not serve that file).
 
 * ``serving_default`` / ``attention``: the client draws z itself (numpy, from ``--seed``; with
   ``--truncation=t > 0`` every |z| > t is redrawn) and needs z_dim: ``--z_dim`` or, by default, the
@@ -24,6 +27,7 @@ import urllib.request
 
 import numpy as np
 
+from sagan_tf import class_map
 from sagan_tf.sampling import truncated_normal
 
 from sagan_tf.visualization import image_grid, save_png, to_uint8
@@ -181,6 +185,22 @@ def parse_labels(text):
     return labels
 
 
+def labels_from_names(text, classes):
+    """Labels of the comma-separated class names `text`, from the class map `classes` (a classes.json, or a
+    directory holding one: an export version directory or a run directory)."""
+    names = [part.strip() for part in str(text).split(",") if part.strip()]
+    if not names:
+        raise ValueError("--class_name needs at least one name")
+    if not classes:
+        raise ValueError("--class_name needs --classes=<export version dir, run dir or classes.json> (the "
+                         "name -> label map)")
+    path = class_map.find_class_map(classes)
+    if path is None:
+        raise ValueError(f"--classes={classes} holds no {class_map.CLASS_MAP_FILE} (nor "
+                         f"{class_map.EXPORT_CLASS_MAP}); the model may have no class names")
+    return class_map.labels_for_names(names, class_map.read_class_map(path), path)
+
+
 def request_images(signature="serving_default", labels=(0,), num=4, seed=0, truncation=0.0, server=None,
                    rest=None, model_name="sagan", z_dim=None, batch=64, timeout=60.0, version=None):
     """uint8 images [num, H, W, C] from a server (gRPC `server` host:port, or REST `rest` base URL)."""
@@ -227,6 +247,10 @@ def main(argv=None):
     flags.DEFINE_integer("version", None, "Model version (default: the server's latest).")
     flags.DEFINE_enum("signature", "serving_default", list(SIGNATURES), "Signature to call.")
     flags.DEFINE_string("label", "0", "Class label, or a comma-separated list cycled over the images.")
+    flags.DEFINE_string("class_name", None, "Class name(s) instead of --label, e.g. cats or cats,dogs (needs "
+                        "--classes).")
+    flags.DEFINE_string("classes", None, "The name -> label map for --class_name: an export version directory "
+                        "(assets.extra/classes.json), a run directory or a classes.json file.")
     flags.DEFINE_integer("num", 4, "Number of images.", lower_bound=1)
     flags.DEFINE_integer("seed", 0, "Noise seed (generate: row i uses seed+i).")
     flags.DEFINE_float("truncation", 0.0, "Truncation t: |z| <= t; t <= 0 means none.")
@@ -239,7 +263,12 @@ def main(argv=None):
 
     def run(_):
         try:
-            labels = parse_labels(FLAGS.label)
+            if FLAGS.class_name is not None:
+                if FLAGS["label"].present:
+                    raise ValueError("pass --label or --class_name, not both")
+                labels = labels_from_names(FLAGS.class_name, FLAGS.classes)
+            else:
+                labels = parse_labels(FLAGS.label)
             rows = FLAGS.rows or default_rows(FLAGS.num)
             if FLAGS.num % rows:
                 raise ValueError(f"--rows={rows} does not divide --num={FLAGS.num}")

@@ -9,7 +9,9 @@ Reads ``<model_dir>/config.json`` and the latest checkpoint in ``<model_dir>/che
 float32 whatever precision it was trained in, and writes
 
     <export_base>/<version>/                       the SavedModel (signatures: see export.signatures)
-    <export_base>/<version>/assets.extra/          tf_serving_warmup_requests, sagan_export.json
+    <export_base>/<version>/assets.extra/          tf_serving_warmup_requests, sagan_export.json,
+                                                   classes.json (the class name -> label map, when the
+                                                   run has class names: see sagan_tf.class_map)
     <export_base>/models.config                    TF-Serving model_config_list (see export.serving_config)
     <export_base>/batching_parameters.txt          TF-Serving batching parameters
 
@@ -29,6 +31,7 @@ import tempfile
 import time
 
 from export import serving_config
+from sagan_tf import class_map
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -126,11 +129,12 @@ def _step_of(checkpoint):
 
 
 def export_generator(generator, export_base, version=None, model_name="sagan", max_batch=256,
-                     serving_base_path=None, info=None, batching=None):
+                     serving_base_path=None, info=None, batching=None, class_names=None):
     """Writes `generator` (a built Keras Generator) as ``<export_base>/<version>`` atomically.
 
     Returns the version directory. `info` is merged into ``assets.extra/sagan_export.json``;
-    `batching` overrides entries of ``serving_config.DEFAULT_BATCHING``.
+    `batching` overrides entries of ``serving_config.DEFAULT_BATCHING``; `class_names` (label i =
+    class_names[i]) are written to ``assets.extra/classes.json`` for clients that ask by name.
     """
     import tensorflow as tf
 
@@ -148,6 +152,9 @@ def export_generator(generator, export_base, version=None, model_name="sagan", m
         raise ExportError(f"export version directory {target!r} already exists; pass another --version "
                           f"(next free: {next_version(export_base)}) or remove it.")
     serving = GeneratorServing(generator, max_batch=max_batch)
+    if class_names and len(class_names) != serving.num_classes:
+        raise ExportError(f"{len(class_names)} class names for a generator with num_classes={serving.num_classes}: "
+                          f"{list(class_names)[:10]}")
     tmp = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=export_base)
     try:
         tf.saved_model.save(serving, tmp, signatures=serving.signatures())
@@ -158,6 +165,9 @@ def export_generator(generator, export_base, version=None, model_name="sagan", m
                    "tensorflow": tf.__version__, **(info or {})}
         with open(os.path.join(tmp, serving_config.WARMUP_DIR, INFO_FILE), "w") as f:
             json.dump(details, f, indent=2, default=str)
+        if class_names:
+            with open(os.path.join(tmp, serving_config.WARMUP_DIR, class_map.CLASS_MAP_FILE), "wb") as f:
+                f.write(class_map.class_map_json(class_names))
         _fsync_tree(tmp)
         try:
             os.rename(tmp, target)  # never replaces a non-empty directory
@@ -212,7 +222,8 @@ def export_run(model_dir, export_base, version=None, checkpoint=None, **kwargs):
     generator = restore_ema_generator(config, path)
     info = {"model_dir": os.path.abspath(model_dir), "checkpoint": os.path.abspath(path), "step": _step_of(path),
             "training_precision": config.get("mixed_precision")}
-    return export_generator(generator, export_base, version, info=info, **kwargs)
+    return export_generator(generator, export_base, version, info=info,
+                            class_names=list(config.get("class_names") or ()), **kwargs)
 
 
 def main(argv=None):
@@ -250,6 +261,8 @@ def main(argv=None):
         print(f"Exported SavedModel: {path}")
         print(f"TF-Serving config:   {os.path.join(base, serving_config.MODELS_CONFIG)}")
         print(f"Batching parameters: {os.path.join(base, serving_config.BATCHING_PARAMETERS)}")
+        if os.path.isfile(os.path.join(path, class_map.EXPORT_CLASS_MAP)):
+            print(f"Class name -> label: {os.path.join(path, class_map.EXPORT_CLASS_MAP)} (export.client --classes)")
         return 0
 
     app.run(run, argv=argv)

@@ -49,23 +49,6 @@ def test_fashion_mnist_trainer_writes_checkpoint_events_and_samples(tmp_path):
     assert_run_outputs(model_dir, 4)
 
 
-def test_image_folder_trainer(tmp_path):
-    data = tmp_path / "images"
-    rng = np.random.default_rng(0)
-    for label in ("cats", "dogs"):
-        (data / label).mkdir(parents=True)
-        for i in range(4):
-            Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(data / label / f"{i}.png")
-    (data / "dogs" / "broken.jpg").write_text("not an image")
-    model_dir = str(tmp_path / "run")
-    result = run_cli("trainers.image_folder", f"--data_dir={data}", "--resolution=32", f"--model_dir={model_dir}",
-                     "--train_steps=2", "--config.g_attention=(16,)", "--config.d_attention=(16,)", *TINY)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert_run_outputs(model_dir, 2)
-    sheet = np.asarray(Image.open(os.path.join(model_dir, "samples", "step_00000002.png")))
-    assert sheet.shape == (2 * 32, 8 * 32, 3)  # num_classes taken from the two folders
-
-
 IMAGENET_TINY = ["--strategy=mirrored", "--num_cpu_devices=2", "--config.resolution=32",
                  "--config.g_attention=(16,)", "--config.d_attention=(16,)", *TINY]
 

@@ -13,12 +13,18 @@
     python -m trainers.sample --model_dir=runs/fmnist --mode=attention --query_points="8,8;24,16" --out=att.png
     # 10000 samples as uint8 images + int labels, from an exported SavedModel
     python -m trainers.sample --saved_model=export/1 --num=10000 --npz=samples.npz
+    # one class by name (runs trained on an image folder: its classes.json)
+    python -m trainers.sample --model_dir=runs/photos --class_name=cats --out=cats.png
 
 Exactly one of --model_dir (EMA generator of the latest checkpoint, or --checkpoint) and
 --saved_model (any SavedModel with a ``serving_default`` signature taking ``z`` float32
 [-1, z_dim] and ``label`` int32 [-1] and returning ``images`` float32 [-1, H, W, C] in [-1, 1]).
 A SavedModel's class count is read from ``assets.extra/sagan_export.json`` (written by
 export.saved_model) when present, else pass --num_classes (or --labels).
+
+--class_name picks classes by name instead of --labels: the names of ``<model_dir>/classes.json``
+(written by trainers.image_folder; else ``class_names`` in config.json), or of the export's
+``assets.extra/classes.json``. An unknown name is an error listing the known ones.
 
 --npz writes ``images`` (uint8 [N, H, W, C]) and ``labels`` (int32 [N]) for N = --num samples,
 labels cycling through --labels (default every class), generated --batch_size at a time. The PNG
@@ -38,6 +44,8 @@ flags.DEFINE_string("checkpoint", None, "Checkpoint prefix or directory (default
 flags.DEFINE_string("saved_model", None, "Exported SavedModel directory (serving_default signature).")
 flags.DEFINE_enum("mode", "sheet", list(MODES), "What the PNG shows.")
 flags.DEFINE_list("labels", None, "Class labels, e.g. 1,2 (rows of sheets; cycled for --npz).")
+flags.DEFINE_list("class_name", None, "Class names instead of --labels, e.g. cats or cats,dogs (from the run's "
+                  "classes.json, or the export's assets.extra/classes.json).")
 flags.DEFINE_integer("columns", 8, "Samples per row, or interpolation steps.", lower_bound=1)
 flags.DEFINE_integer("num", 64, "Number of samples written to --npz.", lower_bound=1)
 flags.DEFINE_string("npz", None, "Write --num samples to this .npz (images uint8, labels int32).")
@@ -94,6 +102,8 @@ def _parse_query_points():
 def _check_flags():
     if bool(FLAGS.model_dir) == bool(FLAGS.saved_model):
         raise app.UsageError("pass exactly one of --model_dir and --saved_model")
+    if FLAGS.labels is not None and FLAGS.class_name is not None:
+        raise app.UsageError("pass --labels or --class_name, not both")
     if FLAGS.saved_model:
         if not os.path.isfile(os.path.join(FLAGS.saved_model, "saved_model.pb")):
             raise app.UsageError(f"--saved_model={FLAGS.saved_model} holds no saved_model.pb")
@@ -143,6 +153,19 @@ class SavedModelGenerator:
         return self._fn(z=tf.constant(z, tf.float32), label=tf.constant(labels, tf.int32))["images"].numpy()
 
 
+def _class_names():
+    """The class names of the run (--model_dir) or export (--saved_model); [] if none."""
+    from sagan_tf import class_map
+    try:
+        if FLAGS.model_dir:
+            from sagan_tf.sampling import load_run_config
+            return class_map.run_class_names(FLAGS.model_dir, load_run_config(FLAGS.model_dir))
+        path = class_map.find_class_map(os.path.join(FLAGS.saved_model, class_map.EXPORT_CLASS_MAP))
+        return class_map.read_class_map(path) if path else []
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+
+
 def _default_rows(num_classes, limit=10):
     import numpy as np
     classes = max(num_classes, 1)
@@ -158,6 +181,14 @@ def main(argv):
     labels = _parse_labels()
     truncations = _parse_truncations() if FLAGS.mode == "truncation" else None
     query_points = _parse_query_points()
+    class_names = _class_names()  # before TensorFlow starts: a wrong --class_name fails at once
+    if FLAGS.class_name is not None:
+        from sagan_tf.class_map import labels_for_names
+        source = f"--model_dir={FLAGS.model_dir}" if FLAGS.model_dir else f"--saved_model={FLAGS.saved_model}"
+        try:
+            labels = labels_for_names([name.strip() for name in FLAGS.class_name], class_names, source)
+        except ValueError as error:
+            raise app.UsageError(f"--class_name={','.join(FLAGS.class_name)}: {error}") from error
 
     import numpy as np
 
@@ -185,6 +216,10 @@ def main(argv):
         if bad:
             raise app.UsageError(f"--labels {bad} outside [0, {max(num_classes, 1)}) (num_classes={num_classes})")
 
+    if class_names:
+        shown = labels if labels is not None else range(len(class_names))
+        print("labels: " + ", ".join(f"{label}={class_names[label]}" for label in list(shown)[:20])
+              + (", ..." if len(list(shown)) > 20 else ""))
     if FLAGS.npz:
         images, npz_labels = sampling.generate_samples(generator, FLAGS.num, z_dim, num_classes, labels,
                                                        FLAGS.truncation, FLAGS.seed, FLAGS.batch_size)
