@@ -5,7 +5,7 @@ any work starts and names the offending field and the allowed values.
 
 Model fields (read by the networks; also stored in their Keras config):
   resolution       output size of G / input size of D: one of architecture.RESOLUTIONS.
-  ch               base channel width (REFERENCE: 64).
+  ch               base channel width (64 in the paper's 128² networks: docs/architecture.md).
   z_dim            noise dimension (128).
   num_classes      number of classes; 0 = unconditional (no CBN tables, no projection term).
   image_channels   1 or 3.

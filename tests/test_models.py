@@ -44,7 +44,7 @@ def test_attention_at_64_matches_reference_approximation():
 def test_reference_costs_per_image_at_128():
     spec = model_fields(default_config())
     assert sum(m for _, m in generator_macs(spec)) / 1e9 == pytest.approx(9.2, rel=0.01)
-    # REFERENCE counts the D shortcut conv before pooling (4.7); this implementation pools first.
+    # The reference code counts the D shortcut conv before pooling (4.7 GMAC); this one pools first (docs/architecture.md).
     assert sum(m for _, m in discriminator_macs(spec)) / 1e9 == pytest.approx(4.7, rel=0.02)
     assert train_step_flops(spec) / 1e9 == pytest.approx(159, rel=0.02)
 

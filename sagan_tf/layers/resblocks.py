@@ -1,4 +1,4 @@
-"""The residual blocks of the SAGAN generator and discriminator (REFERENCE.md layout).
+"""The residual blocks of the SAGAN generator and discriminator (the layout in docs/architecture.md).
 
 GeneratorBlock (ResBlockUp):  CBN(y) → ReLU → up×2 → SN-Conv3×3 → CBN(y) → ReLU → SN-Conv3×3
                               + shortcut: up×2 → SN-Conv1×1
