@@ -1,10 +1,21 @@
-"""Small shared helpers for tests: tiny configs, parameter counting, a random training set."""
+"""Small shared helpers for tests: tiny configs, parameter counting, a random training set, running a CLI."""
 import importlib.util
+import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+#: Environment of the CLI subprocesses: TF's C++ logging quiet, the checkout importable.
+CLI_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+
+
+def run_cli(module, *args, timeout=300):
+    """Runs `python -m module args...` from the checkout, as a user would; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=CLI_ENV, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def load_preset(name):

@@ -27,10 +27,30 @@ def test_auto_follows_the_hardware(monkeypatch, native, expected):
         precision.resolve_precision("bf16")
 
 
-def test_native_bfloat16_on_this_cpu_matches_its_flags():
-    with open("/proc/cpuinfo") as f:
-        flags = f.read()
-    assert precision.native_bfloat16() == ("amx_bf16" in flags.split())
+class _FakeGPU:
+    def __init__(self, name):
+        self.name = name
+
+
+@pytest.mark.parametrize("cpuinfo, gpus, expected", [
+    (AMX_CPU, [], True),                                  # AMX CPU, no GPU
+    (AVX512_CPU, [], False),                              # bfloat16 only emulated
+    (AVX512_CPU, [(8, 0), (9, 0)], True),                 # A100 + H100: native on every GPU
+    (AMX_CPU, [(7, 0)], False),                           # V100: the GPU decides, not the host CPU
+    (AVX512_CPU, [(8, 0), (7, 5)], False),                # one T4 in the mix: not on every replica
+])
+def test_native_bfloat16_on_faked_hardware(monkeypatch, cpuinfo, gpus, expected):
+    import tensorflow as tf
+
+    monkeypatch.setattr(precision, "_read_cpuinfo", lambda: cpuinfo)
+    devices = [_FakeGPU(f"/physical_device:GPU:{i}") for i in range(len(gpus))]
+    details = {d.name: {"compute_capability": c} for d, c in zip(devices, gpus)}
+    real_list = tf.config.list_physical_devices
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: devices if kind == "GPU" else real_list(kind))
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda device: details[device.name])
+    assert precision.native_bfloat16() is expected
+    assert precision.resolve_precision("auto") == ("mixed_bfloat16" if expected else "float32")
 
 
 def test_training_records_the_resolved_policy(monkeypatch, tmp_path):

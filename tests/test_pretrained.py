@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import ROOT
-from tests.test_sampling import run_cli
+from tests.helpers import ROOT, run_cli
 
 GENERATOR = ROOT / "pretrained" / "fashion_mnist" / "1"
 CLASSIFIER = ROOT / "pretrained" / "fashion_mnist_classifier"

@@ -1,8 +1,6 @@
 """Sampling: truncated noise, class sheets, interpolations, and the sample CLI's .npz output."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,9 +9,8 @@ from scipy import stats
 
 from sagan_tf import sampling
 from sagan_tf.models import Generator
-from tests.helpers import ROOT, tiny_config
+from tests.helpers import run_cli, tiny_config
 
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 NUM_CLASSES = 10
 
 
@@ -34,9 +31,6 @@ def tiny_run(tmp_path_factory):
     return str(model_dir)
 
 
-def run_cli(module, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,17 +11,12 @@ import tensorflow as tf
 from PIL import Image
 
 from tests import miniature_ilsvrc
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_cli
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 TINY = ["--config.ch=4", "--config.z_dim=8", "--config.batch_size=4", "--config.mixed_precision=float32",
         "--config.checkpoint_every=2", "--config.sample_every=2", "--config.log_every=1"]
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-
-
-def run_cli(module, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def assert_run_outputs(model_dir, step):
