@@ -145,13 +145,21 @@ def _no_class_folders_message(data_dir: str) -> str:
 @dataclasses.dataclass
 class _Tree:
     """What one walk of a folder found: image candidates keyed by their top-level entry (None: files
-    directly in the folder), and the entries left out, by reason."""
+    directly in the folder), the entries left out by reason, the real path of each directory walked
+    (keyed by the path it was walked as) and the real path of each file that is a symlink."""
     files: dict
     skipped: dict
+    dir_real: dict
+    link_real: dict
 
 
 def _inside(real: str, root_real: str) -> bool:
     return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+def _dir_key(directory: str) -> str:
+    """`directory` as `os.path.dirname` gives it back for the entries listed in it."""
+    return directory.rstrip(os.sep) or os.sep
 
 
 def _walk(data_dir: str) -> _Tree:
@@ -159,24 +167,28 @@ def _walk(data_dir: str) -> _Tree:
 
     Real directories are walked first and links to directories afterwards, so a link never takes a
     directory away from the path that really holds it (``cats/best -> ../dogs/2020`` does not move
-    dogs/2020 into the cats class). Hidden entries (".name") are ignored without a report.
+    dogs/2020 into the cats class). Hidden entries (".name") are ignored without a report. Only links
+    cost a `realpath`; a real entry's real path is its directory's plus its name.
     """
     root_real = os.path.realpath(data_dir)
     files: dict = {}
     skipped: dict = collections.defaultdict(list)
+    dir_real: dict = {}
+    link_real: dict = {}
     visited = {root_real}
-    real_queue = collections.deque([(data_dir, None)])  # (directory, top-level class entry or None)
+    # (directory, its real path, top-level class entry or None)
+    real_queue = collections.deque([(data_dir, root_real, None)])
     link_queue = collections.deque()
     while real_queue or link_queue:
         if real_queue:
-            directory, top = real_queue.popleft()
+            directory, real, top = real_queue.popleft()
         else:
-            directory, top = link_queue.popleft()
-            real = os.path.realpath(directory)
+            directory, real, top = link_queue.popleft()
             if real in visited:
                 skipped[DUPLICATE].append(directory)
                 continue
             visited.add(real)
+        dir_real[_dir_key(directory)] = real
         if top is not None:
             files.setdefault(top, [])  # a class folder, even if it holds no image
         try:
@@ -190,41 +202,49 @@ def _walk(data_dir: str) -> _Tree:
             entry_top = top if top is not None else entry.name
             try:
                 is_link = entry.is_symlink()
-                if is_link and not _inside(os.path.realpath(entry.path), root_real):
+                entry_real = os.path.realpath(entry.path) if is_link else os.path.join(real, entry.name)
+                if is_link and not _inside(entry_real, root_real):
                     skipped[LINK_OUTSIDE].append(entry.path)
                 elif entry.is_dir():  # follows links (inside the folder)
-                    real = os.path.realpath(entry.path)
                     if is_link:
-                        link_queue.append((entry.path, entry_top))
-                    elif real in visited:  # only when a link followed earlier led below it
+                        link_queue.append((entry.path, entry_real, entry_top))
+                    elif entry_real in visited:  # only when a link followed earlier led below it
                         skipped[DUPLICATE].append(entry.path)
                     else:
-                        visited.add(real)
-                        real_queue.append((entry.path, entry_top))
+                        visited.add(entry_real)
+                        real_queue.append((entry.path, entry_real, entry_top))
                 elif entry.is_file() or is_link:  # a dangling link is found unreadable later
                     if entry.name.lower().endswith(IMAGE_EXTENSIONS):
                         files.setdefault(top, []).append(entry.path)
+                        if is_link:
+                            link_real[entry.path] = entry_real
                     else:
                         skipped[NOT_AN_IMAGE].append(entry.path)
             except OSError:
                 skipped[UNREADABLE].append(entry.path)
-    return _Tree(files={top: sorted(paths) for top, paths in files.items()}, skipped=dict(skipped))
+    return _Tree(files={top: sorted(paths) for top, paths in files.items()}, skipped=dict(skipped),
+                 dir_real=dir_real, link_real=link_real)
 
 
-def _without_duplicate_files(candidates: list, skipped: dict) -> list:
-    """Keeps one path per real file: the real one (not a link) if there is one, else the first in order."""
-    by_real: dict = {}
+def _without_duplicate_files(candidates: list, tree: _Tree, skipped: dict) -> list:
+    """Keeps one path per real file: the real one (not a link) if there is one, else the first link in order.
+
+    Without file links every candidate is a distinct file already (each real directory is walked once).
+    """
+    if not any(path in tree.link_real for path, _ in candidates):
+        return candidates
+    plain = {os.path.join(tree.dir_real[os.path.dirname(path)], os.path.basename(path))
+             for path, _ in candidates if path not in tree.link_real}
+    kept, linked = [], set()
     for path, label in candidates:
-        real = os.path.realpath(path)
-        kept = by_real.get(real)
-        if kept is None or (os.path.islink(kept[0]) and not os.path.islink(path)):
-            if kept is not None:
-                skipped.setdefault(DUPLICATE, []).append(kept[0])
-            by_real[real] = (path, label)
-        else:
+        real = tree.link_real.get(path)
+        if real is not None and (real in plain or real in linked):
             skipped.setdefault(DUPLICATE, []).append(path)
-    kept_paths = {path for path, _ in by_real.values()}
-    return [candidate for candidate in candidates if candidate[0] in kept_paths]
+            continue
+        if real is not None:
+            linked.add(real)
+        kept.append((path, label))
+    return kept
 
 
 #: Readability of the files of the previous scan, keyed by (path, size, mtime, inode): a second scan of an
@@ -296,7 +316,7 @@ def scan_image_folder(data_dir: str, *, unconditional: bool = False, class_names
         candidates = [(path, label) for label, name in enumerate(names) for path in tree.files[name]]
         if tree.files.get(None):
             skipped.setdefault(NOT_IN_CLASS, []).extend(tree.files[None])
-    candidates = _without_duplicate_files(candidates, skipped)
+    candidates = _without_duplicate_files(candidates, tree, skipped)
     readable = _check_readable([path for path, _ in candidates])
     skipped_unreadable = [path for (path, _), ok in zip(candidates, readable) if not ok]
     if skipped_unreadable:
