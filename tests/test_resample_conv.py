@@ -22,20 +22,19 @@ def _plain_conv_avg_pool(x, w):
     return tf.nn.avg_pool2d(tf.nn.conv2d(x, w, 1, "SAME"), 2, 2, "VALID")
 
 
-@pytest.mark.parametrize("shape", [(2, 4, 4, 3), (1, 5, 7, 2), (3, 1, 2, 5)])
-def test_upsample_conv_equals_upsample_then_conv(shape):
+@pytest.mark.parametrize("fused, plain, shape", [
+    (resample_conv.upsample_conv, _plain_upsample_conv, (2, 4, 4, 3)),
+    (resample_conv.upsample_conv, _plain_upsample_conv, (1, 5, 7, 2)),   # odd, non-square
+    (resample_conv.upsample_conv, _plain_upsample_conv, (3, 1, 2, 5)),   # 1 row: every neighbour is padding
+    (resample_conv.conv_avg_pool, _plain_conv_avg_pool, (2, 4, 4, 3)),
+    (resample_conv.conv_avg_pool, _plain_conv_avg_pool, (1, 8, 6, 2)),
+    (resample_conv.conv_avg_pool, _plain_conv_avg_pool, (3, 2, 2, 5)),   # one output pixel
+])
+def test_fused_form_equals_the_plain_form_in_float64(fused, plain, shape):
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=shape), tf.float64)
     w = tf.constant(rng.normal(size=(3, 3, shape[-1], 6)), tf.float64)
-    np.testing.assert_allclose(resample_conv.upsample_conv(x, w), _plain_upsample_conv(x, w), atol=1e-12)
-
-
-@pytest.mark.parametrize("shape", [(2, 4, 4, 3), (1, 8, 6, 2), (3, 2, 2, 5)])
-def test_conv_avg_pool_equals_conv_then_pool(shape):
-    rng = np.random.default_rng(1)
-    x = tf.constant(rng.normal(size=shape), tf.float64)
-    w = tf.constant(rng.normal(size=(3, 3, shape[-1], 4)), tf.float64)
-    np.testing.assert_allclose(resample_conv.conv_avg_pool(x, w), _plain_conv_avg_pool(x, w), atol=1e-12)
+    np.testing.assert_allclose(fused(x, w), plain(x, w), atol=1e-12)
 
 
 def test_derived_kernels_by_hand():
