@@ -129,6 +129,7 @@ def train(config, model_dir, strategy=None, **kwargs):
     it; released on any exit).
     """
     strategy = strategy or tf.distribute.get_strategy()
+    validate_config(config, strategy.num_replicas_in_sync)  # a bad config creates nothing, not even the lock
     previous_handlers = stop_signals.install()
     lock = None
     try:
