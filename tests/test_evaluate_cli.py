@@ -276,10 +276,12 @@ def test_periodic_evaluation_scores_the_sagan_models_ema_generator(tmp_path):
 @pytest.mark.skipif(not os.path.isdir(FASHION_MNIST), reason="dataset-fashion-mnist is not installed")
 def test_build_periodic_evaluation_from_config_and_resume(tmp_path):
     from sagan_tf.training import build_model
+    from sagan_tf.training.checkpointing import make_checkpoint
     config = tiny_config(num_classes=10, eval_every=2, eval_samples=16)
     model = build_model(config, tf.distribute.get_strategy())
+    checkpoint = make_checkpoint(model)
     network = StandInNetwork(num_classes=10)
-    callback = build_periodic_evaluation(config, model, str(tmp_path), None, feature_network=network, log_fn=None)
+    callback = build_periodic_evaluation(config, checkpoint, str(tmp_path), None, feature_network=network, log_fn=None)
     assert callback.every == 2 and callback.best is None
     assert os.listdir(tmp_path / "reference_stats")  # fashion_mnist_test statistics cached in model_dir
     callback.set_model(model)
@@ -293,14 +295,14 @@ def test_build_periodic_evaluation_from_config_and_resume(tmp_path):
     assert [entry["step"] for entry in history] == [2]
     assert history[0]["metrics"]["fid/standin_net"] == record["value"]
     # A resumed run starts from the recorded best, and only with the same feature network.
-    resumed = build_periodic_evaluation(config, model, str(tmp_path), None, feature_network=network, log_fn=None)
+    resumed = build_periodic_evaluation(config, checkpoint, str(tmp_path), None, feature_network=network, log_fn=None)
     assert resumed.best == record["value"]
     other = StandInNetwork(num_classes=10)
     other.name = "another_net"
-    assert build_periodic_evaluation(config, model, str(tmp_path), None, feature_network=other,
+    assert build_periodic_evaluation(config, checkpoint, str(tmp_path), None, feature_network=other,
                                      log_fn=None).best is None
     with pytest.raises(ValueError, match="eval_feature_network"):
-        build_periodic_evaluation(config, model, str(tmp_path), None)
+        build_periodic_evaluation(config, checkpoint, str(tmp_path), None)
 
 
 @pytest.mark.slow

@@ -159,7 +159,7 @@ class BestCheckpointSaver:
     """A ``best_dir_fn`` for :class:`PeriodicEvaluation`: keeps the best checkpoint in its own directory.
 
     ``saver(step, metrics)`` writes ``checkpoint`` (any ``tf.train.Checkpoint``, normally
-    ``sagan_tf.training.checkpointing.make_checkpoint(model)``, so it restores like a regular one)
+    the same objects as the run's regular checkpoints, so it restores like one)
     as ``<directory>/ckpt-<step>``, deletes the previous best, then writes ``best.json`` with
     ``{"step", "metric", "value", "metrics", "checkpoint"}``. The evaluate CLI reads it with
     ``--checkpoint_dir=<model_dir>/best``.
@@ -225,8 +225,9 @@ def make_evaluate_fn(config, feature_network, reference: dict, num_samples: int,
     return evaluate_fn
 
 
-def build_periodic_evaluation(config, model, model_dir: str, writer, data_dir: str | None = None,
-                              feature_network=None, log_fn=print) -> PeriodicEvaluation:
+def build_periodic_evaluation(config, checkpoint: tf.train.Checkpoint, model_dir: str, writer,
+                              data_dir: str | None = None, feature_network=None,
+                              log_fn=print) -> PeriodicEvaluation:
     """The :class:`PeriodicEvaluation` a training run uses, from its config.
 
     Config fields read (``config.get`` with these defaults, so older configs work):
@@ -240,13 +241,12 @@ def build_periodic_evaluation(config, model, model_dir: str, writer, data_dir: s
       eval_batch_size (100): images per generator / feature-network call.
 
     The reference statistics are computed (or loaded) here, before training starts. The best
-    checkpoint (lowest FID) goes to ``<model_dir>/best`` (:class:`BestCheckpointSaver` over
-    ``sagan_tf.training.checkpointing.make_checkpoint(model)``), and a resumed run starts from the
-    best value recorded there.
+    checkpoint (lowest FID) goes to ``<model_dir>/best``: :class:`BestCheckpointSaver` saves
+    `checkpoint` there (the training run passes one over the same objects as its regular checkpoints,
+    so the best one restores like them), and a resumed run starts from the best value recorded there.
     """
     from sagan_tf.evaluation.features import load_feature_network
     from sagan_tf.evaluation import runner
-    from sagan_tf.training.checkpointing import make_checkpoint
 
     every = int(config.get("eval_every", 0) or 0)
     if every < 1:
@@ -267,6 +267,6 @@ def build_periodic_evaluation(config, model, model_dir: str, writer, data_dir: s
     evaluate_fn = make_evaluate_fn(config, network, reference, num_samples, batch_size,
                                    dataset_name=runner.canonical_dataset_name(config.dataset))
     metric = runner.metric_key("fid", network.name)
-    saver = BestCheckpointSaver(make_checkpoint(model), os.path.join(model_dir, "best"), metric=metric)
+    saver = BestCheckpointSaver(checkpoint, os.path.join(model_dir, "best"), metric=metric)
     return PeriodicEvaluation(every, evaluate_fn, writer, saver, metric=metric, best=saver.best_value(),
                               log_fn=log_fn, history_path=os.path.join(model_dir, HISTORY_FILE))

@@ -13,9 +13,10 @@ import tensorflow as tf
 
 from sagan_tf.config import validate_config
 from sagan_tf.data import build_dataset, describe_share, is_tfds, prepare_dataset
+from sagan_tf.evaluation.periodic import build_periodic_evaluation
 from sagan_tf.training import callbacks as cb
 from sagan_tf import stop_signals
-from sagan_tf.training.checkpointing import CheckpointManager, check_resume_config
+from sagan_tf.training.checkpointing import CheckpointManager, check_resume_config, make_checkpoint
 from sagan_tf.training.run_lock import RunLock
 from sagan_tf.precision import resolve_precision
 from sagan_tf.training.gan import SAGAN
@@ -203,8 +204,8 @@ def _train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, ver
         ]
         if config.eval_every:
             # Loads the feature network and computes (or loads) the reference statistics now, before step 1.
-            from sagan_tf.evaluation.periodic import build_periodic_evaluation
-            evaluation = build_periodic_evaluation(config, model, out_dir, writer, data_dir=data_dir)
+            evaluation = build_periodic_evaluation(config, make_checkpoint(model), out_dir, writer,
+                                                   data_dir=data_dir)
             callbacks.insert(callbacks.index(checkpointing), evaluation)  # after EMAStatistics, before checkpointing
         model.fit(dataset, epochs=1, steps_per_epoch=remaining, callbacks=callbacks, verbose=verbose,
                   shuffle=False)  # the pipelines shuffle, deterministically
