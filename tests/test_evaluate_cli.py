@@ -322,6 +322,7 @@ def test_periodic_evaluation_inside_fit(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 @pytest.mark.skipif(not os.path.isdir(FASHION_MNIST), reason="dataset-fashion-mnist is not installed")
+@pytest.mark.slow  # ~60 s: three CLI processes (classifier training, evaluation, real split)
 def test_classifier_then_evaluate_cli(tmp_path_factory, tmp_path):
     classifier_dir = tmp_path / "classifier"
     result = run_cli("trainers.classifier", "--dataset=fashion_mnist", f"--model_dir={classifier_dir}", "--steps=20",

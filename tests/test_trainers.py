@@ -58,6 +58,7 @@ def run_imagenet(tmp_path, steps):
                    f"--model_dir={tmp_path / 'run'}", f"--train_steps={steps}", *IMAGENET_TINY)
 
 
+@pytest.mark.slow  # ~50 s: a CLI process on 2 logical devices (the reader itself: test_data_tfds.py)
 def test_imagenet_trainer_prepares_the_ilsvrc_archives_and_trains(tmp_path):
     result = run_imagenet(tmp_path, 2)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -94,6 +95,7 @@ def test_bad_flags_fail_before_any_work(tmp_path, flag, message):
     assert not model_dir.exists()
 
 
+@pytest.mark.slow  # fault injection: a training process stopped by SIGTERM
 @pytest.mark.skipif(not os.path.isdir(FASHION_MNIST), reason="dataset-fashion-mnist is not installed")
 def test_sigterm_checkpoints_and_exits_zero(tmp_path):
     model_dir = tmp_path / "preempted"

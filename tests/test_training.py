@@ -146,6 +146,7 @@ def _all_state(model):
     return state
 
 
+@pytest.mark.slow  # ~80 s: trains the same tiny run twice, interrupted and not
 def test_resume_equals_uninterrupted_run(tmp_path):
     config = tiny_config(train_steps=6, checkpoint_every=3, ema_start=2)
     dataset_fn = lambda start: in_memory_dataset(4, start)
