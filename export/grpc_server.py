@@ -480,6 +480,9 @@ class InProcessServer:
             self.servicer._count("expired")
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                                 f"deadline exceeded after {remaining:.3g} s in the queue; the request did not run.")
+        except asyncio.CancelledError:  # gRPC cancelled the call (its deadline passed first, or the client left)
+            self.servicer._count("expired")
+            raise
         try:
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
