@@ -82,6 +82,16 @@ def run32(photos, tmp_path_factory):
     return model_dir, result
 
 
+def _assert_serves_label_0_only(version_dir, generator):
+    """An unconditional export: label 0 gives the generator's images, any other label is refused."""
+    serve = tf.saved_model.load(version_dir).signatures["serving_default"]
+    z = sampling.sample_noise(2, 8, seed=3)
+    images = serve(z=tf.constant(z), label=tf.zeros([2], tf.int32))["images"].numpy()
+    np.testing.assert_allclose(images, generator((z, np.zeros(2, np.int32)), training=False).numpy(), atol=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"label values must be in \[0, 1\)"):
+        serve(z=tf.constant(z), label=tf.constant([0, 1], tf.int32))
+
+
 def test_resolution_32_trains_out_of_the_box_and_reports_what_it_found(photos, run32):
     model_dir, result = run32
     expected = SUMMARY_32.format(data=photos, extensions=" ".join(imf.IMAGE_EXTENSIONS))
@@ -169,12 +179,7 @@ def test_an_unconditional_generator_samples_and_exports_taking_label_0(tmp_path)
     assert not os.path.exists(os.path.join(version_dir, "assets.extra", "classes.json"))
     with open(os.path.join(version_dir, "assets.extra", "sagan_export.json")) as f:
         assert json.load(f)["limits"]["label_range"] == [0, 1]
-    serve = tf.saved_model.load(version_dir).signatures["serving_default"]
-    z = sampling.sample_noise(2, 8, seed=3)
-    images = serve(z=tf.constant(z), label=tf.zeros([2], tf.int32))["images"].numpy()
-    np.testing.assert_allclose(images, generator((z, np.zeros(2, np.int32)), training=False).numpy(), atol=1e-5)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"label values must be in \[0, 1\)"):
-        serve(z=tf.constant(z), label=tf.constant([0, 1], tf.int32))
+    _assert_serves_label_0_only(version_dir, generator)
     with pytest.raises(export_lib.ExportError, match="2 class names for a generator with num_classes=0"):
         export_lib.export_generator(generator, str(tmp_path / "export"), class_names=["a", "b"])
 
@@ -207,12 +212,7 @@ def test_resolution_64_flat_folder_trains_unconditionally_samples_and_exports(tm
     # The export takes label 0 (the one an unconditional generator accepts), rejects others, has no class map.
     version_dir = export_lib.export_run(model_dir, str(tmp_path / "export"))
     assert not os.path.exists(os.path.join(version_dir, "assets.extra", "classes.json"))
-    serve = tf.saved_model.load(version_dir).signatures["serving_default"]
-    z = sampling.sample_noise(2, 8, seed=3)
-    images = serve(z=tf.constant(z), label=tf.zeros([2], tf.int32))["images"].numpy()
-    np.testing.assert_allclose(images, generator((z, np.zeros(2, np.int32)), training=False).numpy(), atol=1e-5)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"label values must be in \[0, 1\)"):
-        serve(z=tf.constant(z), label=tf.constant([0, 1], tf.int32))
+    _assert_serves_label_0_only(version_dir, generator)
 
 
 def test_every_offered_resolution_default_is_valid_and_matches_the_presets():

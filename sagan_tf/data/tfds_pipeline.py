@@ -121,12 +121,13 @@ def tfds_dataset(name: str, resolution: int, batch_size: int, split: str = "trai
         image = tf.io.decode_image(example[IMAGE_KEY], channels=image_channels, expand_animations=False)
         return common.center_crop_and_resize(image, resolution), example[LABEL_KEY]
 
-    if input_context is None:
-        return common.decode_and_batch(stream, decode, batch_size=batch_size, seed=seed, random_flip=random_flip,
-                                       auto_shard_policy=tf.data.experimental.AutoShardPolicy.DATA)
-    return common.decode_and_batch(stream, decode, batch_size=input_context.get_per_replica_batch_size(batch_size),
-                                   seed=seed, random_flip=random_flip,
-                                   auto_shard_policy=tf.data.experimental.AutoShardPolicy.OFF)
+    policy = tf.data.experimental.AutoShardPolicy
+    if input_context is None:  # one pipeline for all workers: each keeps its rows of every global batch
+        out_batch, shard_policy = batch_size, policy.DATA
+    else:  # this worker's own pipeline, already sharded, batched per replica
+        out_batch, shard_policy = input_context.get_per_replica_batch_size(batch_size), policy.OFF
+    return common.decode_and_batch(stream, decode, batch_size=out_batch, seed=seed, random_flip=random_flip,
+                                   auto_shard_policy=shard_policy)
 
 
 # --------------------------------------------------------------------------------------------------
