@@ -1,19 +1,20 @@
 """Fashion-MNIST read straight from the original idx .gz files, padded to 32x32.
 
 The files are parsed here with numpy (no TFDS, no download): the Debian-style package
-`dataset-fashion-mnist` installs them in `DEFAULT_DIR`. Images are 28x28 grayscale; they are padded by
+`dataset-fashion-mnist` installs them in `DEFAULT_DIR`. They are read through `tf.io.gfile`, so the
+directory may also be a `file://`, `gs://` or any other URI TensorFlow has a filesystem for. Images are 28x28 grayscale; they are padded by
 two background pixels on every side to 32x32, a power of two that the GAN's up/down-sampling stacks
 need. The background of Fashion-MNIST is 0 (black), which becomes -1 after scaling to [-1, 1].
 """
 from __future__ import annotations
 
 import gzip
-import os
 import zlib
 
 import numpy as np
 import tensorflow as tf
 
+from sagan_tf import files
 from sagan_tf.data import common
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
@@ -44,16 +45,18 @@ class IdxFormatError(ValueError):
 def read_idx(path: str, expected_magic: int) -> np.ndarray:
     """Reads a gzipped idx file into a uint8 array of the shape stored in its header.
 
+    `path` is a local path or any URI `tf.io.gfile` reads (file://, gs://, ram://, ...).
+
     Raises:
-      FileNotFoundError: `path` does not exist.
+      FileNotFoundError: `path` does not exist (or is a directory).
       IdxFormatError: bad gzip stream, wrong magic number, or a payload whose size does not match the
         header; the message names the file.
     """
+    if not files.exists(path) or files.isdir(path):
+        raise FileNotFoundError(f"idx file {path} not found")
+    compressed = files.read_bytes(path)
     try:
-        with gzip.open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise
+        raw = gzip.decompress(compressed)
     except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; truncation is EOFError
         raise IdxFormatError(f"{path}: not a valid gzip file ({e})") from e
 
@@ -79,6 +82,8 @@ def load_fashion_mnist(data_dir: str = DEFAULT_DIR, split: str = "train"
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Returns `(images uint8 [N, 28, 28], labels uint8 [N])` of a split ("train" or "test").
 
+    `data_dir` is a local directory or a URI (file://, gs://, ...), read through `tf.io.gfile`.
+
     Raises:
       FileNotFoundError: the directory or a file is missing (says how to install them).
       IdxFormatError: a file is corrupted (names it).
@@ -86,9 +91,9 @@ def load_fashion_mnist(data_dir: str = DEFAULT_DIR, split: str = "train"
     """
     if split not in _FILES:
         raise ValueError(f"unknown Fashion-MNIST split {split!r}; expected one of {sorted(_FILES)}")
-    images_path, labels_path = (os.path.join(data_dir, name) for name in _FILES[split])
+    images_path, labels_path = (files.join(data_dir, name) for name in _FILES[split])
     for path in (images_path, labels_path):
-        if not os.path.isfile(path):
+        if not files.exists(path) or files.isdir(path):
             raise FileNotFoundError(
                 f"Fashion-MNIST file {path} not found; `apt-get install dataset-fashion-mnist` "
                 f"provides the idx files in {DEFAULT_DIR}")
