@@ -10,9 +10,14 @@ and mode (grayscale, RGBA, CMYK, palette, 16-bit) are converted to RGB or L, cen
 and resized to the requested resolution. With ``unconditional=True`` every image anywhere under
 ``data_dir`` (sub-folders or not) is one pool with label 0, for ``num_classes=0``.
 
+``data_dir`` is a local directory or a URI that `tf.io.gfile` lists and reads (``file:///...``,
+``gs://bucket/...``, ``ram://...``): the folder is walked and every file read through `tf.io.gfile`, and
+the paths of the index keep the form ``data_dir`` was given in.
+
 The walk stays inside ``data_dir``: a symbolic link whose target lies outside it is not followed, and
 each real directory and file is visited once (a link to a directory or file that is also reachable
 some other way, such as ``up -> ..``, is skipped as a duplicate; the real path wins over the link).
+Links exist only on local filesystems (a plain path or ``file://``); elsewhere every entry is real.
 
 Unreadable files (empty, not an image, truncated) are found ONCE, when the dataset is built, by
 decoding every file at the smallest size Pillow allows; they are left out of the example list. Dropping
@@ -32,15 +37,17 @@ import collections
 import concurrent.futures
 import dataclasses
 import functools
-import json
+import io
 import logging
 import os
+import posixpath
 from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps
 
+from sagan_tf import files
 from sagan_tf.data import common
 
 logger = logging.getLogger(__name__)
@@ -132,7 +139,7 @@ def has_class_folders(data_dir: str) -> bool:
 
 
 def _check_exists(data_dir: str) -> None:
-    if not os.path.isdir(data_dir):
+    if not files.isdir(data_dir):
         raise FileNotFoundError(f"image folder {data_dir} does not exist or is not a directory")
 
 
@@ -153,13 +160,92 @@ class _Tree:
     link_real: dict
 
 
+#: What listing, stat-ing or reading a path can raise: OSError locally, tf.errors.OpError through tf.io.gfile.
+_FILE_ERRORS = (OSError, tf.errors.OpError)
+
+
 def _inside(real: str, root_real: str) -> bool:
     return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
+def _parent(path: str) -> str:
+    """The directory part of an entry path (posix rules for URIs, whose `//` must survive)."""
+    return posixpath.dirname(path) if files.is_uri(path) else os.path.dirname(path)
+
+
+def _basename(path: str) -> str:
+    return posixpath.basename(path) if files.is_uri(path) else os.path.basename(path)
+
+
 def _dir_key(directory: str) -> str:
-    """`directory` as `os.path.dirname` gives it back for the entries listed in it."""
+    """`directory` as `_parent` gives it back for the entries listed in it."""
+    if files.is_uri(directory):
+        return directory.rstrip("/")
     return directory.rstrip(os.sep) or os.sep
+
+
+class _LocalEntry:
+    """An entry of a local directory (a plain path or `file://`): `os.scandir`'s, named in the walk's form."""
+
+    __slots__ = ("name", "path", "_entry")
+
+    def __init__(self, entry: os.DirEntry, path: str):
+        self.name, self.path, self._entry = entry.name, path, entry
+
+    def is_symlink(self) -> bool:
+        return self._entry.is_symlink()
+
+    def is_dir(self) -> bool:  # follows links
+        return self._entry.is_dir()
+
+    def is_file(self) -> bool:
+        return self._entry.is_file()
+
+    def link_target(self) -> str:
+        """The real (local) path a link leads to."""
+        return os.path.realpath(self._entry.path)
+
+
+class _GfileEntry:
+    """An entry of a directory on another filesystem (gs://, ram://, ...), which has no links."""
+
+    __slots__ = ("name", "path", "_is_dir")
+
+    def __init__(self, name: str, path: str):
+        self.name, self.path, self._is_dir = name, path, None
+
+    def is_symlink(self) -> bool:
+        return False
+
+    def is_dir(self) -> bool:
+        if self._is_dir is None:
+            self._is_dir = files.isdir(self.path)
+        return self._is_dir
+
+    def is_file(self) -> bool:
+        return not self.is_dir()
+
+    def link_target(self) -> str:
+        return self.path
+
+
+def _list(directory: str) -> list:
+    """The entries of `directory`, sorted by name, with paths `directory` joined with each name."""
+    local = files.local_path(directory)
+    if local is not None:
+        return [_LocalEntry(entry, files.join(directory, entry.name))
+                for entry in sorted(os.scandir(local), key=lambda entry: entry.name)]
+    return [_GfileEntry(name, files.join(directory, name)) for name in files.listdir(directory)]
+
+
+def _real_root(data_dir: str) -> str:
+    """What the walk compares real paths against: the local real path, or the URI itself."""
+    local = files.local_path(data_dir)
+    return os.path.realpath(local) if local is not None else data_dir.rstrip("/")
+
+
+def _real_child(real: str, name: str) -> str:
+    return files.join(real, name)
 
 
 def _walk(data_dir: str) -> _Tree:
@@ -170,7 +256,7 @@ def _walk(data_dir: str) -> _Tree:
     dogs/2020 into the cats class). Hidden entries (".name") are ignored without a report. Only links
     cost a `realpath`; a real entry's real path is its directory's plus its name.
     """
-    root_real = os.path.realpath(data_dir)
+    root_real = _real_root(data_dir)
     files: dict = {}
     skipped: dict = collections.defaultdict(list)
     dir_real: dict = {}
@@ -192,8 +278,8 @@ def _walk(data_dir: str) -> _Tree:
         if top is not None:
             files.setdefault(top, [])  # a class folder, even if it holds no image
         try:
-            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
-        except OSError:
+            entries = _list(directory)
+        except _FILE_ERRORS:
             skipped[UNREADABLE].append(directory)
             continue
         for entry in entries:
@@ -202,7 +288,7 @@ def _walk(data_dir: str) -> _Tree:
             entry_top = top if top is not None else entry.name
             try:
                 is_link = entry.is_symlink()
-                entry_real = os.path.realpath(entry.path) if is_link else os.path.join(real, entry.name)
+                entry_real = entry.link_target() if is_link else _real_child(real, entry.name)
                 if is_link and not _inside(entry_real, root_real):
                     skipped[LINK_OUTSIDE].append(entry.path)
                 elif entry.is_dir():  # follows links (inside the folder)
@@ -220,7 +306,7 @@ def _walk(data_dir: str) -> _Tree:
                             link_real[entry.path] = entry_real
                     else:
                         skipped[NOT_AN_IMAGE].append(entry.path)
-            except OSError:
+            except _FILE_ERRORS:
                 skipped[UNREADABLE].append(entry.path)
     return _Tree(files={top: sorted(paths) for top, paths in files.items()}, skipped=dict(skipped),
                  dir_real=dir_real, link_real=link_real)
@@ -233,7 +319,7 @@ def _without_duplicate_files(candidates: list, tree: _Tree, skipped: dict) -> li
     """
     if not any(path in tree.link_real for path, _ in candidates):
         return candidates
-    plain = {os.path.join(tree.dir_real[os.path.dirname(path)], os.path.basename(path))
+    plain = {_real_child(tree.dir_real[_dir_key(_parent(path))], _basename(path))
              for path, _ in candidates if path not in tree.link_real}
     kept, linked = [], set()
     for path, label in candidates:
@@ -248,16 +334,21 @@ def _without_duplicate_files(candidates: list, tree: _Tree, skipped: dict) -> li
 
 
 #: Readability of the files of the previous scan, keyed by (path, size, mtime, inode): a second scan of an
-#: unchanged folder (the trainer's summary, then the pipeline) decodes nothing again.
+#: unchanged folder (the trainer's summary, then the pipeline) decodes nothing again. Files on other
+#: filesystems have no inode, and some (ram://) no mtime: size and mtime are all `tf.io.gfile.stat` gives.
 _readable_cache: dict = {}
 
 
 def _file_key(path: str):
+    local = files.local_path(path)
     try:
-        status = os.stat(path)
-    except OSError:
+        if local is not None:
+            status = os.stat(local)
+            return (path, status.st_size, status.st_mtime_ns, status.st_ino)
+        status = tf.io.gfile.stat(path)
+    except _FILE_ERRORS:
         return None
-    return (path, status.st_size, status.st_mtime_ns, status.st_ino)
+    return (path, status.length, status.mtime_nsec, None)
 
 
 def _check_readable(paths: Sequence[str]) -> list[bool]:
@@ -355,7 +446,7 @@ def _empty_classes_message(data_dir, empty, candidates, names, readable):
     for name in empty:
         label = names.index(name)
         unreadable = sum(1 for (_, lab), ok in zip(candidates, readable) if lab == label and not ok)
-        details.append(f"{os.path.join(data_dir, name)} ({f'{unreadable} unreadable file(s)' if unreadable else 'no image files'})")
+        details.append(f"{files.join(data_dir, name)} ({f'{unreadable} unreadable file(s)' if unreadable else 'no image files'})")
     return (f"image folder {data_dir}: class folder(s) {empty} hold no readable image: {'; '.join(details)}. "
             "Add images, remove the folder(s), or leave them out with drop_empty_classes=True "
             "(trainers.image_folder: --drop_empty_classes)")
@@ -369,13 +460,12 @@ def check_same_classes_as_run(model_dir: str | None, index: ImageFolderIndex) ->
     Raises:
       ValueError: naming both class lists and the classes added and removed.
     """
-    path = os.path.join(model_dir, "config.json") if model_dir else None
-    if not path or not os.path.isfile(path):
+    path = files.join(model_dir, "config.json") if model_dir else None
+    if not path or not files.exists(path) or files.isdir(path):
         return
     try:
-        with open(path) as f:
-            recorded = json.load(f)
-    except (OSError, ValueError):
+        recorded = files.read_json(path)
+    except (*_FILE_ERRORS, ValueError):
         return  # an unreadable config.json is reported by the training run itself
     if recorded.get("dataset") != "image_folder":
         return
@@ -402,7 +492,7 @@ def format_summary(index: ImageFolderIndex) -> str:
     """The start-up report of an index: images per class with its label, dropped classes, skipped files
     per reason with a few example paths (relative to the folder)."""
     def relative(path):
-        return os.path.relpath(path, index.data_dir)
+        return _relative_path(path, index.data_dir)
 
     lines = []
     if index.unconditional:
@@ -430,6 +520,14 @@ def format_summary(index: ImageFolderIndex) -> str:
     return "\n".join(lines)
 
 
+def _relative_path(path: str, root: str) -> str:
+    """`path` relative to the folder `root` it was found in (URIs: the part after `root/`)."""
+    if not files.is_uri(root):
+        return os.path.relpath(path, root)
+    prefix = root.rstrip("/") + "/"
+    return path[len(prefix):] if path.startswith(prefix) else path
+
+
 def _is_readable(path: str) -> bool:
     """Whether `path` fully decodes (at the smallest size the format allows, to keep the scan cheap)."""
     try:
@@ -445,9 +543,10 @@ def load_image(path: str, channels: int, min_size: int) -> np.ndarray:
     Large JPEGs are decoded directly at 1/2, 1/4 or 1/8 scale (Pillow's `draft`, which works on the
     DCT coefficients) as long as the short side stays >= `min_size`, so a huge photo costs little
     memory and time while the final resize still sees enough pixels. Other formats cannot be decoded
-    at a reduced size. EXIF orientation is applied; for animations the first frame is used.
+    at a reduced size. EXIF orientation is applied; for animations the first frame is used. The file
+    is read whole through `tf.io.gfile`, so `path` may be a URI (file://, gs://, ram://, ...).
     """
-    with Image.open(path) as image:
+    with Image.open(io.BytesIO(files.read_bytes(path))) as image:
         if image.format == "JPEG":
             image.draft("RGB" if channels == 3 else "L", (min_size, min_size))
         image = ImageOps.exif_transpose(image)  # also forces the (lazy) decode
@@ -487,7 +586,7 @@ def image_folder_dataset(data_dir: str, resolution: int, batch_size: int, image_
     `num_classes`, when given for a conditional pipeline, must equal the number of class folders found
     (a folder that gained or lost a class since the config was written fails here, naming both).
 
-    Auto-shard policy: DATA. The files are not a tf.data file source (they are opened by Pillow), so
+    Auto-shard policy: DATA. The files are not a tf.data file source (they are decoded by Pillow), so
     multi-worker training has each worker keep its share of every global batch.
     """
     common.check_pipeline_args(batch_size=batch_size, start_step=start_step,
