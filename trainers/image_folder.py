@@ -18,8 +18,6 @@ The class name → label map is recorded in ``<model_dir>/config.json`` (``class
 * Resuming (the same ``--model_dir``) with class folders that differ from the run's recorded ones
   fails, naming the differences, instead of silently relabelling the classes.
 """
-import os
-
 from absl import app, flags
 
 from trainers import common
@@ -55,9 +53,10 @@ def _attention_overrides(resolution, explicit):
 
 
 def _overrides():
+    from sagan_tf import files  # tf.io.gfile: --data_dir may be file://, gs://, ...
     from sagan_tf.models.architecture import RESOLUTIONS
     data_dir = FLAGS.data_dir
-    if not os.path.isdir(data_dir):
+    if not files.isdir(data_dir):
         raise app.UsageError(f"--data_dir={data_dir} does not exist or is not a directory.")
     if FLAGS.resolution is not None and FLAGS.resolution not in RESOLUTIONS:
         raise app.UsageError(f"--resolution={FLAGS.resolution} is not allowed; allowed: {list(RESOLUTIONS)}.")
@@ -86,7 +85,7 @@ def _overrides():
                              f"classes ({'unconditional' if unconditional else list(index.class_names)}): the "
                              "class count comes from the folder; drop the flag (or pass --unconditional).")
     if index.class_names:
-        print(f"Class name -> label map: {os.path.join(FLAGS.model_dir, 'classes.json')}", flush=True)
+        print(f"Class name -> label map: {files.join(FLAGS.model_dir, 'classes.json')}", flush=True)
     overrides.update(num_classes=num_classes, class_names=tuple(index.class_names))
     return overrides
 
