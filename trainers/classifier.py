@@ -1,30 +1,40 @@
 """Train the domain classifier used as the FID/IS/KID feature network where Inception does not fit.
 
-    python -m trainers.classifier --dataset=fashion_mnist --model_dir=runs/fmnist_classifier \
+    python -m trainers.classifier --model_dir=runs/fmnist_classifier \
         [--steps=3000] [--batch_size=128] [--data_dir=/usr/share/datasets/fashion-mnist]
 
 Trains on the train split through the project's Fashion-MNIST pipeline (32x32, [-1, 1], the GAN's
 own input format), reports top-1 accuracy on the full test split, and saves the network as
 ``<model_dir>/classifier.keras`` + ``classifier.json`` (name "fashion_mnist_classifier"). Use it with
 ``python -m trainers.evaluate --feature_network=classifier:<model_dir>``.
-"""
-import os
 
+Fashion-MNIST is the only data set it trains on; ``--dataset=fashion_mnist`` is accepted (older commands
+pass it) and anything else is refused by name. ``--model_dir`` and ``--data_dir`` go through
+``tf.io.gfile``: local paths, ``file:///...``, ``gs://...``.
+"""
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-DATASETS = ("fashion_mnist",)
+#: The one data set this trainer knows; it also names the classifier ("fashion_mnist_classifier").
+DATASET = "fashion_mnist"
 
-flags.DEFINE_enum("dataset", "fashion_mnist", list(DATASETS), "Data set to train the classifier on.")
-flags.DEFINE_string("model_dir", None, "Directory to write classifier.keras and classifier.json to.")
+flags.DEFINE_string("dataset", DATASET, f"Data set the classifier is trained on and named after: only "
+                    f"'{DATASET}' (the idx files in --data_dir) is supported.")
+flags.register_validator(
+    "dataset", lambda value: value == DATASET,
+    message=f"only '{DATASET}' is supported: trainers.classifier trains the Fashion-MNIST classifier (idx files "
+            "in --data_dir); other data sets need their own classifier, or an Inception feature network "
+            "(trainers.evaluate --feature_network=savedmodel:<dir> or keras_inception:<weights.h5>)")
+flags.DEFINE_string("model_dir", None, "Directory to write classifier.keras and classifier.json to "
+                    "(a local path or a URI: file://, gs://, ...).")
 flags.DEFINE_integer("steps", 3000, "Optimizer steps.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "Training batch size.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 1e-3, "Peak AdamW learning rate (cosine-decayed to 0).", lower_bound=0)
 flags.DEFINE_integer("width", 32, "Channels of the first stage (x2, x4 in the next two).", lower_bound=1)
 flags.DEFINE_integer("feature_dim", 128, "Size of the `features` layer used for FID.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seeds weights and data order.")
-flags.DEFINE_string("data_dir", None, "Directory of the Fashion-MNIST idx .gz files (default: the installed "
-                    "/usr/share/datasets/fashion-mnist).")
+flags.DEFINE_string("data_dir", None, "Directory of the Fashion-MNIST idx .gz files, a local path or a URI (default: "
+                    "the installed /usr/share/datasets/fashion-mnist).")
 flags.mark_flag_as_required("model_dir")
 
 
@@ -41,9 +51,10 @@ def fashion_mnist_split_arrays(data_dir, split):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from sagan_tf import files
     from sagan_tf.data import FASHION_MNIST_DIR
     data_dir = FLAGS.data_dir or FASHION_MNIST_DIR
-    if not os.path.isdir(data_dir):
+    if not files.isdir(data_dir):
         raise app.UsageError(f"--data_dir={data_dir} does not exist (apt-get install dataset-fashion-mnist "
                              "provides the idx files)")
 
