@@ -13,17 +13,22 @@ Contract of the model built here (relied on by :class:`~sagan_tf.evaluation.feat
 On disk a classifier is two files side by side, ``<stem>.keras`` (Keras 3 native format, no
 SavedModel) and ``<stem>.json`` with metadata (image_size, channels, num_classes, feature_dim,
 test_accuracy, name, dataset_name). The metadata's ``name`` labels every metric computed with it.
+Both are written atomically and read through `tf.io.gfile`, so a classifier may live in any filesystem
+TensorFlow knows (a local directory, ``file:///...``, ``gs://...``, ``ram://...``); Keras itself saves to
+and loads from a local scratch copy.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import tempfile
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from sagan_tf import files
 
 __all__ = [
     "build_classifier",
@@ -162,7 +167,7 @@ def classifier_paths(path: str) -> tuple[str, str]:
         return path, path[: -len(".keras")] + ".json"
     if path.endswith(".json"):
         return path[: -len(".json")] + ".keras", path
-    return os.path.join(path, DEFAULT_STEM + ".keras"), os.path.join(path, DEFAULT_STEM + ".json")
+    return files.join(path, DEFAULT_STEM + ".keras"), files.join(path, DEFAULT_STEM + ".json")
 
 
 def _output_dims(model: keras.Model) -> tuple[int, int]:
@@ -177,11 +182,11 @@ def save_classifier(model: keras.Model, path: str, test_accuracy: float | None =
     """Write `model` as a .keras file plus a .json of metadata; return both paths.
 
     The network's reported name defaults to ``"<dataset_name>_classifier"`` (e.g.
-    "fashion_mnist_classifier"). Each file is written to a temporary name and renamed into
-    place, so a crash never leaves a truncated model that later loads as garbage.
+    "fashion_mnist_classifier"). `path` may be a URI (see the module docstring); its directory is
+    created. Each file is written to a temporary name and renamed into place, so a crash never leaves
+    a truncated model that later loads as garbage.
     """
     model_path, metadata_path = classifier_paths(path)
-    os.makedirs(os.path.dirname(os.path.abspath(model_path)), exist_ok=True)
     _, height, width, channels = model.input.shape
     if height != width:
         raise ValueError(f"expected square inputs, got {height}x{width}")
@@ -198,29 +203,35 @@ def save_classifier(model: keras.Model, path: str, test_accuracy: float | None =
         "input_range": [-1.0, 1.0],
         "keras_version": keras.__version__,
     }
-    tmp_model = f"{model_path}.tmp{os.getpid()}.keras"
-    model.save(tmp_model)
-    os.replace(tmp_model, model_path)
-    tmp_metadata = f"{metadata_path}.tmp{os.getpid()}"
-    with open(tmp_metadata, "w") as f:
-        json.dump(metadata, f, indent=2)
-    os.replace(tmp_metadata, metadata_path)
+    with tempfile.TemporaryDirectory(prefix="sagan-classifier-") as scratch:  # Keras writes local files only
+        local_model = os.path.join(scratch, DEFAULT_STEM + ".keras")
+        model.save(local_model)
+        with open(local_model, "rb") as f:
+            files.atomic_write_bytes(model_path, f.read())
+    files.atomic_write_json(metadata_path, metadata, indent=2)
     return model_path, metadata_path
 
 
 def load_classifier(path: str) -> tuple[keras.Model, dict]:
     """Load a classifier written by :func:`save_classifier`: returns (model, metadata)."""
     model_path, metadata_path = classifier_paths(path)
-    missing = [p for p in (model_path, metadata_path) if not os.path.isfile(p)]
+    missing = [p for p in (model_path, metadata_path) if not files.exists(p) or files.isdir(p)]
     if missing:
         raise FileNotFoundError(
             f"No trained classifier at {path!r} (missing {', '.join(missing)}). Nothing is "
             "downloaded at run time: train one with trainers/classifier.py (which calls "
             "sagan_tf.evaluation.classifier.train_classifier and save_classifier) and pass "
             "classifier:<the .keras file or its directory>.")
-    with open(metadata_path) as f:
-        metadata = json.load(f)
-    model = keras.saving.load_model(model_path, compile=False)
+    metadata = files.read_json(metadata_path)
+    local_model = files.local_path(model_path)
+    if local_model is not None:
+        model = keras.saving.load_model(local_model, compile=False)
+    else:  # Keras opens local files only: load a scratch copy of the bytes
+        with tempfile.TemporaryDirectory(prefix="sagan-classifier-") as scratch:
+            local_model = os.path.join(scratch, DEFAULT_STEM + ".keras")
+            with open(local_model, "wb") as f:
+                f.write(files.read_bytes(model_path))
+            model = keras.saving.load_model(local_model, compile=False)
     feature_dim, num_classes = _output_dims(model)
     if num_classes != metadata["num_classes"] or model.input.shape[-1] != metadata["channels"]:
         raise ValueError(f"{model_path} does not match its metadata {metadata_path}")
