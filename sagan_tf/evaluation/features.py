@@ -12,7 +12,8 @@ A feature network is any object with
   Inputs are resized (bilinear, antialiased) to ``image_size`` and converted to the channel
   count the network wants (grey tiled to RGB, RGB averaged to grey).
 
-Three implementations, all loaded from local files (nothing is downloaded at run time):
+Three implementations, all loaded from files the user provides (nothing is downloaded at run time):
+local paths or any URI `tf.io.gfile` reads (``file:///...``, ``gs://...``):
 
 * :class:`SavedModelFeatureNetwork` -- an Inception-v3 SavedModel (signature below);
 * :class:`KerasInceptionV3FeatureNetwork` -- ``keras.applications.InceptionV3`` + a local weights file;
@@ -38,11 +39,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from sagan_tf import files
 from sagan_tf.evaluation import classifier as classifier_lib
 
 __all__ = [
@@ -89,9 +92,13 @@ def prepare_images(images, image_size: int, channels: int = 3) -> tf.Tensor:
     return images
 
 
+def _is_file(path: str) -> bool:
+    return files.exists(path) and not files.isdir(path)
+
+
 def _file_digest(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with tf.io.gfile.GFile(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()[:16]
@@ -107,13 +114,13 @@ def _to_numpy_pair(features, logits) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------------------------
 
 class SavedModelFeatureNetwork:
-    """A SavedModel with the signature in this module's docstring, loaded from a local directory."""
+    """A SavedModel with the signature in this module's docstring, loaded from a directory (local or a URI)."""
 
     def __init__(self, path: str, name: str = "inception_v3_pool3", features_key: str = "pool_3",
                  logits_key: str = "logits", signature: str = "serving_default",
                  image_size: int | None = None):
         path = os.fspath(path)
-        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        if not _is_file(files.join(path, "saved_model.pb")):
             raise FileNotFoundError(
                 f"No SavedModel at {path!r} (no saved_model.pb). Nothing is downloaded at run "
                 "time: on a machine with internet access, save the TF-GAN eval Inception "
@@ -151,7 +158,7 @@ class SavedModelFeatureNetwork:
         try:
             return str(tf.saved_model.experimental.read_fingerprint(path).saved_model_checksum)
         except Exception:  # SavedModels written before TF 2.12 have no fingerprint.pb
-            return _file_digest(os.path.join(path, "saved_model.pb"))
+            return _file_digest(files.join(path, "saved_model.pb"))
 
     def __call__(self, images) -> tuple[np.ndarray, np.ndarray]:
         x = prepare_images(images, self.image_size, channels=3)
@@ -184,7 +191,7 @@ class KerasInceptionV3FeatureNetwork:
     def __init__(self, weights_path: str, name: str = "keras_inception_v3_avg_pool",
                  image_size: int = 299, num_classes: int = 1000):
         weights_path = os.fspath(weights_path)
-        if not os.path.isfile(weights_path):
+        if not _is_file(weights_path):
             raise FileNotFoundError(
                 f"No InceptionV3 weights file at {weights_path!r}. Nothing is downloaded at run "
                 "time: on a machine with internet access run "
@@ -198,7 +205,7 @@ class KerasInceptionV3FeatureNetwork:
             base = keras.applications.InceptionV3(
                 weights=None, include_top=True, input_shape=(self.image_size, self.image_size, 3),
                 classes=num_classes, classifier_activation=None)
-            base.load_weights(weights_path)
+            _load_weights(base, weights_path)
             self.model = keras.Model(base.input, [base.get_layer("avg_pool").output, base.output])
         self._predict = tf.function(lambda x: self.model(x, training=False),
                                     reduce_retracing=True)
@@ -206,6 +213,20 @@ class KerasInceptionV3FeatureNetwork:
     def __call__(self, images) -> tuple[np.ndarray, np.ndarray]:
         features, logits = self._predict(prepare_images(images, self.image_size, channels=3))
         return _to_numpy_pair(features, logits)
+
+
+def _load_weights(model: keras.Model, weights_path: str) -> None:
+    """`model.load_weights` of a file anywhere: Keras (h5py) reads local files, so others go through a scratch copy."""
+    local = files.local_path(weights_path)
+    if local is not None:
+        model.load_weights(local)
+        return
+    suffix = os.path.splitext(weights_path)[1] or ".h5"  # Keras picks the weights format by the extension
+    with tempfile.TemporaryDirectory(prefix="sagan-weights-") as scratch:
+        copy = os.path.join(scratch, "weights" + suffix)
+        with open(copy, "wb") as f:
+            f.write(files.read_bytes(weights_path))
+        model.load_weights(copy)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,7 +272,7 @@ def load_feature_network(spec: str):
     if not sep or kind not in _KINDS or not path:
         raise ValueError(f"feature network spec must be KIND:PATH with KIND one of "
                          f"{sorted(_KINDS)}, got {spec!r}")
-    return _KINDS[kind](os.path.expanduser(path))
+    return _KINDS[kind](path if files.is_uri(path) else os.path.expanduser(path))
 
 
 # ----------------------------------------------------------------------------------------------
