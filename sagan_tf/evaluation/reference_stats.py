@@ -6,18 +6,20 @@ it is done once and saved as an .npz file. The file records which network (name 
 fingerprint), which data set and how many examples produced it, because statistics from a
 different network silently give a meaningless FID: loading a mismatching cache raises
 :class:`ReferenceStatsMismatchError` instead of recomputing over someone else's file.
+
+The cache is read and written through `tf.io.gfile` (atomically), so it may sit beside a run in a
+bucket (``gs://...``) as well as on local disk or under ``file:///...``.
 """
 from __future__ import annotations
 
 import logging
-import os
 import re
 
 import numpy as np
 
+from sagan_tf import files
 from sagan_tf.evaluation.features import iterate_features
 from sagan_tf.evaluation.metrics import GaussianStatsAccumulator
-from sagan_tf.files import atomic_save_npz
 
 __all__ = [
     "ReferenceStatsMismatchError",
@@ -66,7 +68,7 @@ def reference_stats_filename(network_name: str, dataset_name: str, num_examples:
 
 
 def save_reference_stats(path: str, stats: dict) -> None:
-    """Write `stats` to `path` atomically: a temporary file in the same directory, then os.replace."""
+    """Write `stats` to `path` (local or a URI) atomically: a temporary file beside it, then a rename."""
     arrays = {
         "format_version": np.int64(FORMAT_VERSION),
         "mu": np.asarray(stats["mu"], dtype=np.float64),
@@ -75,15 +77,15 @@ def save_reference_stats(path: str, stats: dict) -> None:
     }
     for key in _STRING_KEYS:
         arrays[key] = np.str_(stats.get(key) or "")
-    atomic_save_npz(path, **arrays)
+    files.atomic_save_npz(path, **arrays)
 
 
 def load_reference_stats(path: str) -> dict:
     """Read a file written by :func:`save_reference_stats` (no pickles are loaded)."""
-    with np.load(path, allow_pickle=False) as data:
-        stats = {"mu": data["mu"], "sigma": data["sigma"], "num": int(data["num"])}
-        for key in _STRING_KEYS:
-            stats[key] = str(data[key])
+    data = files.load_npz(path)
+    stats = {"mu": data["mu"], "sigma": data["sigma"], "num": int(data["num"])}
+    for key in _STRING_KEYS:
+        stats[key] = str(data[key])
     return stats
 
 
@@ -119,8 +121,8 @@ def load_or_compute_reference_stats(cache_path: str, network, dataset_iterable,
 
     Returns the dict of :func:`compute_reference_stats` plus ``dataset_name``.
     """
-    if os.path.isdir(cache_path):
-        cache_path = os.path.join(cache_path,
+    if files.isdir(cache_path):
+        cache_path = files.join(cache_path,
                                   reference_stats_filename(network.name, dataset_name, num_examples))
     expected = {
         "network_name": network.name,
@@ -128,7 +130,7 @@ def load_or_compute_reference_stats(cache_path: str, network, dataset_iterable,
         "dataset_name": dataset_name,
         "num": int(num_examples),
     }
-    if os.path.exists(cache_path):
+    if files.exists(cache_path):
         stats = load_reference_stats(cache_path)
         _check_matches(cache_path, stats, expected)
         logging.info("loaded reference statistics from %s", cache_path)
