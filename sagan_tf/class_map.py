@@ -8,19 +8,21 @@ label::
     {"ankle_boot": 0, "bag": 1, "coat": 2}
 
 Unconditional runs (``num_classes=0``) and datasets without names have no such file.
-This module only reads and writes JSON: it imports neither TensorFlow nor training code.
+This module only reads and writes JSON, through `tf.io.gfile` (`sagan_tf.files`), so the run or export
+may be local, ``file:///...`` or ``gs://...``; it imports no training code.
 """
 from __future__ import annotations
 
 import json
-import os
 from typing import Sequence
 
-from sagan_tf.files import atomic_write_bytes
+import tensorflow as tf
+
+from sagan_tf import files
 
 CLASS_MAP_FILE = "classes.json"
 #: Where an export keeps it, relative to the SavedModel version directory.
-EXPORT_CLASS_MAP = os.path.join("assets.extra", CLASS_MAP_FILE)
+EXPORT_CLASS_MAP = "assets.extra/" + CLASS_MAP_FILE
 
 
 def class_map_json(class_names: Sequence[str]) -> bytes:
@@ -31,20 +33,24 @@ def class_map_json(class_names: Sequence[str]) -> bytes:
 
 def write_class_map(directory: str, class_names: Sequence[str]) -> str:
     """Writes ``<directory>/classes.json`` atomically; returns its path."""
-    path = os.path.join(directory, CLASS_MAP_FILE)
-    atomic_write_bytes(path, class_map_json(class_names))
+    path = files.join(directory, CLASS_MAP_FILE)
+    files.atomic_write_bytes(path, class_map_json(class_names))
     return path
 
 
 def find_class_map(location: str) -> str | None:
     """The ``classes.json`` that `location` names or holds: the file itself, ``<dir>/classes.json`` (a run
     directory) or ``<dir>/assets.extra/classes.json`` (an exported SavedModel version); None if none."""
-    if os.path.isfile(location):
+    if _is_file(location):
         return location
-    for candidate in (os.path.join(location, CLASS_MAP_FILE), os.path.join(location, EXPORT_CLASS_MAP)):
-        if os.path.isfile(candidate):
+    for candidate in (files.join(location, CLASS_MAP_FILE), files.join(location, EXPORT_CLASS_MAP)):
+        if _is_file(candidate):
             return candidate
     return None
+
+
+def _is_file(path: str) -> bool:
+    return files.exists(path) and not files.isdir(path)
 
 
 def read_class_map(path: str) -> list[str]:
@@ -54,9 +60,8 @@ def read_class_map(path: str) -> list[str]:
       ValueError: the file is not a JSON object whose labels are exactly 0 .. n-1 (the message names it).
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            mapping = json.load(f)
-    except (OSError, ValueError) as error:
+        mapping = files.read_json(path)
+    except (OSError, tf.errors.OpError, ValueError) as error:
         raise ValueError(f"cannot read the class map {path}: {error}") from error
     if not isinstance(mapping, dict) or not all(isinstance(v, int) and not isinstance(v, bool)
                                                 for v in mapping.values()):
@@ -71,8 +76,8 @@ def read_class_map(path: str) -> list[str]:
 def run_class_names(model_dir: str, config=None) -> list[str]:
     """The class names of the training run in `model_dir`: its ``classes.json``, else ``config.class_names``
     (from config.json); [] when the run recorded none."""
-    path = os.path.join(model_dir, CLASS_MAP_FILE)
-    if os.path.isfile(path):
+    path = files.join(model_dir, CLASS_MAP_FILE)
+    if _is_file(path):
         return read_class_map(path)
     names = config.get("class_names") if config is not None else None
     return [str(name) for name in names or ()]
