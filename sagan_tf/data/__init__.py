@@ -2,7 +2,9 @@
 
 Every pipeline yields `(images float32 [B, H, W, C] in [-1, 1], labels int32 [B])` batched by the GLOBAL
 batch size `B`, forever, in an order fixed by `seed`, and can resume exactly at any step
-(`start_step`); see `sagan_tf.data.common` for how.
+(`start_step`); see `sagan_tf.data.common` for how. Every directory (`data_dir`, `manual_dir`) may be a
+local path or a URI TensorFlow has a filesystem for (``file:///...``, ``gs://...``): files are listed and
+read through `tf.io.gfile`.
 
 `build_dataset(config)` picks the pipeline named by `config.dataset`:
 
@@ -14,7 +16,6 @@ batch size `B`, forever, in an order fixed by `seed`, and can resume exactly at 
 from __future__ import annotations
 
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from sagan_tf.data.common import center_crop_and_resize, to_model_range
 from sagan_tf.data.fashion_mnist import (FASHION_MNIST_CLASSES, IdxFormatError, fashion_mnist_dataset,
@@ -62,7 +63,7 @@ def describe_share(config, data_dir: str | None,
                    input_context: tf.distribute.InputContext | None = None) -> str:
     """One line for the log: what this input pipeline of a TFDS dataset reads."""
     name = str(config.dataset)[len(_TFDS_PREFIX):]
-    return tfds_pipeline.pipeline_share(tfds.builder(name, data_dir=data_dir), "train", input_context)
+    return tfds_pipeline.pipeline_share(tfds_pipeline.tfds_builder(name, data_dir), "train", input_context)
 
 
 def build_dataset(config, *, data_dir: str | None = None, start_step: int = 0,

@@ -22,6 +22,11 @@ things training needs from a reader:
   Each pipeline's stream is deterministic, so resuming stays exact per host.
 
 Records are parsed and decoded only after the shuffle and the resume skip: those move bytes, not pixels.
+
+`data_dir` and `manual_dir` may be local paths or URIs. This module checks them through `tf.io.gfile`;
+TFDS (through etils.epath) takes local paths and cloud URIs such as ``gs://`` but not ``file://``, so
+`tfds_path` hands it a ``file://`` path as the local path it names and passes every other form through
+untouched. The record files are read by `tf.data.TFRecordDataset`, which knows every TF filesystem.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from sagan_tf import files
 from sagan_tf.data import common
 
 IMAGE_KEY = "image"
@@ -54,6 +60,23 @@ MANUAL_ARCHIVES = {
 #: How long a non-chief worker waits for the chief to prepare the dataset, by default (seconds).
 #: Preparing ImageNet from its archives takes hours.
 DEFAULT_PREPARE_TIMEOUT = 24 * 3600
+
+
+_FILE_SCHEME = "file://"
+
+
+def tfds_path(path: str | None) -> str | None:
+    """`path` as TFDS takes it: a ``file://`` URI becomes its local path (etils.epath, which TFDS opens
+    paths with, has no ``file://`` scheme); local paths and other URIs (``gs://``, ...) are unchanged."""
+    if path is None:
+        return None
+    path = os.fspath(path)
+    return path[len(_FILE_SCHEME):] if path.startswith(_FILE_SCHEME) else path
+
+
+def tfds_builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
+    """`tfds.builder(name, data_dir=...)` for any `data_dir` this project accepts (see `tfds_path`)."""
+    return tfds.builder(name, data_dir=tfds_path(data_dir))
 
 
 @dataclass(frozen=True)
@@ -238,48 +261,48 @@ def prepare_dataset(name: str, *, data_dir: str | None = None, manual_dir: str |
       ValueError: an archive in `manual_dir` is truncated or not a tar (named).
       TimeoutError: `wait=True` and the dataset was not prepared in time.
     """
-    builder = tfds.builder(name, data_dir=data_dir)
-    if builder.is_prepared():
-        return builder
+    dataset = tfds_builder(name, data_dir)
+    if dataset.is_prepared():
+        return dataset
     if wait:
         deadline = time.monotonic() + timeout
-        while not builder.is_prepared():
+        while not dataset.is_prepared():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"TFDS dataset {name!r} was not prepared in {builder.data_dir} within "
+                raise TimeoutError(f"TFDS dataset {name!r} was not prepared in {dataset.data_dir} within "
                                    f"{timeout:g} s; the chief prepares it (from config.manual_dir) - check its "
                                    "log, or prepare it beforehand with the trainer on one host")
             time.sleep(poll_seconds)
-            builder = tfds.builder(name, data_dir=data_dir)
-        return builder
+            dataset = tfds_builder(name, data_dir)
+        return dataset
     if manual_dir is None:
         raise FileNotFoundError(
-            f"TFDS dataset {builder.name!r} is not prepared in {builder.data_dir} and sagan-tf never "
+            f"TFDS dataset {dataset.name!r} is not prepared in {dataset.data_dir} and sagan-tf never "
             "downloads at run time. Prepare it beforehand (`tfds build "
-            f"{builder.name} --data_dir=...` on a machine with internet access) or pass manual_dir= "
+            f"{dataset.name} --data_dir=...` on a machine with internet access) or pass manual_dir= "
             "a directory holding the original archives (for imagenet2012: ILSVRC2012_img_train.tar "
             "and ILSVRC2012_img_val.tar).")
-    check_manual_dir(builder, manual_dir)
+    check_manual_dir(dataset, manual_dir)
     if data_dir is not None:
-        os.makedirs(data_dir, exist_ok=True)
-    print(f"Preparing TFDS dataset {builder.name!r} in {builder.data_dir} from {manual_dir} (once) ...", flush=True)
+        files.makedirs(data_dir)
+    print(f"Preparing TFDS dataset {dataset.name!r} in {dataset.data_dir} from {manual_dir} (once) ...", flush=True)
     try:
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            manual_dir=manual_dir, try_download_gcs=False))
-    except (tarfile.TarError, EOFError, OSError) as error:
-        raise ValueError(f"preparing TFDS dataset {builder.name!r} from {manual_dir} failed: {error}. "
-                         f"Nothing was written to {builder.data_dir} (TFDS keeps unfinished work in an "
+        dataset.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=tfds_path(manual_dir), try_download_gcs=False))
+    except (tarfile.TarError, EOFError, OSError, tf.errors.OpError) as error:
+        raise ValueError(f"preparing TFDS dataset {dataset.name!r} from {manual_dir} failed: {error}. "
+                         f"Nothing was written to {dataset.data_dir} (TFDS keeps unfinished work in an "
                          "'incomplete.*' directory, removed on the next attempt)") from error
-    return tfds.builder(name, data_dir=data_dir)
+    return tfds_builder(name, data_dir)
 
 
 def check_manual_dir(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None:
     """Fails, naming the file, if `manual_dir` cannot give a complete dataset without the network."""
-    if not os.path.isdir(manual_dir):
+    if not files.isdir(manual_dir):
         raise FileNotFoundError(f"manual_dir {manual_dir} for TFDS dataset {builder.name!r} does not exist")
     if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
         for archive in MANUAL_ARCHIVES.get(builder.name, ()):
-            path = os.path.join(manual_dir, archive)
-            if not os.path.exists(path):
+            path = files.join(manual_dir, archive)
+            if not files.exists(path):
                 raise FileNotFoundError(f"cannot prepare TFDS dataset {builder.name!r}: {manual_dir} lacks "
                                         f"{archive}")
             check_tar(path)
@@ -291,7 +314,7 @@ def check_manual_dir(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None
             f"verified that preparing it from {manual_dir} would not use the network; prepare "
             f"it beforehand with `tfds build {builder.name} --data_dir=...`")
     missing = sorted(info.filename for info in url_infos.values()
-                     if not os.path.exists(os.path.join(manual_dir, info.filename)))
+                     if not files.exists(files.join(manual_dir, info.filename)))
     if missing:
         raise FileNotFoundError(
             f"cannot prepare TFDS dataset {builder.name!r} offline: {manual_dir} lacks "
@@ -300,10 +323,11 @@ def check_manual_dir(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None
 
 def check_tar(path: str) -> None:
     """Reads the member headers of the tar at `path` (seeking past the data: seconds even for ImageNet's
-    140 GB) and fails, naming the file and member, if it is not a tar or was cut short."""
-    size = os.path.getsize(path)
+    140 GB) and fails, naming the file and member, if it is not a tar or was cut short. Read through
+    `tf.io.gfile`, so the archive may sit in a bucket."""
+    size = tf.io.gfile.stat(path).length
     try:
-        with tarfile.open(path, mode="r:") as archive:
+        with tf.io.gfile.GFile(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:") as archive:
             members = 0
             for member in archive:
                 members += 1
