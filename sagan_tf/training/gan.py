@@ -103,11 +103,14 @@ class SAGAN(keras.Model):
         start = replica * local_batch
         return z[start:start + local_batch], labels[start:start + local_batch]
 
-    def _apply(self, optimizer, tape, loss, variables):
-        """Applies the gradients of `loss`; returns their global norm, unscaled, for this replica's batch
-        (the gradients here are this replica's share, 1/N of its batch-mean gradient on N replicas)."""
+    def _apply(self, optimizer, tape, scaled_loss, variables):
+        """Applies the gradients of `scaled_loss` (`optimizer.scale_loss(loss)`, computed under `tape`);
+        returns their global norm, unscaled, for this replica's batch (the gradients here are this
+        replica's share, 1/N of its batch-mean gradient on N replicas). Under mixed_float16 the norm is
+        not finite exactly when the optimizer skips the update (its loss scale halves; `step` still
+        advances: training.loop.StepCountingLossScaleOptimizer)."""
         scale = optimizer.scale_loss(tf.constant(1.0))  # a LossScaleOptimizer's dynamic scale, else 1
-        grads = tape.gradient(optimizer.scale_loss(loss), variables)
+        grads = tape.gradient(scaled_loss, variables)
         optimizer.apply_gradients(zip(grads, variables))
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync if context else 1
@@ -131,8 +134,8 @@ class SAGAN(keras.Model):
                     training=True)
                 real_logits, fake_logits = logits[:local_batch], logits[local_batch:]
                 per_example = self.d_loss_fn(real_logits, fake_logits)
-                d_loss = tf.nn.compute_average_loss(per_example)
-            d_grad_norm = self._apply(self.d_optimizer, tape, d_loss, self.discriminator.trainable_variables)
+                scaled_d_loss = self.d_optimizer.scale_loss(tf.nn.compute_average_loss(per_example))
+            d_grad_norm = self._apply(self.d_optimizer, tape, scaled_d_loss, self.discriminator.trainable_variables)
 
         # 2. One generator update, with G's one power iteration of the step; D's advanced in its own
         #    update (here D runs in inference mode).
@@ -141,8 +144,8 @@ class SAGAN(keras.Model):
             fake_logits_g = self.discriminator((self.generator((z, fake_labels), training=True), fake_labels),
                                                training=False)
             g_per_example = self.g_loss_fn(fake_logits_g)
-            g_loss = tf.nn.compute_average_loss(g_per_example)
-        g_grad_norm = self._apply(self.g_optimizer, tape, g_loss, self.generator.trainable_variables)
+            scaled_g_loss = self.g_optimizer.scale_loss(tf.nn.compute_average_loss(g_per_example))
+        g_grad_norm = self._apply(self.g_optimizer, tape, scaled_g_loss, self.generator.trainable_variables)
 
         # 3. EMA of G (a copy until ema_start).
         decay = tf.where(self.step >= self.ema_start, self.ema_decay, 0.0)
