@@ -20,18 +20,13 @@ Restoring survives a damaged directory (:meth:`CheckpointManager.restore_latest`
   readable ones), so a run never silently starts again from step 0 over its own checkpoints.
 """
 import os
-import re
-import shutil
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf.files import atomic_write_bytes
-
-CHECKPOINT_PREFIX = "ckpt"
-INDEX_FILE = "checkpoint"
-UNREADABLE_DIR = "unreadable"
+from sagan_tf import files, run_dir
+from sagan_tf.run_dir import CHECKPOINT_INDEX, UNREADABLE_DIR, checkpoint_files, unreadable_reason
 
 
 class NonFiniteError(RuntimeError):
@@ -40,8 +35,8 @@ class NonFiniteError(RuntimeError):
 
 def make_checkpoint(model):
     return tf.train.Checkpoint(generator=model.generator, discriminator=model.discriminator,
-                               ema_generator=model.ema_generator, g_optimizer=model.g_optimizer,
-                               d_optimizer=model.d_optimizer)
+                               g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer,
+                               **{run_dir.EMA_GENERATOR: model.ema_generator})
 
 
 def non_finite_weights(model):
@@ -54,30 +49,10 @@ def non_finite_weights(model):
     return bad
 
 
-def checkpoint_files(directory):
-    """{step: prefix} of the complete-looking checkpoints (``ckpt-<N>.index`` present) in `directory`."""
-    found = {}
-    for name in (os.listdir(directory) if os.path.isdir(directory) else []):
-        match = re.fullmatch(rf"{CHECKPOINT_PREFIX}-(\d+)\.index", name)
-        if match:
-            found[int(match.group(1))] = os.path.join(directory, name[:-len(".index")])
-    return found
-
-
-def unreadable_reason(prefix):
-    """None if every tensor of checkpoint `prefix` reads back (checksums verified), else why not."""
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)
-    except (IndexError, ValueError, OSError, tf.errors.OpError) as error:
-        return f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
-    return None
-
-
 def _step_of(prefix):
-    match = re.search(rf"{CHECKPOINT_PREFIX}-(\d+)$", prefix)
-    return int(match.group(1)) if match else -1
+    """The step of a checkpoint prefix, -1 for a name without one (sorts first)."""
+    step = run_dir.step_of(prefix)
+    return -1 if step is None else step
 
 
 class CheckpointManager:
@@ -111,7 +86,7 @@ class CheckpointManager:
         """(prefixes newest first, the index's state or None, whether the index file is missing/unreadable)."""
         on_disk = checkpoint_files(self.directory)
         state, index_broken = None, False
-        if os.path.exists(os.path.join(self.directory, INDEX_FILE)):
+        if files.exists(files.join(self.directory, CHECKPOINT_INDEX)):
             try:
                 state = tf.train.get_checkpoint_state(self.directory)
             except (ValueError, tf.errors.OpError, UnicodeDecodeError):
@@ -123,7 +98,7 @@ class CheckpointManager:
         if state is not None:
             for path in list(state.all_model_checkpoint_paths) + [state.model_checkpoint_path]:
                 if path:
-                    path = path if os.path.isabs(path) else os.path.join(self.directory, path)
+                    path = path if files.is_uri(path) or os.path.isabs(path) else files.join(self.directory, path)
                     listed[_step_of(path)] = path
         candidates = {**listed, **on_disk}
         return [candidates[step] for step in sorted(candidates, reverse=True)], state, index_broken
@@ -131,29 +106,29 @@ class CheckpointManager:
     def _move_aside(self, prefix, reason):
         """Moves the files of `prefix` to unreadable/<time>/ (never deletes them); returns the new place."""
         stamp = time.strftime("%Y%m%dT%H%M%S")
-        target = os.path.join(self.directory, UNREADABLE_DIR, f"{stamp}-{os.getpid()}")
-        os.makedirs(target, exist_ok=True)
+        target = files.join(self.directory, UNREADABLE_DIR, f"{stamp}-{os.getpid()}")
+        files.makedirs(target)
         base = os.path.basename(prefix)
         moved = []
-        for name in os.listdir(self.directory):
+        for name in files.listdir(self.directory):
             if name == base + ".index" or name.startswith(base + ".data-"):
-                os.replace(os.path.join(self.directory, name), os.path.join(target, name))
+                tf.io.gfile.rename(files.join(self.directory, name), files.join(target, name), overwrite=True)
                 moved.append(name)
-        with open(os.path.join(target, "REASON.txt"), "w") as f:
-            f.write(f"{base}: {reason}\nmoved here at {stamp} by pid {os.getpid()}; files: {moved}\n")
-        return os.path.join(target, base)
+        files.atomic_write_text(files.join(target, "REASON.txt"),
+                                f"{base}: {reason}\nmoved here at {stamp} by pid {os.getpid()}; files: {moved}\n")
+        return files.join(target, base)
 
     def _write_index(self, readable):
         """Writes the `checkpoint` index file listing `readable` (prefixes, oldest first), atomically, with
         paths relative to the directory as tf.train.CheckpointManager writes them."""
         names = [os.path.basename(prefix) for prefix in readable]
         # The save times let max_to_keep garbage-collect them later (without them TF keeps them forever).
-        times = [os.path.getmtime(prefix + ".index") for prefix in readable]
+        times = [tf.io.gfile.stat(prefix + ".index").mtime_nsec / 1e9 for prefix in readable]
         text = (f'model_checkpoint_path: "{names[-1]}"\n'
                 + "".join(f'all_model_checkpoint_paths: "{n}"\n' for n in names)
                 + "".join(f"all_model_checkpoint_timestamps: {t!r}\n" for t in times)
                 + f"last_preserved_timestamp: {min(times) - 1.0!r}\n")
-        atomic_write_bytes(os.path.join(self.directory, INDEX_FILE), text.encode())
+        files.atomic_write_text(files.join(self.directory, CHECKPOINT_INDEX), text)
 
     def restore_latest(self):
         """Restores the newest readable checkpoint if there is one; returns the step it holds (0 if none).
@@ -167,7 +142,7 @@ class CheckpointManager:
             self._tf_manager = None
             return 0
         if index_broken:
-            self.log(f"{self.directory}: the '{INDEX_FILE}' index file is missing or unreadable although "
+            self.log(f"{self.directory}: the '{CHECKPOINT_INDEX}' index file is missing or unreadable although "
                      f"{len(candidates)} checkpoint(s) exist ({', '.join(os.path.basename(c) for c in candidates)}); "
                      + ("rebuilding it from them." if self.repair else "using them (not rebuilding: not the chief)."))
         chosen, skipped = None, []
@@ -186,12 +161,12 @@ class CheckpointManager:
             raise RuntimeError(f"{self.directory} holds checkpoints but none can be read: "
                                f"{[(os.path.basename(p), r) for p, r in skipped]}. Nothing was restored or "
                                "overwritten; inspect or remove them (moved to "
-                               f"{os.path.join(self.directory, UNREADABLE_DIR)}) to start again from step 0.")
+                               f"{files.join(self.directory, UNREADABLE_DIR)}) to start again from step 0.")
         listed_latest = state.model_checkpoint_path if state is not None else None
         if self.repair and (index_broken or skipped or (listed_latest and
                                                         _step_of(listed_latest) != _step_of(chosen))):
             readable = [p for p in reversed(candidates) if _step_of(p) <= _step_of(chosen)
-                        and p not in dict(skipped) and os.path.exists(p + ".index")]
+                        and p not in dict(skipped) and files.exists(p + ".index")]
             self._write_index(readable)
         try:
             self._checkpoint.restore(chosen).assert_existing_objects_matched()
@@ -240,17 +215,15 @@ def _plain(value):
 def check_resume_config(config, model_dir):
     """Raises ConfigMismatchError naming every model field that differs from the run's config.json, when
     `model_dir` holds checkpoints (a run without any may change anything). Reads only."""
-    import json
-    checkpoints = os.path.join(model_dir, "checkpoints")
-    if not (checkpoint_files(checkpoints) or os.path.exists(os.path.join(checkpoints, INDEX_FILE))):
+    checkpoints = run_dir.checkpoint_dir(model_dir)
+    if not (checkpoint_files(checkpoints) or files.exists(files.join(checkpoints, CHECKPOINT_INDEX))):
         return
-    path = os.path.join(model_dir, "config.json")
-    try:
-        with open(path) as f:
-            stored = json.load(f)
-    except FileNotFoundError:
+    path = run_dir.config_file(model_dir)
+    if not files.exists(path):
         return  # nothing to compare with; restore still checks the variables
-    except (OSError, ValueError) as error:
+    try:
+        stored = files.read_json(path)
+    except (OSError, ValueError, tf.errors.OpError) as error:
         raise ConfigMismatchError(f"{path} cannot be read ({error}); it describes the checkpoints in {checkpoints}. "
                                   "Nothing was changed; repair or remove it.") from error
     differing = [f"{name}: the run has {_plain(stored.get(name))!r}, this config {_plain(config[name])!r} "

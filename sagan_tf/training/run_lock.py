@@ -10,7 +10,10 @@ kill it stays behind; the next run on the same host finds the pid dead (or now a
 and takes the lock over with a message. A lock from another host is never taken over: whether that
 process lives cannot be checked from here, so the error says how to remove it by hand.
 
-No TensorFlow here: the trainers take the lock before importing it.
+On a filesystem that is not local (``gs://``, any URI but ``file://``) there is no exclusive create:
+the lock is written through tf.io.gfile and read back, which refuses a second writer that starts
+after the first one's lock is visible, but not two that start within the same instant. Start one
+chief per bucket run directory.
 """
 import json
 import os
@@ -18,7 +21,10 @@ import socket
 import sys
 import time
 
-LOCK_FILE = ".lock"
+import tensorflow as tf
+
+from sagan_tf import files
+from sagan_tf.run_dir import LOCK_FILE
 # A lock file that exists but is still empty (its writer is between open and write) is "being
 # created" for this long before it counts as stale.
 EMPTY_GRACE_SECONDS = 10.0
@@ -58,7 +64,8 @@ class RunLock:
 
     def __init__(self, model_dir, log=None):
         self.model_dir = os.fspath(model_dir)
-        self.path = os.path.join(self.model_dir, LOCK_FILE)
+        self.path = files.join(self.model_dir, LOCK_FILE)
+        self._local = files.local_path(self.path)  # None on a filesystem without exclusive create
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.held = False
         self._content = None
@@ -69,10 +76,11 @@ class RunLock:
 
     def _read(self):
         """(info dict or None, raw text or None): None, None when there is no lock file."""
+        if not files.exists(self.path):
+            return None, None
         try:
-            with open(self.path) as f:
-                text = f.read()
-        except FileNotFoundError:
+            text = files.read_text(self.path)
+        except (OSError, tf.errors.NotFoundError):  # released meanwhile
             return None, None
         try:
             info = json.loads(text)
@@ -84,8 +92,8 @@ class RunLock:
         """Why the existing lock is stale (a string), or None if its holder may be alive."""
         if info is None:
             try:
-                age = time.time() - os.path.getmtime(self.path)
-            except OSError:
+                age = time.time() - tf.io.gfile.stat(self.path).mtime_nsec / 1e9
+            except (OSError, tf.errors.OpError):
                 return None
             if not text and age < EMPTY_GRACE_SECONDS:
                 return None  # being written right now
@@ -100,15 +108,30 @@ class RunLock:
             return f"pid {pid} now belongs to another process"
         return None
 
+    def _create_exclusive(self, content):
+        """Creates the lock file holding `content`; False if it already exists."""
+        if self._local is None:  # no exclusive create: refuse if visible, write, and check it is ours
+            if files.exists(self.path):
+                return False
+            files.atomic_write_text(self.path, content)
+            return True
+        try:
+            fd = os.open(self._local, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+
     def acquire(self):
-        os.makedirs(self.model_dir, exist_ok=True)
+        files.makedirs(self.model_dir)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid()),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv}
         content = json.dumps(info)
         for _ in range(5):  # a lost race against another taker starts over
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
+            if not self._create_exclusive(content):
                 holder, text = self._read()
                 if text is None:
                     continue  # released meanwhile
@@ -124,10 +147,6 @@ class RunLock:
                         f"{self.path} by hand.")
                 self._take_over(text, reason, holder)
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(content)
-                f.flush()
-                os.fsync(f.fileno())
             if self._read()[1] != content:  # someone took over an "unreadable" lock we were still writing
                 raise RunLockedError(f"{self.path} changed while it was being created; another trainer is starting "
                                      "on this model_dir.")
@@ -138,21 +157,25 @@ class RunLock:
     def _take_over(self, stale_text, reason, holder):
         """Removes the stale lock file if it still holds `stale_text` (renamed first, so that of two takers
         only one removes it, and a fresh lock created meanwhile is put back)."""
-        aside = f"{self.path}.stale-{os.getpid()}"
-        try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
-            return
-        with open(aside) as f:
-            now = f.read()
-        if now != stale_text:  # not the stale lock any more: give the new holder its file back
+        if self._local is None:  # no atomic rename-aside: remove it if it still holds the stale text
+            if self._read()[1] == stale_text:
+                files.remove(self.path)
+        else:
+            aside = f"{self._local}.stale-{os.getpid()}"
             try:
-                os.link(aside, self.path)  # fails if yet another lock exists; then that one stands
-            except OSError:
-                pass
+                os.rename(self._local, aside)
+            except FileNotFoundError:
+                return
+            with open(aside) as f:
+                now = f.read()
+            if now != stale_text:  # not the stale lock any more: give the new holder its file back
+                try:
+                    os.link(aside, self._local)  # fails if yet another lock exists; then that one stands
+                except OSError:
+                    pass
+                os.remove(aside)
+                return
             os.remove(aside)
-            return
-        os.remove(aside)
         what = self._describe(holder) if holder else "an unreadable lock"
         self.log(f"Taking over the stale lock {self.path} of {what}: {reason}.")
 
@@ -163,8 +186,8 @@ class RunLock:
         self.held = False
         if self._read()[1] == self._content:
             try:
-                os.remove(self.path)
-            except FileNotFoundError:
+                files.remove(self.path)
+            except (OSError, tf.errors.NotFoundError):
                 pass
 
     def __enter__(self):

@@ -1,0 +1,192 @@
+"""A training run's directory: the one place that knows its files and how to restore from it.
+
+    <model_dir>/
+        config.json              the run's config (written once the checkpoints are restored; checked on resume)
+        classes.json             class name -> label (runs with class names; see sagan_tf.class_map)
+        checkpoints/ckpt-<step>  tf.train checkpoints numbered by G step, and TF's `checkpoint` index file
+        checkpoints/unreadable/  damaged checkpoints moved aside by a resume (never deleted)
+        best/                    the best-FID checkpoint and best.json (periodic evaluation)
+        eval_history.jsonl       one line per periodic evaluation
+        eval_<step>.json         a `trainers.evaluate` record
+        reference_stats/         cached real-image statistics for FID/KID/precision-recall
+        samples/                 sample grids (PNG) by step
+        train/                   TensorBoard events
+        .lock                    the writer's pid and host while a run trains
+
+Every path may be a URI (`gs://`, `file://`, `ram://`): everything goes through `sagan_tf.files`.
+Sampling, export, evaluation and the trainers restore the EMA generator through :func:`load_ema_generator`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import ml_collections
+import tensorflow as tf
+
+from sagan_tf import files
+from sagan_tf.models import Generator
+from sagan_tf.models.architecture import model_fields
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_PREFIX = "ckpt"
+CHECKPOINT_INDEX = "checkpoint"
+UNREADABLE_DIR = "unreadable"
+BEST_DIR = "best"
+EVAL_HISTORY_FILE = "eval_history.jsonl"
+REFERENCE_CACHE = "reference_stats"
+SAMPLES_DIR = "samples"
+TENSORBOARD_DIR = "train"
+LOCK_FILE = ".lock"
+
+# The names a training checkpoint gives its objects (sagan_tf.training.checkpointing.make_checkpoint).
+EMA_GENERATOR = "ema_generator"
+
+
+class RunDirError(ValueError):
+    """A run directory, or a checkpoint in it, lacks what was asked for; the message names the path."""
+
+
+def config_file(model_dir: str) -> str:
+    return files.join(model_dir, CONFIG_FILE)
+
+
+def checkpoint_dir(model_dir: str) -> str:
+    return files.join(model_dir, CHECKPOINT_DIR)
+
+
+def best_dir(model_dir: str) -> str:
+    return files.join(model_dir, BEST_DIR)
+
+
+def eval_history_file(model_dir: str) -> str:
+    return files.join(model_dir, EVAL_HISTORY_FILE)
+
+
+def reference_cache(model_dir: str) -> str:
+    return files.join(model_dir, REFERENCE_CACHE)
+
+
+def samples_dir(model_dir: str) -> str:
+    return files.join(model_dir, SAMPLES_DIR)
+
+
+def tensorboard_dir(model_dir: str) -> str:
+    return files.join(model_dir, TENSORBOARD_DIR)
+
+
+def eval_record_file(model_dir: str, name) -> str:
+    return files.join(model_dir, f"eval_{name}.json")
+
+
+def is_run_dir(model_dir: str) -> bool:
+    return files.exists(config_file(model_dir))
+
+
+def read_config(model_dir: str) -> ml_collections.ConfigDict:
+    """The config the run recorded in ``<model_dir>/config.json``."""
+    path = config_file(model_dir)
+    if not files.isdir(model_dir):
+        raise RunDirError(f"model_dir {model_dir!r} does not exist or is not a directory.")
+    if not files.exists(path):
+        raise RunDirError(f"{path!r} does not exist: {model_dir!r} is not a training run directory "
+                          f"(training writes {CONFIG_FILE} there).")
+    try:
+        return ml_collections.ConfigDict(files.read_json(path))
+    except (OSError, ValueError, tf.errors.OpError) as error:
+        raise RunDirError(f"could not read the run config {path!r}: {error}") from error
+
+
+def write_config(model_dir: str, config) -> None:
+    files.atomic_write_text(config_file(model_dir), config.to_json_best_effort(indent=2))
+
+
+def step_of(prefix: str | None) -> int | None:
+    """The G step in a checkpoint prefix's ``ckpt-<step>`` name; None for another name."""
+    match = re.search(rf"{CHECKPOINT_PREFIX}-(\d+)$", prefix or "")
+    return int(match.group(1)) if match else None
+
+
+def checkpoint_files(directory: str) -> dict[int, str]:
+    """{step: prefix} of the complete-looking checkpoints (``ckpt-<N>.index`` present) in `directory`."""
+    found = {}
+    for name in files.listdir(directory) if files.isdir(directory) else []:
+        match = re.fullmatch(rf"{CHECKPOINT_PREFIX}-(\d+)\.index", name)
+        if match:
+            found[int(match.group(1))] = files.join(directory, name[:-len(".index")])
+    return found
+
+
+def unreadable_reason(prefix: str) -> str | None:
+    """None if every tensor of checkpoint `prefix` reads back (checksums verified), else why not."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (IndexError, ValueError, OSError, tf.errors.OpError) as error:
+        return f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+    return None
+
+
+def find_checkpoint(model_dir: str, checkpoint: str | None = None) -> str:
+    """The checkpoint prefix to restore: `checkpoint` (a prefix, or a directory whose latest is taken),
+    else the latest of ``<model_dir>/checkpoints``."""
+    if checkpoint:
+        if files.isdir(checkpoint):
+            found = tf.train.latest_checkpoint(checkpoint)
+            if found is None:
+                raise RunDirError(f"--checkpoint={checkpoint!r} is a directory without a checkpoint "
+                                  f"(no '{CHECKPOINT_INDEX}' index file naming one).")
+            return found
+        if not files.exists(checkpoint + ".index"):
+            raise RunDirError(f"--checkpoint={checkpoint!r} is not a checkpoint: {checkpoint + '.index'!r} does not "
+                              f"exist (pass a prefix like <model_dir>/{CHECKPOINT_DIR}/{CHECKPOINT_PREFIX}-1000).")
+        return checkpoint
+    directory = checkpoint_dir(model_dir)
+    found = tf.train.latest_checkpoint(directory) if files.isdir(directory) else None
+    if found is None:
+        raise RunDirError(f"no checkpoint in {directory!r}: train first, or pass --checkpoint.")
+    return found
+
+
+def restore_ema_generator(config, checkpoint: str) -> Generator:
+    """A float32 Generator holding the EMA weights of `checkpoint` (a prefix), for sampling, evaluation
+    and export, whatever precision and strategy the run trained with.
+
+    Fails if the checkpoint cannot be read, or if any generator variable is missing from it (a config that
+    does not match the run), instead of returning freshly initialised weights.
+    """
+    spec = model_fields(config)
+    spec["sync_bn"] = False  # cross-replica BN only differs in training; inference needs no distribution context
+    generator = Generator(spec, dtype="float32", name=EMA_GENERATOR)
+    generator.build()
+    reason = unreadable_reason(checkpoint)
+    if reason:
+        raise RunDirError(f"checkpoint {checkpoint!r} cannot be read ({reason}); use an older one with "
+                          f"--checkpoint=<model_dir>/{CHECKPOINT_DIR}/{CHECKPOINT_PREFIX}-<N> (resuming the run "
+                          "falls back by itself).")
+    try:
+        status = tf.train.Checkpoint(**{EMA_GENERATOR: generator}).restore(checkpoint)
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError) as error:  # missing variables, or the shapes of another config
+        raise RunDirError(f"checkpoint {checkpoint!r} does not hold this run's EMA generator as config.json "
+                          f"describes it (model fields {spec}): {str(error).splitlines()[0][:400]}") from error
+    status.expect_partial()  # G, D and the optimizers are in the checkpoint too
+    return generator
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoredGenerator:
+    """What :func:`load_ema_generator` gives: the network and where it came from."""
+    generator: Generator
+    config: ml_collections.ConfigDict
+    checkpoint: str
+    step: int | None
+
+
+def load_ema_generator(model_dir: str, checkpoint: str | None = None) -> RestoredGenerator:
+    """The EMA generator of the run in `model_dir` (float32), from `checkpoint` or the latest one."""
+    config = read_config(model_dir)
+    prefix = find_checkpoint(model_dir, checkpoint)
+    return RestoredGenerator(restore_ema_generator(config, prefix), config, prefix, step_of(prefix))
