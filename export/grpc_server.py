@@ -48,10 +48,7 @@ batching, version polling / hot reload, warmup replay, model management (one mod
 labels), Classify/Regress/MultiInference (UNIMPLEMENTED), REST API, TLS or monitoring.
 """
 import asyncio
-import json
 import math
-import os
-import re
 import signal
 import sys
 import threading
@@ -60,10 +57,10 @@ from concurrent import futures
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
-DEFAULT_SIGNATURE = "serving_default"
+from export.exported import DEFAULT_SIGNATURE, read_max_batch, read_signature_defs, resolve_saved_model
+
 SERVICE = "tensorflow.serving.PredictionService"
 # Largest request the server reads (gRPC's receive limit, also the largest declared input tensor):
 # a full serving_default batch (256 rows x z_dim 128 float32) is 128 KiB.
@@ -89,42 +86,6 @@ class RequestError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def resolve_saved_model(path):
-    """(version directory, version or None) for a SavedModel directory or an export base."""
-    path = os.path.abspath(path)
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        name = os.path.basename(path)
-        return path, int(name) if re.fullmatch(r"\d+", name) else None
-    versions = sorted(int(name) for name in (os.listdir(path) if os.path.isdir(path) else [])
-                      if re.fullmatch(r"\d+", name) and os.path.isfile(os.path.join(path, name, "saved_model.pb")))
-    if not versions:
-        raise FileNotFoundError(f"{path!r} is neither a SavedModel directory nor an export base with numeric "
-                                "version directories holding saved_model.pb.")
-    return os.path.join(path, str(versions[-1])), versions[-1]
-
-
-def read_signature_defs(saved_model_dir):
-    """{name: SignatureDef} of the 'serve' MetaGraph, read from saved_model.pb as TF-Serving does."""
-    saved_model = saved_model_pb2.SavedModel()
-    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
-        saved_model.ParseFromString(f.read())
-    for meta_graph in saved_model.meta_graphs:
-        if "serve" in meta_graph.meta_info_def.tags:
-            return {name: meta_graph.signature_def[name] for name in meta_graph.signature_def
-                    if not name.startswith("__")}
-    raise ValueError(f"{saved_model_dir!r} has no MetaGraph tagged 'serve'")
-
-
-def read_max_batch(saved_model_dir, default=DEFAULT_MAX_BATCH):
-    """The export's max_batch (assets.extra/sagan_export.json limits), or `default` if it has none."""
-    path = os.path.join(saved_model_dir, "assets.extra", "sagan_export.json")
-    try:
-        with open(path) as f:
-            return int(json.load(f)["limits"]["max_batch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return default
 
 
 def _dtype_name(enum):
@@ -163,7 +124,7 @@ class PredictionServicer:
                  max_send_bytes=MAX_SEND_BYTES):
         self.directory, self.version = resolve_saved_model(saved_model)
         self.model_name = model_name
-        self.max_batch = int(max_batch or read_max_batch(self.directory))
+        self.max_batch = int(max_batch or read_max_batch(self.directory, DEFAULT_MAX_BATCH))
         self.max_message_bytes, self.max_send_bytes = int(max_message_bytes), int(max_send_bytes)
         self.signature_defs = read_signature_defs(self.directory)
         self.model = tf.saved_model.load(self.directory)

@@ -14,9 +14,13 @@ The protos come from ``tensorflow-serving-api``, except ``BatchingParameters``, 
 not ship: :func:`parse_batching_parameters` checks our text against a copy of its field list
 (``tensorflow_serving/servables/tensorflow/session_bundle_config.proto``, fields 1–7).
 """
-import os
-
 import numpy as np
+import tensorflow as tf
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from sagan_tf import files
 
 MODELS_CONFIG = "models.config"
 BATCHING_PARAMETERS = "batching_parameters.txt"
@@ -63,8 +67,6 @@ def batching_parameters_text(max_batch_size, batch_timeout_micros=DEFAULT_BATCHI
 
 def parse_models_config(text):
     """Parses ``models.config`` text into a ``tensorflow.serving.ModelServerConfig`` (raises on bad text)."""
-    from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
     return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
 
 
@@ -75,7 +77,6 @@ def _batching_parameters_class():
     """``tensorflow.serving.BatchingParameters`` built from its field list (not shipped in the pip package)."""
     global _BATCHING_CLASS
     if _BATCHING_CLASS is None:
-        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
         pool = descriptor_pool.DescriptorPool()
         pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
         proto = descriptor_pb2.FileDescriptorProto(name="sagan_batching_parameters.proto",
@@ -99,21 +100,19 @@ def _batching_parameters_class():
 
 def parse_batching_parameters(text):
     """Parses ``batching_parameters.txt`` into a BatchingParameters message (raises on unknown fields)."""
-    from google.protobuf import text_format
     return text_format.Parse(text, _batching_parameters_class()())
 
 
 def write_serving_files(export_base, model_name, base_path, max_batch_size, **batching):
     """Writes ``models.config`` and ``batching_parameters.txt`` into `export_base` (atomically each)."""
-    from sagan_tf.files import atomic_write_bytes
     config = models_config_text(model_name, base_path)
     batch = batching_parameters_text(max_batch_size, **batching)
     parse_models_config(config)
     parse_batching_parameters(batch)
-    paths = {"models_config": os.path.join(export_base, MODELS_CONFIG),
-             "batching_parameters": os.path.join(export_base, BATCHING_PARAMETERS)}
-    atomic_write_bytes(paths["models_config"], config.encode())
-    atomic_write_bytes(paths["batching_parameters"], batch.encode())
+    paths = {"models_config": files.join(export_base, MODELS_CONFIG),
+             "batching_parameters": files.join(export_base, BATCHING_PARAMETERS)}
+    files.atomic_write_text(paths["models_config"], config)
+    files.atomic_write_text(paths["batching_parameters"], batch)
     return paths
 
 
@@ -133,8 +132,6 @@ def warmup_inputs(z_dim, seed=0):
 
 def warmup_logs(model_name, z_dim):
     """``PredictionLog`` records, one ``PredictRequest`` per signature."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
     logs = []
     for signature, inputs in warmup_inputs(z_dim).items():
         request = predict_pb2.PredictRequest()
@@ -148,10 +145,9 @@ def warmup_logs(model_name, z_dim):
 
 def write_warmup(saved_model_dir, model_name, z_dim):
     """Writes ``<saved_model_dir>/assets.extra/tf_serving_warmup_requests``; returns its path."""
-    import tensorflow as tf
-    directory = os.path.join(saved_model_dir, WARMUP_DIR)
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, WARMUP_FILE)
+    directory = files.join(saved_model_dir, WARMUP_DIR)
+    files.makedirs(directory)
+    path = files.join(directory, WARMUP_FILE)
     with tf.io.TFRecordWriter(path) as writer:
         for log in warmup_logs(model_name, z_dim):
             writer.write(log.SerializeToString())
@@ -160,8 +156,6 @@ def write_warmup(saved_model_dir, model_name, z_dim):
 
 def read_warmup(path):
     """The ``PredictionLog`` records of a warmup file (raises if a record does not parse)."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
     logs = []
     for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
         log = prediction_log_pb2.PredictionLog()

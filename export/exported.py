@@ -1,0 +1,116 @@
+"""Reading an export back: which version a path names, what it recorded, and its generator as a sample function.
+
+The consumers of an export (the gRPC server, `trainers.sample --saved_model`, tests) read it here, so
+its layout is known in two places only: `export.saved_model` writes it, this module reads it. Any path
+may be a URI (all reads go through `sagan_tf.files`).
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from export.serving_config import WARMUP_DIR
+from sagan_tf import class_map, files
+
+SAVED_MODEL_FILE = "saved_model.pb"
+INFO_FILE = "sagan_export.json"
+DEFAULT_SIGNATURE = "serving_default"
+
+
+class NotAnExportError(ValueError):
+    """A path that holds no usable export; the message names it."""
+
+
+def is_saved_model(path: str) -> bool:
+    return files.exists(files.join(path, SAVED_MODEL_FILE))
+
+
+def resolve_saved_model(path: str) -> tuple[str, int | None]:
+    """(version directory, version or None) for a SavedModel directory or an export base (its highest
+    numeric version, as TF-Serving's default version policy serves)."""
+    path = files.absolute(path)
+    if is_saved_model(path):
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        return path, int(name) if re.fullmatch(r"\d+", name) else None
+    versions = sorted(int(name) for name in (files.listdir(path) if files.isdir(path) else [])
+                      if re.fullmatch(r"\d+", name) and is_saved_model(files.join(path, name)))
+    if not versions:
+        raise NotAnExportError(f"{path!r} is neither a SavedModel directory nor an export base with numeric "
+                               f"version directories holding {SAVED_MODEL_FILE}.")
+    return files.join(path, str(versions[-1])), versions[-1]
+
+
+def info_file(saved_model_dir: str) -> str:
+    return files.join(saved_model_dir, WARMUP_DIR, INFO_FILE)
+
+
+def read_info(saved_model_dir: str) -> dict:
+    """What `export.saved_model` recorded in ``assets.extra/sagan_export.json``; {} for another SavedModel."""
+    path = info_file(saved_model_dir)
+    if not files.exists(path):
+        return {}
+    try:
+        info = files.read_json(path)
+    except (ValueError, tf.errors.OpError) as error:
+        raise NotAnExportError(f"cannot read {path!r}: {error}") from error
+    return info if isinstance(info, dict) else {}
+
+
+def read_max_batch(saved_model_dir: str, default: int) -> int:
+    """The export's max_batch (its recorded limits), or `default` if it records none."""
+    try:
+        return int(read_info(saved_model_dir)["limits"]["max_batch"])
+    except (NotAnExportError, KeyError, TypeError, ValueError):
+        return default
+
+
+def read_num_classes(saved_model_dir: str) -> int | None:
+    """The generator's class count as the export recorded it (the model fields), or None."""
+    model = read_info(saved_model_dir).get("model") or {}
+    return int(model["num_classes"]) if "num_classes" in model else None
+
+
+def read_class_names(saved_model_dir: str) -> list[str]:
+    """The class names of ``assets.extra/classes.json``; [] when the export has none."""
+    path = class_map.find_class_map(files.join(saved_model_dir, class_map.EXPORT_CLASS_MAP))
+    return class_map.read_class_map(path) if path else []
+
+
+def read_signature_defs(saved_model_dir: str) -> dict:
+    """{name: SignatureDef} of the 'serve' MetaGraph, read from saved_model.pb as TF-Serving does."""
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString(files.read_bytes(files.join(saved_model_dir, SAVED_MODEL_FILE)))
+    for meta_graph in saved_model.meta_graphs:
+        if "serve" in meta_graph.meta_info_def.tags:
+            return {name: meta_graph.signature_def[name] for name in meta_graph.signature_def
+                    if not name.startswith("__")}
+    raise NotAnExportError(f"{saved_model_dir!r} has no MetaGraph tagged 'serve'")
+
+
+class ExportedGenerator:
+    """``fn(z, labels) -> images`` over a SavedModel's serving_default signature, with its z_dim and num_classes.
+
+    Any SavedModel whose ``serving_default`` takes ``z`` float32 [-1, z_dim] and ``label`` int32 [-1] and
+    returns ``images`` float32 [-1, H, W, C] works; its class count comes from `num_classes`, else from
+    what `export.saved_model` recorded, else None.
+    """
+
+    def __init__(self, path: str, num_classes: int | None = None):
+        if not is_saved_model(path):
+            raise NotAnExportError(f"{path!r} holds no {SAVED_MODEL_FILE}")
+        self._loaded = tf.saved_model.load(path)
+        if DEFAULT_SIGNATURE not in self._loaded.signatures:
+            raise NotAnExportError(f"{path!r} has no {DEFAULT_SIGNATURE} signature (it has "
+                                   f"{list(self._loaded.signatures)})")
+        self._fn = self._loaded.signatures[DEFAULT_SIGNATURE]
+        _, inputs = self._fn.structured_input_signature
+        if set(inputs) != {"z", "label"}:
+            raise NotAnExportError(f"{path!r}: {DEFAULT_SIGNATURE} takes {sorted(inputs)}, expected z and label")
+        self.z_dim = int(inputs["z"].shape[-1])
+        self.num_classes = num_classes if num_classes is not None else read_num_classes(path)
+
+    def __call__(self, z, labels) -> np.ndarray:
+        return self._fn(z=tf.constant(z, tf.float32), label=tf.constant(labels, tf.int32))["images"].numpy()
