@@ -28,8 +28,11 @@ import dataclasses
 import math
 from typing import Callable, Sequence
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+from sagan_tf import run_dir
 from sagan_tf.visualization import image_grid, to_uint8
 
 __all__ = [
@@ -47,8 +50,9 @@ __all__ = [
     "z_interpolation_sheet",
     "truncation_sheet",
     "generate_samples",
-    "load_run_config",
-    "load_generator",
+    "default_rows",
+    "SHEET_MODES",
+    "sheet",
 ]
 
 SampleFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -115,11 +119,7 @@ def sample_noise(num: int, z_dim: int, truncation=None, seed=None) -> np.ndarray
 
 def as_sample_fn(generator) -> SampleFn:
     """``fn(z, labels) -> float32 ndarray images`` for a Keras generator or a callable of that form."""
-    import keras  # the numpy-only helpers above do not need TensorFlow
-
     if isinstance(generator, keras.Model):
-        import tensorflow as tf
-
         @tf.function(reduce_retracing=True)
         def run(z, labels):
             return generator((z, labels), training=False)
@@ -307,42 +307,49 @@ def generate_samples(generator, num: int, z_dim: int, num_classes: int, labels: 
     return images, all_labels
 
 
+def default_rows(num_classes: int, limit: int = 10) -> list[int]:
+    """The labels a sheet shows when none are asked for: every class, or `limit` spread evenly over them."""
+    classes = max(num_classes, 1)
+    if classes <= limit:
+        return list(range(classes))
+    return sorted({int(v) for v in np.linspace(0, classes - 1, limit).round()})
+
+
+SHEET_MODES = ("sheet", "interpolate_z", "interpolate_class", "truncation")
+
+
+def sheet(mode: str, generator, labels: Sequence[int] | None, columns: int, z_dim: int, num_classes: int,
+          truncation=None, truncations: Sequence = (None, 1.0, 0.5), interpolation: str = "linear", seed=0,
+          batch_size: int = 64) -> Sheet:
+    """The sheet of one of :data:`SHEET_MODES` (`labels` None: :func:`default_rows`):
+
+    * ``sheet``: one row per label, `columns` samples each;
+    * ``interpolate_z``: per label, z interpolated between two draws in `columns` (>= 2) steps;
+    * ``interpolate_class``: the same z under each of (the first two of) the labels (see the module doc);
+    * ``truncation``: one row per threshold of `truncations`, the same z truncated each time.
+    """
+    rows = list(labels) if labels is not None else default_rows(num_classes)
+    common = dict(z_dim=z_dim, num_classes=num_classes, seed=seed, batch_size=batch_size)
+    if mode == "sheet":
+        return class_sheet(generator, rows, columns, truncation=truncation, **common)
+    if mode == "interpolate_z":
+        return z_interpolation_sheet(generator, rows, max(columns, 2), truncation=truncation, method=interpolation,
+                                     **common)
+    if mode == "interpolate_class":
+        pair = rows if labels is not None else rows[:2]
+        if len(pair) < 2:
+            raise ValueError(f"interpolate_class needs two labels, got {pair}")
+        return class_pair_sheet(generator, pair, columns, truncation=truncation, **common)
+    if mode == "truncation":
+        return truncation_sheet(generator, truncations, columns, labels=labels, **common)
+    raise ValueError(f"unknown sheet mode {mode!r}; one of {SHEET_MODES}")
+
+
+# TRANSITIONAL (removed once the tests call sagan_tf.run_dir): the loaders under their old names.
 def load_run_config(model_dir: str):
-    """The ConfigDict a training run recorded in ``<model_dir>/config.json``."""
-    import json
-    import os
-
-    import ml_collections
-
-    config_path = os.path.join(model_dir, "config.json")
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"{config_path} not found: {model_dir!r} is not a training run directory")
-    with open(config_path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    return run_dir.read_config(model_dir)
 
 
 def load_generator(model_dir: str, checkpoint: str | None = None):
-    """The EMA generator of a training run, in float32, for sampling and evaluation.
-
-    Reads ``<model_dir>/config.json`` and restores only ``ema_generator`` from `checkpoint` (a
-    checkpoint prefix such as ``.../ckpt-2000``, or a directory whose latest checkpoint is used;
-    default ``<model_dir>/checkpoints``). Returns (generator, config, checkpoint prefix, step), the
-    step read from the prefix's ``-<number>`` suffix (the trainer numbers checkpoints by G step).
-    """
-    import os
-
-    import tensorflow as tf
-
-    from sagan_tf.models import Generator
-
-    config = load_run_config(model_dir)
-    location = checkpoint or os.path.join(model_dir, "checkpoints")
-    prefix = tf.train.latest_checkpoint(location) if os.path.isdir(location) else location
-    if not prefix or not tf.io.gfile.exists(prefix + ".index"):
-        raise FileNotFoundError(f"no checkpoint found at {location!r}")
-    generator = Generator(config, dtype="float32")
-    generator.build()
-    tf.train.Checkpoint(ema_generator=generator).restore(prefix).expect_partial().assert_existing_objects_matched()
-    suffix = prefix.rsplit("-", 1)[-1]
-    step = int(suffix) if suffix.isdigit() else None
-    return generator, config, prefix, step
+    restored = run_dir.load_ema_generator(model_dir, checkpoint)
+    return restored.generator, restored.config, restored.checkpoint, restored.step

@@ -31,14 +31,10 @@ labels cycling through --labels (default every class), generated --batch_size at
 of --mode goes to --out (default ``<model_dir>/<mode>_step<step>.png``); with --npz and no --out
 only the .npz is written.
 """
-import json
-import os
-
 from absl import app, flags
 
 FLAGS = flags.FLAGS
 MODES = ("sheet", "interpolate_z", "interpolate_class", "truncation", "attention")
-
 flags.DEFINE_string("model_dir", None, "Training run directory (config.json, checkpoints/).")
 flags.DEFINE_string("checkpoint", None, "Checkpoint prefix or directory (default <model_dir>/checkpoints).")
 flags.DEFINE_string("saved_model", None, "Exported SavedModel directory (serving_default signature).")
@@ -100,78 +96,88 @@ def _parse_query_points():
 
 
 def _check_flags():
+    from sagan_tf import files, run_dir  # imports TF: after the flag parsing above
+
     if bool(FLAGS.model_dir) == bool(FLAGS.saved_model):
         raise app.UsageError("pass exactly one of --model_dir and --saved_model")
     if FLAGS.labels is not None and FLAGS.class_name is not None:
         raise app.UsageError("pass --labels or --class_name, not both")
     if FLAGS.saved_model:
-        if not os.path.isfile(os.path.join(FLAGS.saved_model, "saved_model.pb")):
+        if not files.exists(files.join(FLAGS.saved_model, "saved_model.pb")):
             raise app.UsageError(f"--saved_model={FLAGS.saved_model} holds no saved_model.pb")
         if FLAGS.mode == "attention" and (FLAGS.out or not FLAGS.npz):
             raise app.UsageError("--mode=attention needs --model_dir (a SavedModel does not return attention maps)")
         if not FLAGS.out and not FLAGS.npz:
             raise app.UsageError("with --saved_model pass --out=<png> and/or --npz=<npz>")
-    elif not os.path.isfile(os.path.join(FLAGS.model_dir, "config.json")):
+    elif not run_dir.is_run_dir(FLAGS.model_dir):
         raise app.UsageError(f"--model_dir={FLAGS.model_dir} holds no config.json (not a training run)")
     if FLAGS.truncation is not None and not FLAGS.truncation > 0:
         raise app.UsageError(f"--truncation={FLAGS.truncation} must be > 0")
 
 
-class SavedModelGenerator:
-    """``fn(z, labels) -> images`` over a SavedModel's serving_default signature, plus its z_dim/num_classes."""
-
-    def __init__(self, path, num_classes=None):
-        import tensorflow as tf
-        self._loaded = tf.saved_model.load(path)
-        if "serving_default" not in self._loaded.signatures:
-            raise app.UsageError(f"--saved_model={path} has no serving_default signature "
-                                 f"(it has {list(self._loaded.signatures)})")
-        self._fn = self._loaded.signatures["serving_default"]
-        _, inputs = self._fn.structured_input_signature
-        if set(inputs) != {"z", "label"}:
-            raise app.UsageError(f"--saved_model={path}: serving_default takes {sorted(inputs)}, expected z and label")
-        self.z_dim = int(inputs["z"].shape[-1])
-        self.num_classes = num_classes if num_classes is not None else self._recorded_num_classes(path)
-
-    def _recorded_num_classes(self, path):
-        value = getattr(self._loaded, "num_classes", None)
-        if value is not None:
-            return int(value.numpy() if hasattr(value, "numpy") else value)
-        # export.saved_model records the model fields in assets.extra/sagan_export.json ("model").
-        for candidate in (os.path.join(path, "assets.extra", "sagan_export.json"),
-                          os.path.join(path, "assets", "config.json"), os.path.join(path, "config.json")):
-            if os.path.isfile(candidate):
-                with open(candidate) as f:
-                    config = json.load(f)
-                config = config.get("model", config)
-                if "num_classes" in config:
-                    return int(config["num_classes"])
-        return None
-
-    def __call__(self, z, labels):
-        import tensorflow as tf
-        return self._fn(z=tf.constant(z, tf.float32), label=tf.constant(labels, tf.int32))["images"].numpy()
+def _source_error(error):
+    return app.UsageError(f"--{'model_dir' if FLAGS.model_dir else 'saved_model'}: {error}")
 
 
 def _class_names():
-    """The class names of the run (--model_dir) or export (--saved_model); [] if none."""
-    from sagan_tf import class_map
+    """The class names of the run (--model_dir) or export (--saved_model); [] if none. Read before any
+    network is restored, so a wrong --class_name fails at once."""
+    from export.exported import read_class_names
+    from sagan_tf import class_map, run_dir
+
     try:
         if FLAGS.model_dir:
-            from sagan_tf.sampling import load_run_config
-            return class_map.run_class_names(FLAGS.model_dir, load_run_config(FLAGS.model_dir))
-        path = class_map.find_class_map(os.path.join(FLAGS.saved_model, class_map.EXPORT_CLASS_MAP))
-        return class_map.read_class_map(path) if path else []
+            return class_map.run_class_names(FLAGS.model_dir, run_dir.read_config(FLAGS.model_dir))
+        return read_class_names(FLAGS.saved_model)
+    except ValueError as error:  # RunDirError, NotAnExportError, a bad classes.json
+        raise _source_error(error) from error
+
+
+def _load_generator():
+    """(generator or sample function, z_dim, num_classes or None, step, run config or None) of the flags' source."""
+    from export.exported import ExportedGenerator
+    from sagan_tf import run_dir
+
+    try:
+        if FLAGS.model_dir:
+            restored = run_dir.load_ema_generator(FLAGS.model_dir, FLAGS.checkpoint)
+            print(f"sampling the EMA generator of {restored.checkpoint}")
+            config = restored.config
+            return restored.generator, int(config.z_dim), int(config.num_classes), restored.step, config
+        generator = ExportedGenerator(FLAGS.saved_model, FLAGS.num_classes)
+        return generator, generator.z_dim, generator.num_classes, None, None
+    except ValueError as error:  # RunDirError, NotAnExportError
+        raise _source_error(error) from error
+
+
+def _labels_by_name(class_names):
+    from sagan_tf.class_map import labels_for_names
+
+    source = f"--model_dir={FLAGS.model_dir}" if FLAGS.model_dir else f"--saved_model={FLAGS.saved_model}"
+    try:
+        return labels_for_names([name.strip() for name in FLAGS.class_name], class_names, source)
     except ValueError as error:
-        raise app.UsageError(str(error)) from error
+        raise app.UsageError(f"--class_name={','.join(FLAGS.class_name)}: {error}") from error
 
 
-def _default_rows(num_classes, limit=10):
+def _attention_grid(generator, config, labels, num_classes, query_points):
     import numpy as np
-    classes = max(num_classes, 1)
-    if classes <= limit:
-        return list(range(classes))
-    return sorted({int(v) for v in np.linspace(0, classes - 1, limit).round()})
+
+    from sagan_tf import sampling
+    from sagan_tf.evaluation.attention_maps import attention_figure
+
+    if not generator.attention_layers:
+        raise app.UsageError(f"--mode=attention: the generator of {FLAGS.model_dir} has no attention layer")
+    if not -len(generator.attention_layers) <= FLAGS.layer < len(generator.attention_layers):
+        raise app.UsageError(f"--layer={FLAGS.layer}: the generator has {len(generator.attention_layers)} "
+                             "attention layer(s)")
+    resolution = int(config.resolution)
+    for y, x in query_points or []:
+        if not (0 <= y < resolution and 0 <= x < resolution):
+            raise app.UsageError(f"--query_points: ({y}, {x}) is outside the {resolution}x{resolution} image")
+    rows = labels if labels is not None else sampling.default_rows(num_classes, limit=4)
+    z = sampling.sample_noise(len(rows), int(config.z_dim), FLAGS.truncation, FLAGS.seed)
+    return attention_figure(generator, z, np.asarray(rows, np.int32), query_points, FLAGS.layer, scale=FLAGS.scale)
 
 
 def main(argv):
@@ -181,89 +187,46 @@ def main(argv):
     labels = _parse_labels()
     truncations = _parse_truncations() if FLAGS.mode == "truncation" else None
     query_points = _parse_query_points()
-    class_names = _class_names()  # before TensorFlow starts: a wrong --class_name fails at once
-    if FLAGS.class_name is not None:
-        from sagan_tf.class_map import labels_for_names
-        source = f"--model_dir={FLAGS.model_dir}" if FLAGS.model_dir else f"--saved_model={FLAGS.saved_model}"
-        try:
-            labels = labels_for_names([name.strip() for name in FLAGS.class_name], class_names, source)
-        except ValueError as error:
-            raise app.UsageError(f"--class_name={','.join(FLAGS.class_name)}: {error}") from error
-
-    import numpy as np
-
-    from sagan_tf import sampling
+    from sagan_tf import files, sampling
     from sagan_tf.visualization import save_png
 
-    step = None
-    if FLAGS.model_dir:
-        try:
-            generator, config, checkpoint, step = sampling.load_generator(FLAGS.model_dir, FLAGS.checkpoint)
-        except FileNotFoundError as error:
-            raise app.UsageError(str(error)) from error
-        z_dim, num_classes = int(config.z_dim), int(config.num_classes)
-        print(f"sampling the EMA generator of {checkpoint}")
-    else:
-        generator = SavedModelGenerator(FLAGS.saved_model, FLAGS.num_classes)
-        z_dim, num_classes = generator.z_dim, generator.num_classes
-        if num_classes is None:
-            if labels is None:
-                raise app.UsageError(f"--saved_model={FLAGS.saved_model} does not record its number of classes: "
-                                     "pass --num_classes or --labels")
-            num_classes = max(labels) + 1
+    class_names = _class_names()
+    if FLAGS.class_name is not None:
+        labels = _labels_by_name(class_names)
+    generator, z_dim, num_classes, step, config = _load_generator()
+    if num_classes is None:
+        if labels is None:
+            raise app.UsageError(f"--saved_model={FLAGS.saved_model} does not record its number of classes: "
+                                 "pass --num_classes or --labels")
+        num_classes = max(labels) + 1
     if labels is not None:
         bad = [label for label in labels if not 0 <= label < max(num_classes, 1)]
         if bad:
             raise app.UsageError(f"--labels {bad} outside [0, {max(num_classes, 1)}) (num_classes={num_classes})")
-
     if class_names:
-        shown = labels if labels is not None else range(len(class_names))
-        print("labels: " + ", ".join(f"{label}={class_names[label]}" for label in list(shown)[:20])
-              + (", ..." if len(list(shown)) > 20 else ""))
+        shown = list(labels if labels is not None else range(len(class_names)))
+        print("labels: " + ", ".join(f"{label}={class_names[label]}" for label in shown[:20])
+              + (", ..." if len(shown) > 20 else ""))
+
     if FLAGS.npz:
         images, npz_labels = sampling.generate_samples(generator, FLAGS.num, z_dim, num_classes, labels,
                                                        FLAGS.truncation, FLAGS.seed, FLAGS.batch_size)
-        directory = os.path.dirname(os.path.abspath(FLAGS.npz))
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".tmp-{os.getpid()}.npz")
-        np.savez(tmp, images=images, labels=npz_labels.astype(np.int32))
-        os.replace(tmp, FLAGS.npz)
+        files.atomic_save_npz(FLAGS.npz, images=images, labels=npz_labels.astype("int32"))
         print(f"wrote {FLAGS.npz}: images {images.dtype.name} {list(images.shape)}, labels int32 "
               f"[{npz_labels.shape[0]}]")
         if not FLAGS.out:
             return
-
-    rows = labels if labels is not None else _default_rows(num_classes)
-    common = dict(z_dim=z_dim, num_classes=num_classes, seed=FLAGS.seed, batch_size=FLAGS.batch_size)
-    if FLAGS.mode == "sheet":
-        grid = sampling.class_sheet(generator, rows, FLAGS.columns, truncation=FLAGS.truncation, **common).grid()
-    elif FLAGS.mode == "interpolate_z":
-        grid = sampling.z_interpolation_sheet(generator, rows, max(FLAGS.columns, 2), truncation=FLAGS.truncation,
-                                              method=FLAGS.interpolation, **common).grid()
-    elif FLAGS.mode == "interpolate_class":
-        pair = labels if labels is not None else rows[:2]
-        if len(pair) < 2:
-            raise app.UsageError(f"--mode=interpolate_class needs two --labels, got {pair}")
-        grid = sampling.class_pair_sheet(generator, pair, FLAGS.columns, truncation=FLAGS.truncation,
-                                         **common).grid()
-    elif FLAGS.mode == "truncation":
-        grid = sampling.truncation_sheet(generator, truncations, FLAGS.columns, labels=labels, **common).grid()
-    else:  # attention
-        from sagan_tf.evaluation.attention_maps import attention_figure
-        if not generator.attention_layers:
-            raise app.UsageError(f"--mode=attention: the generator of {FLAGS.model_dir} has no attention layer")
-        if not -len(generator.attention_layers) <= FLAGS.layer < len(generator.attention_layers):
-            raise app.UsageError(f"--layer={FLAGS.layer}: the generator has {len(generator.attention_layers)} "
-                                 "attention layer(s)")
-        resolution = int(config.resolution)
-        for y, x in query_points or []:
-            if not (0 <= y < resolution and 0 <= x < resolution):
-                raise app.UsageError(f"--query_points: ({y}, {x}) is outside the {resolution}x{resolution} image")
-        attention_rows = labels if labels is not None else _default_rows(num_classes, limit=4)
-        z = sampling.sample_noise(len(attention_rows), z_dim, FLAGS.truncation, FLAGS.seed)
-        grid = attention_figure(generator, z, np.asarray(attention_rows, np.int32), query_points, FLAGS.layer,
-                                scale=FLAGS.scale)
-    out = FLAGS.out or os.path.join(FLAGS.model_dir, f"{FLAGS.mode}_step{step}.png")
+    if FLAGS.mode == "attention":
+        grid = _attention_grid(generator, config, labels, num_classes, query_points)
+    else:
+        try:
+            grid = sampling.sheet(FLAGS.mode, generator, labels, FLAGS.columns, z_dim, num_classes,
+                                  truncation=FLAGS.truncation, truncations=truncations,
+                                  interpolation=FLAGS.interpolation, seed=FLAGS.seed,
+                                  batch_size=FLAGS.batch_size).grid()
+        except ValueError as error:
+            raise app.UsageError(f"--mode={FLAGS.mode}: {error}") from error
+    out = FLAGS.out or files.join(FLAGS.model_dir, f"{FLAGS.mode}_step{step}.png")
     save_png(out, grid)
     print(f"wrote {out} ({FLAGS.mode}, {grid.shape[1]}x{grid.shape[0]})")
 
