@@ -172,13 +172,12 @@ def main(argv=None):
 def resume_table(tfds_dir, args):
     """Time to the first batch when resuming at step 0, half an epoch in and 10.5 epochs in."""
     import tensorflow as tf
-    import tensorflow_datasets as tfds
 
     from sagan_tf.data import tfds_pipeline
 
     steps_per_epoch = args.tfds_examples / args.batch
     points = {"step 0": 0, "half an epoch": int(0.5 * steps_per_epoch), "10.5 epochs": int(10.5 * steps_per_epoch)}
-    shard = tfds_pipeline.shard_for(tfds.builder(TFDS_NAME, data_dir=tfds_dir), "train")
+    shard = tfds_pipeline.shard_for(tfds_pipeline.tfds_builder(TFDS_NAME, data_dir=tfds_dir), "train")
 
     def naive(step):  # reads (and drops) every record before the resume point within its epoch
         skip = step * args.batch % args.tfds_examples

@@ -131,7 +131,8 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def atomic_write_json(path: str, value, **dump_kwargs) -> None:
-    atomic_write_text(path, json.dumps(value, **dump_kwargs))
+    """`value` as JSON text (json.dumps keyword arguments), ending in a newline."""
+    atomic_write_text(path, json.dumps(value, **dump_kwargs) + "\n")
 
 
 def atomic_save_npz(path: str, **arrays) -> None:

@@ -5,7 +5,6 @@ Common flags: --config (a preset file, with --config.<field>= overrides), --mode
 checkpoint and continues to it), --data_dir. Everything is validated before any work starts, and
 nothing in model_dir is touched when a flag or config value is bad.
 """
-import os
 import pathlib
 import sys
 
@@ -21,8 +20,8 @@ def define_flags(default_config):
     config_flags.DEFINE_config_file("config", str(CONFIG_DIR / default_config),
                                     "Preset file; override fields with --config.<field>=<value>.")
     flags.DEFINE_string("model_dir", None, "Directory for checkpoints, TensorBoard events and samples.")
-    flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "multi_worker_mirrored", "tpu"],
-                      "tf.distribute strategy.")
+    flags.DEFINE_string("strategy", "default", "tf.distribute strategy: default, one_device, mirrored, "
+                        "multi_worker_mirrored or tpu (sagan_tf.training.strategy.STRATEGIES).")
     flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu.")
     flags.DEFINE_integer("num_cpu_devices", 0, "Split the CPU into this many logical devices (CPU-only machines).",
                          lower_bound=0)
@@ -45,9 +44,10 @@ def resolved_config(overrides=None):
 
 def check_data_dir(path, dataset):
     """An image folder or idx directory must exist; a TFDS data_dir is created and filled by TFDS."""
+    from sagan_tf import files
     if path is None or str(dataset).startswith("tfds:"):
         return
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise app.UsageError(f"--data_dir={path} does not exist.")
 
 
@@ -61,9 +61,9 @@ def run(overrides_fn=None):
         raise app.UsageError(str(error)) from error
     check_data_dir(FLAGS.data_dir, config.dataset)
     from sagan_tf.training import get_strategy, train  # imports TF: after the cheap checks
-    strategy = get_strategy(FLAGS.strategy, tpu=FLAGS.tpu, num_cpu_devices=FLAGS.num_cpu_devices)
     from sagan_tf.config import validate_config
     try:
+        strategy = get_strategy(FLAGS.strategy, tpu=FLAGS.tpu, num_cpu_devices=FLAGS.num_cpu_devices)
         validate_config(config, strategy.num_replicas_in_sync)
     except ValueError as error:
         raise app.UsageError(str(error)) from error

@@ -14,7 +14,6 @@ and count. Prints a table (metric, value, network) and writes JSON (default
 Feature networks (nothing is downloaded): ``classifier:<dir>`` (trainers.classifier),
 ``savedmodel:<dir>`` (TF-GAN-style Inception SavedModel), ``keras_inception:<weights.h5>``.
 """
-import json
 import os
 
 from absl import app, flags
@@ -46,7 +45,9 @@ flags.mark_flag_as_required("model_dir")
 
 
 def _check_flags():
-    if not os.path.isfile(os.path.join(FLAGS.model_dir, "config.json")):
+    from sagan_tf import files, run_dir  # imports TF: after absl's own flag checks
+
+    if not run_dir.is_run_dir(FLAGS.model_dir):
         raise app.UsageError(f"--model_dir={FLAGS.model_dir} holds no config.json (not a training run)")
     if not FLAGS.feature_network:
         raise app.UsageError("--feature_network is required: classifier:<dir> (train one with "
@@ -55,13 +56,13 @@ def _check_flags():
     if not sep or kind not in ("classifier", "savedmodel", "keras_inception") or not path:
         raise app.UsageError(f"--feature_network={FLAGS.feature_network} is not KIND:PATH with KIND one of "
                              "classifier, savedmodel, keras_inception")
-    if not os.path.exists(os.path.expanduser(path)):
+    if not files.exists(path if files.is_uri(path) else os.path.expanduser(path)):
         raise app.UsageError(f"--feature_network={FLAGS.feature_network}: {path} does not exist")
     if FLAGS.truncation is not None and not FLAGS.truncation > 0:
         raise app.UsageError(f"--truncation={FLAGS.truncation} must be > 0")
     for name in ("checkpoint_dir", "data_dir"):
         value = getattr(FLAGS, name)
-        if value is not None and not os.path.isdir(value):
+        if value is not None and not files.isdir(value):
             raise app.UsageError(f"--{name}={value} is not a directory")
 
 
@@ -89,19 +90,19 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     _check_flags()
-    from sagan_tf.evaluation import load_feature_network
-    from sagan_tf.evaluation import runner
-    from sagan_tf.sampling import load_generator, load_run_config
+    from sagan_tf import files, run_dir
+    from sagan_tf.evaluation import load_feature_network, runner
 
-    if FLAGS.real_split:
-        config = load_run_config(FLAGS.model_dir)
-        generator, checkpoint, step = _real_images(config, FLAGS.real_split, runner), f"real:{FLAGS.real_split}", None
-    else:
-        try:
-            generator, config, checkpoint, step = load_generator(FLAGS.model_dir,
-                                                                 FLAGS.checkpoint or FLAGS.checkpoint_dir)
-        except FileNotFoundError as error:
-            raise app.UsageError(str(error)) from error
+    try:
+        if FLAGS.real_split:
+            config = run_dir.read_config(FLAGS.model_dir)
+            generator, checkpoint, step = (_real_images(config, FLAGS.real_split, runner), f"real:{FLAGS.real_split}",
+                                           None)
+        else:
+            restored = run_dir.load_ema_generator(FLAGS.model_dir, FLAGS.checkpoint or FLAGS.checkpoint_dir)
+            generator, config, checkpoint, step = restored.generator, restored.config, restored.checkpoint, restored.step
+    except run_dir.RunDirError as error:
+        raise app.UsageError(str(error)) from error
     network = load_feature_network(FLAGS.feature_network)
     split = FLAGS.reference_split or runner.default_reference_split(config.dataset)
     try:
@@ -114,7 +115,7 @@ def main(argv):
               f"{split_size}")
         num_reference = split_size
     num_real_features = min(FLAGS.num_real_features or min(num_reference, FLAGS.num_samples), num_reference)
-    cache = FLAGS.reference_cache or os.path.join(FLAGS.model_dir, "reference_stats")
+    cache = FLAGS.reference_cache or run_dir.reference_cache(FLAGS.model_dir)
     reference = runner.load_or_compute_reference(cache, network, real, num_reference, reference_name,
                                                  num_features=num_real_features, batch_size=FLAGS.batch_size)
     dataset_name = runner.canonical_dataset_name(config.dataset)
@@ -140,9 +141,8 @@ def main(argv):
         "metrics": metrics,
     }
     name = f"real_{FLAGS.real_split}" if FLAGS.real_split else step if step is not None else "latest"
-    out = FLAGS.json or os.path.join(FLAGS.model_dir, f"eval_{name}.json")
-    from sagan_tf.files import atomic_write_bytes
-    atomic_write_bytes(out, (json.dumps(record, indent=2) + "\n").encode())
+    out = FLAGS.json or run_dir.eval_record_file(FLAGS.model_dir, name)
+    files.atomic_write_json(out, record, indent=2)
     print(f"wrote {out}")
 
 
