@@ -37,6 +37,10 @@ Training fields:
                    mixed_bfloat16 where the hardware has native bf16 (AMX CPU, TPU, GPU ≥ sm_80), else
                    float32 (sagan_tf.precision); the run's config.json records the resolved name.
   jit_compile      compile the train step with XLA.
+  steps_per_execution  train steps per call of the compiled train function (Keras `compile`; default 1).
+                   Callbacks run between executions, so checkpoint_every, sample_every, log_every and
+                   eval_every must be multiples of it (validated); train_steps need not be (the last
+                   execution is shorter). Logged step values are those of each execution's last step.
   seed             seeds weights, data order and noise.
   train_steps      total G steps of a run (a resumed run continues to this count).
   checkpoint_every, sample_every, log_every, keep_checkpoints: checkpoint/monitoring cadence in G steps.
@@ -70,7 +74,7 @@ def default_config():
         batch_size=256, g_lr=1e-4, d_lr=4e-4, beta1=0.0, beta2=0.9, n_dis=1, loss="hinge",
         ema_decay=0.9999, ema_start=1000,
         # Runtime
-        mixed_precision="auto", jit_compile=False, seed=0,
+        mixed_precision="auto", jit_compile=False, steps_per_execution=1, seed=0,
         train_steps=1_000_000, checkpoint_every=1000, sample_every=1000, log_every=100, keep_checkpoints=3,
         eval_every=0, eval_samples=10000, eval_feature_network="", eval_batch_size=100,
         eval_reference_split=ml_collections.config_dict.placeholder(str),
@@ -81,6 +85,21 @@ def default_config():
 def _require(condition, field, value, allowed):
     if not condition:
         raise ValueError(f"config.{field}={value!r} is not allowed; allowed: {allowed}.")
+
+
+def _validate_steps_per_execution(config):
+    """Callbacks run once per execution of `steps_per_execution` steps and must still land on their steps."""
+    per_execution = config.get("steps_per_execution", 1)
+    _require(isinstance(per_execution, int) and not isinstance(per_execution, bool) and per_execution > 0,
+             "steps_per_execution", per_execution, "a positive integer (train steps per compiled execution)")
+    for field in ("checkpoint_every", "sample_every", "log_every", "eval_every"):
+        value = config[field]
+        if value and value % per_execution:
+            raise ValueError(
+                f"config.{field}={value} is not a multiple of config.steps_per_execution={per_execution}: "
+                f"callbacks run once per execution of {per_execution} steps, so they could not act at step "
+                f"{value}; use a multiple of {per_execution} (e.g. {-(-value // per_execution) * per_execution}) "
+                f"or another steps_per_execution.")
 
 
 def validate_config(config, num_replicas=1):
@@ -124,6 +143,7 @@ def validate_config(config, num_replicas=1):
     _require(not config.eval_every or config.eval_feature_network, "eval_feature_network",
              config.eval_feature_network, "a feature network spec when eval_every > 0, e.g. 'classifier:<dir>' "
              "(train one with python -m trainers.classifier)")
+    _validate_steps_per_execution(config)
     if config.batch_size % num_replicas:
         raise ValueError(f"config.batch_size={config.batch_size} (the global batch) is not divisible by the "
                          f"number of replicas ({num_replicas}); use a multiple of {num_replicas}.")

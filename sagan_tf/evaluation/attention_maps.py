@@ -171,14 +171,20 @@ def attention_overlays(images, attention, query_points: Sequence[tuple[int, int]
 
 
 def attention_figure(generator, z, labels, query_points: Sequence[tuple[int, int]] | None = None, layer: int = 0,
-                     alpha: float = 0.6, scale: int = 4, smooth: bool = False) -> np.ndarray:
+                     alpha: float = 0.6, scale: int = 4, smooth: bool = False, forward=None) -> np.ndarray:
     """Paper figure-1 style sheet: one row per sample, the generated image with every query point
     marked, then one attention overlay per query point. Returns uint8 [B*H*scale, (Q+1)*W*scale, 3].
 
     `generator` is a Keras Generator with at least one attention layer; `layer` picks which.
+    `forward(z, labels) -> (images, maps)` may replace the direct call ``generator((z, labels),
+    training=False, return_attention=True)``: a call through the training strategy, e.g.
+    ``sagan_tf.training.strategy.distributed_call`` (what the training run's sample grids pass).
     """
-    images, maps = generator((np.asarray(z, np.float32), np.asarray(labels, np.int32)), training=False,
-                             return_attention=True)
+    z, labels = np.asarray(z, np.float32), np.asarray(labels, np.int32)
+    if forward is None:
+        images, maps = generator((z, labels), training=False, return_attention=True)
+    else:
+        images, maps = forward(z, labels)
     if not maps:
         raise ValueError("the generator has no attention layer (config.g_attention is empty)")
     if not -len(maps) <= layer < len(maps):

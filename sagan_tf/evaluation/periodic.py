@@ -22,16 +22,16 @@ The callback reads the step from ``self.model.step`` and evaluates ``self.model.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from sagan_tf.evaluation.runner import LOWER_IS_BETTER, evaluate_generator, split_metric_key
-from sagan_tf.files import atomic_write_bytes
+from sagan_tf import files
 
 __all__ = ["PeriodicEvaluation", "BestCheckpointSaver", "make_evaluate_fn", "build_periodic_evaluation"]
 
@@ -136,9 +136,8 @@ class PeriodicEvaluation(keras.callbacks.Callback):
                 for key, value in metrics.items():
                     tf.summary.scalar(f"eval/{key}", value, description=_describe(key))
             self.writer.flush()
-        if self.history_path:
-            with open(self.history_path, "a") as f:  # one short line per write: an append cannot tear a record
-                f.write(json.dumps({"step": int(step), "metrics": metrics}) + "\n")
+        if self.history_path:  # rewritten whole through a temporary file: a reader never sees a torn record
+            files.append_line(self.history_path, json.dumps({"step": int(step), "metrics": metrics}))
         key = _monitored_key(metrics, self.metric)
         improved = self._improves(key, metrics[key])
         if improved:
@@ -150,7 +149,9 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         return metrics
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.step.numpy())
+        # The training run's StepCounter keeps the step on the host during fit (no device read per step).
+        step = getattr(self.model, "_host_step", None)
+        step = int(self.model.step.numpy()) if step is None else step
         if step % self.every == 0 and step != self._last_step:
             self.evaluate(step)
 
@@ -176,45 +177,52 @@ class BestCheckpointSaver:
 
     @property
     def best_file(self) -> str:
-        return os.path.join(self.directory, BEST_FILE)
+        return files.join(self.directory, BEST_FILE)
 
     def best_value(self) -> float | None:
         """The monitored value recorded in ``best.json``; None if there is none yet, or if it was
         recorded for another metric key than this saver's `metric` (e.g. another feature network)."""
         try:
-            with open(self.best_file) as f:
-                record = json.load(f)
+            record = files.read_json(self.best_file)
             if self.metric is not None and record["metric"] != self.metric:
                 return None
             return float(record["value"])
-        except (FileNotFoundError, KeyError, ValueError, TypeError):
+        except (FileNotFoundError, tf.errors.NotFoundError, KeyError, ValueError, TypeError):
             return None
 
     def __call__(self, step: int, metrics: dict) -> str:
         path = self._manager.save(checkpoint_number=int(step))
         key = _monitored_key(metrics, self.metric)
         record = {"step": int(step), "metric": key, "value": float(metrics[key]),
-                  "metrics": {k: float(v) for k, v in metrics.items()}, "checkpoint": os.path.basename(path)}
-        atomic_write_bytes(self.best_file, json.dumps(record, indent=2).encode())
+                  "metrics": {k: float(v) for k, v in metrics.items()}, "checkpoint": path.rstrip("/").rsplit("/", 1)[-1]}
+        files.atomic_write_json(self.best_file, record, indent=2)
         return path
 
 
 def make_evaluate_fn(config, feature_network, reference: dict, num_samples: int, batch_size: int = 100,
-                     seed: int = 0, dataset_name: str | None = None):
+                     seed: int = 0, dataset_name: str | None = None, strategy=None, call=None):
     """``fn(generator) -> metrics`` that scores a float32 copy of the given (EMA) generator.
 
-    The copy is built here, once (call this outside any ``strategy.scope()``): float32 whatever
-    the training precision, refreshed with ``set_weights`` at each call, so evaluation neither runs
-    in bfloat16 nor touches the training generator's state, and is traced only once. A fixed `seed`
-    gives every evaluation the same noise and labels, so changes between steps come from the
-    weights alone.
+    The copy is built here, once: float32 whatever the training precision, refreshed with
+    ``set_weights`` at each call, so evaluation neither runs in bfloat16 nor touches the training
+    generator's state, and is traced only once. A fixed `seed` gives every evaluation the same noise
+    and labels, so changes between steps come from the weights alone.
+
+    Under a training strategy, pass it as `strategy` (the copy's variables are created in its scope)
+    and `call`: ``call(fn) -> sample_fn`` running the row-wise ``fn(z, labels)`` through the strategy
+    (the training run passes ``sagan_tf.training.strategy.distributed_call`` bound to it). Without them
+    the copy lives on the default device and is called directly.
     """
     from sagan_tf.models import Generator
     from sagan_tf.sampling import as_sample_fn
 
-    copy = Generator(config, dtype="float32", name="eval_generator")
-    copy.build()
-    sample_fn = as_sample_fn(copy)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        copy = Generator(config, dtype="float32", name="eval_generator")
+        copy.build()
+    if call is None:
+        sample_fn = as_sample_fn(copy)
+    else:
+        sample_fn = as_sample_fn(call(lambda z, labels: copy((z, labels), training=False)))
     z_dim, num_classes = int(config.z_dim), int(config.num_classes)
 
     def evaluate_fn(generator):
@@ -227,7 +235,7 @@ def make_evaluate_fn(config, feature_network, reference: dict, num_samples: int,
 
 def build_periodic_evaluation(config, checkpoint: tf.train.Checkpoint, model_dir: str, writer,
                               data_dir: str | None = None, feature_network=None,
-                              log_fn=print) -> PeriodicEvaluation:
+                              log_fn=print, strategy=None, call=None) -> PeriodicEvaluation:
     """The :class:`PeriodicEvaluation` a training run uses, from its config.
 
     Config fields read (``config.get`` with these defaults, so older configs work):
@@ -244,6 +252,8 @@ def build_periodic_evaluation(config, checkpoint: tf.train.Checkpoint, model_dir
     checkpoint (lowest FID) goes to ``<model_dir>/best``: :class:`BestCheckpointSaver` saves
     `checkpoint` there (the training run passes one over the same objects as its regular checkpoints,
     so the best one restores like them), and a resumed run starts from the best value recorded there.
+    `strategy` and `call`: see :func:`make_evaluate_fn` (the generator's samples run through the
+    strategy; the feature network runs on the default device).
     """
     from sagan_tf.evaluation.features import load_feature_network
     from sagan_tf.evaluation import runner
@@ -261,12 +271,13 @@ def build_periodic_evaluation(config, checkpoint: tf.train.Checkpoint, model_dir
     split = config.get("eval_reference_split") or runner.default_reference_split(config.dataset)
     real, reference_name, split_size = runner.real_image_source(config, split, batch_size, data_dir)
     num_reference = min(num_samples, split_size) if split_size else num_samples
-    cache = config.get("eval_reference_cache") or os.path.join(model_dir, "reference_stats")
+    cache = config.get("eval_reference_cache") or files.join(model_dir, "reference_stats")
     reference = runner.load_or_compute_reference(cache, network, real, num_reference, reference_name,
                                                  num_features=min(num_reference, num_samples), batch_size=batch_size)
     evaluate_fn = make_evaluate_fn(config, network, reference, num_samples, batch_size,
-                                   dataset_name=runner.canonical_dataset_name(config.dataset))
+                                   dataset_name=runner.canonical_dataset_name(config.dataset), strategy=strategy,
+                                   call=call)
     metric = runner.metric_key("fid", network.name)
-    saver = BestCheckpointSaver(checkpoint, os.path.join(model_dir, "best"), metric=metric)
+    saver = BestCheckpointSaver(checkpoint, files.join(model_dir, "best"), metric=metric)
     return PeriodicEvaluation(every, evaluate_fn, writer, saver, metric=metric, best=saver.best_value(),
-                              log_fn=log_fn, history_path=os.path.join(model_dir, HISTORY_FILE))
+                              log_fn=log_fn, history_path=files.join(model_dir, HISTORY_FILE))

@@ -1,9 +1,13 @@
 """Keras callbacks that monitor and persist a SAGAN run. Each does one thing; all count in G steps.
 
-The train step itself stays free of logging and I/O: everything here runs between steps.
+The train step itself stays free of logging and I/O: everything here runs between steps, or with
+`steps_per_execution=k` between executions of k steps (Keras calls `on_train_batch_end` once per
+execution, with the logs of its last step). `StepCounter` counts the step on the host, so no callback
+reads `model.step` from the device after every execution; the cadences (multiples of k, validated by
+sagan_tf.config) then land exactly on their steps. Every network call here goes through the model's
+strategy (`strategy.distributed_call`, `ema.StandingStatistics`), as the train step does.
 """
 import math
-import os
 import signal
 import time
 
@@ -11,17 +15,50 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sagan_tf import files
 from sagan_tf.training.checkpointing import NonFiniteError
-from sagan_tf.training.ema import noise_batches, standing_statistics
+from sagan_tf.training.ema import StandingStatistics, noise_batches
+from sagan_tf.training.strategy import distributed_call
 from sagan_tf.visualization import image_grid, save_png, to_uint8
 
+HOST_STEP = "_host_step"  # the model attribute StepCounter keeps the step in during fit
 
-def _step(model):
-    return int(model.step.numpy())
+
+def current_step(model) -> int:
+    """The run's step: StepCounter's count during fit, else `model.step` read from the device."""
+    step = getattr(model, HOST_STEP, None)
+    return int(model.step.numpy()) if step is None else step
+
+
+_step = current_step
+
+
+def _steps_done(callback, batch: int) -> int:
+    """Steps of this fit done after the execution whose last batch index Keras reports as `batch`: the
+    last execution may be shorter than steps_per_execution (the data ends at train_steps)."""
+    total = (callback.params or {}).get("steps")
+    return batch + 1 if total is None else min(batch + 1, total)
+
+
+class StepCounter(keras.callbacks.Callback):
+    """Counts the step on the host: reads `model.step` once when fit starts, then adds the steps of each
+    execution; the other callbacks read it with `current_step`. Put it first. (A skipped mixed_float16
+    update still counts: the train step's optimizers advance `step` then too.)"""
+
+    def on_train_begin(self, logs=None):
+        self._start = int(self.model.step.numpy())
+        setattr(self.model, HOST_STEP, self._start)
+
+    def on_train_batch_end(self, batch, logs=None):
+        setattr(self.model, HOST_STEP, self._start + _steps_done(self, batch))
+
+    def on_train_end(self, logs=None):
+        setattr(self.model, HOST_STEP, None)  # outside fit, current_step reads the model again
 
 
 class NonFiniteGuard(keras.callbacks.Callback):
-    """Stops the run with an error naming the step and the losses as soon as a loss is not finite."""
+    """Stops the run with an error naming the step and the losses as soon as a loss is not finite (with
+    steps_per_execution=k: the loss of an execution's last step; NaN weights keep every later loss NaN)."""
 
     def on_train_batch_end(self, batch, logs=None):
         losses = {k: float(v) for k, v in (logs or {}).items() if k.endswith("_loss")}
@@ -41,14 +78,15 @@ class Throughput(keras.callbacks.Callback):
         self._window_steps, self._window_seconds = 0, 0.0
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
+        self._start, self._first_batch = time.perf_counter(), batch
 
     def on_train_batch_end(self, batch, logs=None):
         seconds = max(time.perf_counter() - self._start, 1e-9)
-        self._window_steps += 1
+        steps = _steps_done(self, batch) - self._first_batch  # the steps of this execution
+        self._window_steps += steps
         self._window_seconds += seconds
         if logs is not None:
-            logs["img_per_s"] = self.images_per_step / seconds
+            logs["img_per_s"] = self.images_per_step * steps / seconds
 
     def pop_window(self):
         """Images per second over the steps since the last call (None if there were none); resets."""
@@ -165,22 +203,29 @@ class ProgressBar(keras.callbacks.ProgbarLogger):
 class EMAStatistics(keras.callbacks.Callback):
     """Recomputes the EMA generator's batch-norm statistics (standing statistics) on every step where
     something reads it in inference mode (`periods`: sample, checkpoint, evaluation cadences) and at the
-    end; place it before those callbacks. The noise is fixed, so a resumed run stays exact."""
+    end; place it before those callbacks. The noise is fixed, so a resumed run stays exact. It runs
+    through the model's strategy, one batch per replica: `num_batches` is rounded up to a multiple of the
+    replica count (16 on 1, 2, 4, 8 or 16 replicas)."""
 
     def __init__(self, periods, z_dim, num_classes, num_batches=16, batch_size=64, seed=0):
         super().__init__()
         self.periods = [p for p in periods if p]
-        self.batches = noise_batches(z_dim, num_classes, num_batches, batch_size, seed)
+        self._noise = dict(z_dim=z_dim, num_classes=num_classes, num_batches=num_batches, batch_size=batch_size,
+                           seed=seed)
+        self.batches = None
         self.last_refreshed = None
-        self._forward = None
+        self._statistics = None
 
     def refresh(self):
         step = _step(self.model)
         if step != self.last_refreshed:  # once per step: what was saved is what stays in memory
-            if self._forward is None:  # compiled once; standing_statistics traces it at momentum 0
-                ema = self.model.ema_generator
-                self._forward = tf.function(lambda z, labels: ema((z, labels), training=True))
-            standing_statistics(self.model.ema_generator, self.batches, self._forward)
+            if self._statistics is None:  # compiled once, kept
+                strategy = self.model.distribute_strategy
+                replicas = strategy.num_replicas_in_sync
+                noise = dict(self._noise, num_batches=-(-self._noise["num_batches"] // replicas) * replicas)
+                self.batches = noise_batches(**noise)
+                self._statistics = StandingStatistics(self.model.ema_generator, strategy)
+            self._statistics(self.batches)
             self.last_refreshed = step
 
     def on_train_batch_end(self, batch, logs=None):
@@ -214,9 +259,20 @@ class SampleGrid(keras.callbacks.Callback):
         self.labels = np.repeat(classes, per_class)
         self.z = np.random.default_rng(seed).standard_normal((rows * per_class, z_dim)).astype(np.float32)
         self.last_written = None
+        self._calls = None
+
+    def _forward(self, return_attention=False):
+        """The EMA generator in inference mode through the model's strategy (compiled once, kept)."""
+        if self._calls is None:
+            ema, strategy = self.model.ema_generator, self.model.distribute_strategy
+            self._calls = {
+                False: distributed_call(lambda z, labels: ema((z, labels), training=False), strategy),
+                True: distributed_call(lambda z, labels: ema((z, labels), training=False, return_attention=True),
+                                       strategy)}
+        return self._calls[return_attention]
 
     def grid(self):
-        images = self.model.ema_generator((self.z, self.labels), training=False)
+        images = self._forward()(self.z, self.labels)
         return image_grid(to_uint8(images), self.rows)
 
     def on_train_batch_end(self, batch, logs=None):
@@ -233,7 +289,8 @@ class SampleGrid(keras.callbacks.Callback):
         if not self.model.ema_generator.attention_layers:
             return None
         pick = np.linspace(0, len(self.labels) - 1, 4).astype(int)
-        return attention_figure(self.model.ema_generator, self.z[pick], self.labels[pick])
+        return attention_figure(self.model.ema_generator, self.z[pick], self.labels[pick],
+                                forward=self._forward(return_attention=True))
 
     def write(self, step):
         if step == self.last_written:  # the last step of a run is also a multiple of `every`
@@ -246,7 +303,7 @@ class SampleGrid(keras.callbacks.Callback):
                     continue
                 if self.directory:
                     prefix = "step" if name == "ema_samples" else "attention"
-                    save_png(os.path.join(self.directory, f"{prefix}_{step:08d}.png"), image)
+                    save_png(files.join(self.directory, f"{prefix}_{step:08d}.png"), image)
                 tf.summary.image(name, image[None], max_outputs=1, description=self.DESCRIPTIONS[name])
         self.writer.flush()
 

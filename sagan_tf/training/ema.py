@@ -7,7 +7,10 @@ recomputed for its own weights from batches of noise ("standing statistics", as 
 """
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
+
+from sagan_tf.training.strategy import replica_rows
 
 
 def update_ema(ema_model, model, decay):
@@ -22,40 +25,80 @@ def update_ema(ema_model, model, decay):
 
 
 def noise_batches(z_dim, num_classes, num_batches=16, batch_size=64, seed=0):
-    """Fixed (z, labels) batches: z ~ N(0, I), labels uniform over the classes."""
+    """Fixed (z, labels) batches: z ~ N(0, I), labels uniform over the classes (the first k of n batches
+    are the k batches drawn alone)."""
     rng = np.random.default_rng(seed)
     return [(rng.standard_normal((batch_size, z_dim)).astype(np.float32),
              rng.integers(0, max(num_classes, 1), batch_size).astype(np.int32)) for _ in range(num_batches)]
 
 
-def standing_statistics(generator, batches, forward=None):
-    """Sets every BatchNormalization's moving mean/variance in `generator` to the average of its batch
-    statistics over `batches` of (z, labels), run in training mode with the generator's own weights.
+class StandingStatistics:
+    """`StandingStatistics(generator, strategy)(batches)` sets every BatchNormalization's moving mean and
+    variance in `generator` to the average of its batch statistics over `batches` of (z, labels), run in
+    training mode with the generator's own weights, through `strategy` (default: the current one).
 
-    Each pass runs with momentum 0 (the moving statistics become that batch's), and the average over
-    passes is assigned at the end. `forward(z, labels)` may be a compiled training-mode call of
-    `generator`, traced while momentum is 0 (callers keep it for reuse). Training mode also advances
+    The passes run in one compiled function (kept by the object, so later calls reuse it), through
+    `strategy.run`: each of the N replicas takes one whole batch of a group of N, and its statistics
+    are read in replica context and averaged over all replicas in the graph (`strategy.reduce`: every
+    device and every worker). So `len(batches)` must be a multiple of N, and the result is the
+    single-device average over the same batches. Each pass runs with momentum 0 (the moving statistics
+    become that batch's) and with cross-replica BN switched off (a batch's own statistics, also under
+    sync_bn); both are read when the pass is traced, inside that window. Training mode also advances
     the spectral-norm u vectors: more power iterations on these weights.
     """
-    layers = [layer for layer in generator._flatten_layers(include_self=False)
-              if isinstance(layer, keras.layers.BatchNormalization)]
-    forward = forward or (lambda z, labels: generator((z, labels), training=True))
-    momenta = [layer.momentum for layer in layers]
-    means = [np.zeros(layer.moving_mean.shape, np.float64) for layer in layers]
-    variances = [np.zeros(layer.moving_variance.shape, np.float64) for layer in layers]
-    count = 0
-    try:
-        for layer in layers:
-            layer.momentum = 0.0
-        for z, labels in batches:
-            forward(z, labels)
-            count += 1
-            for layer, mean, variance in zip(layers, means, variances):
-                mean += layer.moving_mean.numpy()
-                variance += layer.moving_variance.numpy()
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
-    for layer, mean, variance in zip(layers, means, variances):
-        layer.moving_mean.assign((mean / max(count, 1)).astype(np.float32))
-        layer.moving_variance.assign((variance / max(count, 1)).astype(np.float32))
+
+    def __init__(self, generator, strategy=None):
+        self.generator = generator
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.layers = [layer for layer in generator._flatten_layers(include_self=False)
+                       if isinstance(layer, keras.layers.BatchNormalization)]
+        self._pass = None
+
+    def _replica_pass(self, z, labels):
+        z, labels = replica_rows(z, labels)
+        self.generator((z, labels), training=True)
+        return ([ops.convert_to_tensor(layer.moving_mean) for layer in self.layers],
+                [ops.convert_to_tensor(layer.moving_variance) for layer in self.layers])
+
+    def _compiled_pass(self):
+        if self._pass is None:
+            strategy = self.strategy
+
+            @tf.function
+            def one_pass(z, labels):
+                per_replica = strategy.run(self._replica_pass, args=(z, labels))
+                return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+
+            self._pass = one_pass
+        return self._pass
+
+    def __call__(self, batches):
+        replicas = self.strategy.num_replicas_in_sync
+        if not batches or len(batches) % replicas:
+            raise ValueError(f"standing statistics over {len(batches)} batches on {replicas} replicas: the number "
+                             f"of batches must be a positive multiple of the replica count")
+        saved = [(layer.momentum, layer.synchronized) for layer in self.layers]
+        means = [np.zeros(layer.moving_mean.shape, np.float64) for layer in self.layers]
+        variances = [np.zeros(layer.moving_variance.shape, np.float64) for layer in self.layers]
+        try:
+            for layer in self.layers:
+                layer.momentum, layer.synchronized = 0.0, False
+            one_pass = self._compiled_pass()
+            for first in range(0, len(batches), replicas):
+                group = batches[first:first + replicas]
+                z = np.concatenate([np.asarray(z, np.float32) for z, _ in group])
+                labels = np.concatenate([np.asarray(labels, np.int32) for _, labels in group])
+                batch_means, batch_variances = one_pass(z, labels)
+                for total, value in zip(means + variances, list(batch_means) + list(batch_variances)):
+                    total += value.numpy() * len(group)
+        finally:
+            for layer, (momentum, synchronized) in zip(self.layers, saved):
+                layer.momentum, layer.synchronized = momentum, synchronized
+        for layer, mean, variance in zip(self.layers, means, variances):
+            layer.moving_mean.assign((mean / len(batches)).astype(np.float32))
+            layer.moving_variance.assign((variance / len(batches)).astype(np.float32))
+
+
+def standing_statistics(generator, batches, strategy=None):
+    """Standing statistics of `generator` over `batches` (see StandingStatistics), compiled for this call."""
+    StandingStatistics(generator, strategy)(batches)

@@ -2,9 +2,12 @@
 
     config → validate → build SAGAN + optimizers in strategy.scope() → restore latest checkpoint →
     dataset positioned at that step → fit(steps = train_steps − step) with the monitoring callbacks.
+
+With `steps_per_execution=k` each call of the compiled train function runs k steps and the callbacks
+run between calls; their cadences are validated multiples of k (sagan_tf.config), and the dataset is cut
+at train_steps, so a last execution of fewer than k steps ends the run exactly there.
 """
-import json
-import os
+import functools
 import shutil
 import tempfile
 
@@ -20,16 +23,34 @@ from sagan_tf.training.checkpointing import CheckpointManager, check_resume_conf
 from sagan_tf.training.run_lock import RunLock
 from sagan_tf.precision import resolve_precision
 from sagan_tf.training.gan import SAGAN
-from sagan_tf.files import atomic_write_bytes
+from sagan_tf.training.strategy import distributed_call
+from sagan_tf import files
+
+
+@keras.saving.register_keras_serializable(package="sagan_tf")
+class StepCountingLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """Keras' dynamic LossScaleOptimizer, except that a skipped update still counts as a step.
+
+    When the scaled gradients are not finite, Keras 3 skips the update (variables and Adam slots
+    unchanged) and halves the scale, but also leaves `iterations` where it was. G's `iterations` is the
+    run's step, which the noise, the data position of a resume and every callback cadence follow, so
+    here a skipped update advances it by one, as tf.keras' LossScaleOptimizer did: `step` counts train
+    steps (G updates attempted) exactly as in float32. Variables and checkpoint layout are Keras' own.
+    """
+
+    def _stateful_handle_non_finite_grads(self):
+        super()._stateful_handle_non_finite_grads()
+        self.inner_optimizer.iterations.assign_add(1)
 
 
 def make_optimizers(config):
-    """TTUR: Adam(β1, β2) for each network with its own learning rate (loss-scaled under float16)."""
+    """TTUR: Adam(β1, β2) for each network with its own learning rate. Under mixed_float16 each is wrapped
+    in its own dynamic loss scale (StepCountingLossScaleOptimizer): D and G skip and rescale independently."""
     g_opt = keras.optimizers.Adam(config.g_lr, beta_1=config.beta1, beta_2=config.beta2, name="g_adam")
     d_opt = keras.optimizers.Adam(config.d_lr, beta_1=config.beta1, beta_2=config.beta2, name="d_adam")
     if resolve_precision(config.mixed_precision) == "mixed_float16":
-        g_opt = keras.optimizers.LossScaleOptimizer(g_opt, name="g_loss_scale")
-        d_opt = keras.optimizers.LossScaleOptimizer(d_opt, name="d_loss_scale")
+        g_opt = StepCountingLossScaleOptimizer(g_opt, name="g_loss_scale")
+        d_opt = StepCountingLossScaleOptimizer(d_opt, name="d_loss_scale")
     return g_opt, d_opt
 
 
@@ -39,7 +60,8 @@ def build_model(config, strategy):
     with strategy.scope():
         model = SAGAN(config)
         g_opt, d_opt = make_optimizers(config)
-        model.compile(g_optimizer=g_opt, d_optimizer=d_opt, jit_compile=bool(config.jit_compile))
+        model.compile(g_optimizer=g_opt, d_optimizer=d_opt, jit_compile=bool(config.jit_compile),
+                      steps_per_execution=int(config.get("steps_per_execution", 1)))
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         _work_around_keras_fit_under_multi_worker(model)
     return model
@@ -93,8 +115,9 @@ def num_workers(strategy):
     return max(1, sum(len(spec.get(job, ())) for job in ("chief", "worker")))
 
 
-def training_data(config, strategy, data_dir, start_step):
-    """The training batches (`n_dis × batch_size` rows a step), positioned at `start_step`.
+def training_data(config, strategy, data_dir, start_step, num_steps=None):
+    """The training batches (`n_dis × batch_size` rows a step), positioned at `start_step`; only
+    `num_steps` of them when given (so that a last, shorter execution ends the run there).
 
     One pipeline for the whole run, which tf.distribute splits between the replicas (and, on several
     hosts, each host keeps its rows), except for TFDS data on several hosts: there every host builds its
@@ -106,15 +129,32 @@ def training_data(config, strategy, data_dir, start_step):
     if is_tfds(config.dataset) and num_workers(strategy) > 1:
         def per_host(input_context):
             print(describe_share(data_config, data_dir, input_context), flush=True)
-            return build_dataset(data_config, data_dir=data_dir, start_step=start_step, input_context=input_context)
+            return _take(build_dataset(data_config, data_dir=data_dir, start_step=start_step,
+                                       input_context=input_context), num_steps)
         return strategy.distribute_datasets_from_function(per_host)
     if is_tfds(config.dataset):
         print(describe_share(data_config, data_dir), flush=True)
-    return build_dataset(data_config, data_dir=data_dir, start_step=start_step)
+    return _take(build_dataset(data_config, data_dir=data_dir, start_step=start_step), num_steps)
+
+
+def _take(dataset, num_steps):
+    """The first `num_steps` batches of a tf.data pipeline (an already distributed one is left whole)."""
+    if num_steps is None or not isinstance(dataset, tf.data.Dataset):
+        return dataset
+    return dataset.take(num_steps)
+
+
+def execution_segments(start, end, steps_per_execution):
+    """The [(first, last)) step ranges `fit` is called for: one, unless `start` is not a multiple of
+    `steps_per_execution` (a resume of a run whose train_steps, or steps_per_execution, differed). Then
+    the steps up to the next multiple run first, so that every later execution ends on a multiple and
+    the callbacks' cadences (multiples of it) stay exact."""
+    aligned = min(end, -(-start // steps_per_execution) * steps_per_execution)
+    return [(a, b) for a, b in ((start, aligned), (aligned, end)) if b > a]
 
 
 def write_config(config, model_dir):
-    atomic_write_bytes(os.path.join(model_dir, "config.json"), config.to_json_best_effort(indent=2).encode())
+    files.atomic_write_text(files.join(model_dir, "config.json"), config.to_json_best_effort(indent=2))
     if config.get("class_names"):  # the name -> label map, to sample a class by name (sagan_tf.class_map)
         from sagan_tf.class_map import write_class_map
         write_class_map(model_dir, config.class_names)
@@ -150,7 +190,8 @@ def _train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, ver
     """Trains (or resumes) to `config.train_steps` G steps; returns the SAGAN model.
 
     `dataset_fn(start_step)` may replace the configured pipeline (tests); it must yield batches of
-    `n_dis × batch_size` (images, labels), positioned at `start_step`. `extra_callbacks` run after the
+    `n_dis × batch_size` (images, labels), positioned at `start_step` (a tf.data.Dataset is cut where the
+    run ends). `extra_callbacks` run after the
     run's own (tests record the step logs with one).
     """
     strategy = strategy or tf.distribute.get_strategy()
@@ -163,14 +204,14 @@ def _train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, ver
             print(ready, flush=True)
     # Non-chief workers write to a scratch directory that is removed afterwards (TF's multi-worker pattern).
     out_dir = model_dir if chief else tempfile.mkdtemp(prefix="sagan-worker-")
-    os.makedirs(out_dir, exist_ok=True)
+    files.makedirs(out_dir)
     try:
         model = build_model(config, strategy)
-        manager = CheckpointManager(model, os.path.join(out_dir, "checkpoints"), keep=config.keep_checkpoints)
+        manager = CheckpointManager(model, files.join(out_dir, "checkpoints"), keep=config.keep_checkpoints)
         # Resume from the chief's checkpoints on every worker (falling back from unreadable ones; only the
         # chief repairs the directory), then record the config: config.json changes only once the
         # checkpoints it describes have been restored into this config's networks.
-        restorer = manager if chief else CheckpointManager(model, os.path.join(model_dir, "checkpoints"), repair=False)
+        restorer = manager if chief else CheckpointManager(model, files.join(model_dir, "checkpoints"), repair=False)
         start = restorer.restore_latest()
         if chief:
             write_config(config, model_dir)
@@ -181,21 +222,18 @@ def _train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, ver
             return model
         print(f"{'Resuming at' if start else 'Starting from'} step {start}; training to step {config.train_steps} "
               f"on {strategy.num_replicas_in_sync} replica(s).", flush=True)
-        if dataset_fn is None:
-            dataset = training_data(config, strategy, data_dir, start)
-        else:
-            dataset = dataset_fn(start)
-        writer = tf.summary.create_file_writer(os.path.join(out_dir, "train"))
+        writer = tf.summary.create_file_writer(files.join(out_dir, "train"))
         throughput = cb.Throughput(config.batch_size * config.n_dis)
         checkpointing = cb.Checkpointing(manager, config.checkpoint_every)
         callbacks = [
+            cb.StepCounter(),  # first: the others read the step it counts
             cb.NonFiniteGuard(),
             throughput,
             cb.ConfigSummary(writer, config.to_json_best_effort(indent=2)),
             cb.ScalarSummaries(writer, config.log_every, throughput),
             cb.EMAStatistics((config.sample_every, config.checkpoint_every, config.eval_every), config.z_dim,
                              config.num_classes, seed=config.seed),
-            cb.SampleGrid(writer, os.path.join(out_dir, "samples"), config.sample_every, config.z_dim,
+            cb.SampleGrid(writer, files.join(out_dir, "samples"), config.sample_every, config.z_dim,
                           config.num_classes, seed=config.seed),
             checkpointing,
             cb.StopOnSignal(),
@@ -205,10 +243,18 @@ def _train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, ver
         if config.eval_every:
             # Loads the feature network and computes (or loads) the reference statistics now, before step 1.
             evaluation = build_periodic_evaluation(config, make_checkpoint(model), out_dir, writer,
-                                                   data_dir=data_dir)
+                                                   data_dir=data_dir, strategy=strategy,
+                                                   call=functools.partial(distributed_call, strategy=strategy))
             callbacks.insert(callbacks.index(checkpointing), evaluation)  # after EMAStatistics, before checkpointing
-        model.fit(dataset, epochs=1, steps_per_epoch=remaining, callbacks=callbacks, verbose=verbose,
-                  shuffle=False)  # the pipelines shuffle, deterministically
+        for first, end in execution_segments(start, config.train_steps, int(config.get("steps_per_execution", 1))):
+            if dataset_fn is None:
+                dataset = training_data(config, strategy, data_dir, first, end - first)
+            else:
+                dataset = _take(dataset_fn(first), end - first)
+            model.fit(dataset, epochs=1, steps_per_epoch=end - first, callbacks=callbacks, verbose=verbose,
+                      shuffle=False)  # the pipelines shuffle, deterministically
+            if model.stop_training:  # a signal: checkpointed at the step it stopped
+                break
         return model
     finally:
         if not chief:

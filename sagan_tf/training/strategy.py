@@ -1,4 +1,7 @@
-"""The tf.distribute strategy factory behind `--strategy`."""
+"""The tf.distribute strategy factory behind `--strategy`, and the way everything outside the train step
+calls a network under it (`distributed_call`, `replica_rows`): through `strategy.run` in a compiled
+function, each replica on its own rows, as the train step itself runs."""
+import numpy as np
 import tensorflow as tf
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
@@ -41,3 +44,44 @@ def get_strategy(name="default", tpu=None, num_cpu_devices=0):
         raise RuntimeError(f"--strategy=tpu: no TPU found at --tpu={tpu!r} ({error}). Run on a Cloud TPU VM with "
                            f"--tpu=local, or pass --tpu=<TPU name or grpc://address>.") from error
     return tf.distribute.TPUStrategy(resolver)
+
+
+def replica_rows(*tensors):
+    """This replica's share of each global-batch tensor, in replica context: replica r of N takes rows
+    [r·B/N, (r+1)·B/N) (B must be a multiple of N). Under no strategy, the tensors unchanged."""
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync if context else 1
+    replica = context.replica_id_in_sync_group if context else 0
+    shares = []
+    for tensor in tensors:
+        rows = tf.shape(tensor)[0] // replicas
+        shares.append(tensor[replica * rows:(replica + 1) * rows])
+    return shares
+
+
+def distributed_call(fn, strategy=None):
+    """`call(*arrays)`: `fn(*tensors)` on every replica of `strategy` (default: the current one), each on
+    its own equal share of the rows of the global `arrays`, in one compiled function (traced once per
+    input shape); returns `fn`'s outputs for all the rows, in order, as numpy arrays (any nest of them).
+
+    For row-wise functions (a network in inference mode): the rows are padded to a multiple of the
+    replica count by repeating the last one, and the padding is cut from the outputs. This is how the
+    sample grids, attention maps and evaluation samples run on GPUs and TPUs (under TPUStrategy a
+    network's variables can only be read inside `strategy.run`).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+
+    @tf.function(reduce_retracing=True)
+    def run(*args):
+        outputs = strategy.run(lambda *rows: fn(*replica_rows(*rows)), args=args)
+        return tf.nest.map_structure(lambda value: strategy.gather(value, axis=0), outputs)
+
+    def call(*arrays):
+        arrays = [np.asarray(array) for array in arrays]
+        num, replicas = len(arrays[0]), strategy.num_replicas_in_sync
+        padding = -num % replicas
+        if padding:
+            arrays = [np.concatenate([array, np.repeat(array[-1:], padding, axis=0)]) for array in arrays]
+        return tf.nest.map_structure(lambda tensor: np.asarray(tensor)[:num], run(*arrays))
+
+    return call
