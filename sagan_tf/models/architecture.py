@@ -32,8 +32,10 @@ DEFAULT_ATTENTION = {32: (16,), 64: (32,), 128: (32,), 256: (64,)}
 MODEL_FIELDS = ("resolution", "ch", "z_dim", "num_classes", "image_channels", "g_attention", "d_attention",
                 "init", "pooled_attention", "sync_bn")
 # Fields that change how the networks compute but not their variables, with the value a config written
-# before the field existed gets (such a checkpoint restores either way).
-EXECUTION_FIELDS = {"fused_resample": True}
+# before the field existed gets (such a checkpoint restores either way):
+#   fused_resample         resampling folded into the blocks' convolutions (sagan_tf.layers.resample_conv)
+#   attention_query_block  query rows per block of every SelfAttention (0 = one einsum over all queries)
+EXECUTION_FIELDS = {"fused_resample": True, "attention_query_block": 0}
 GENERATOR_BASE_RESOLUTION = 4
 
 
@@ -89,8 +91,18 @@ def model_fields(config):
     if missing:
         raise ValueError(f"model config lacks fields {missing}; it needs {list(MODEL_FIELDS)}.")
     fields = {name: config[name] for name in MODEL_FIELDS}
-    fields.update({name: bool(config[name]) if name in config else default
+    fields.update({name: _execution_value(name, config[name]) if name in config else default
                    for name, default in EXECUTION_FIELDS.items()})
     for name in ("g_attention", "d_attention"):
         fields[name] = [int(size) for size in fields[name]]
     return fields
+
+
+def _execution_value(name, value):
+    """An execution field's value as the type of its default, or a ValueError naming it."""
+    if isinstance(EXECUTION_FIELDS[name], bool):
+        return bool(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"config.{name}={value!r} is not allowed; allowed: an integer >= 0 "
+                         f"(query rows per attention block; 0 = one einsum over all queries).")
+    return int(value)

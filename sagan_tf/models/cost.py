@@ -8,7 +8,9 @@ per image in the networks' nominal form (docs/architecture.md).
 the work that defines the function, used for MFU. `executed=True` counts what runs with
 `fused_resample` (sagan_tf.layers.resample_conv): G's first convolution of each block as a 2×2
 convolution with 4× the filters on the padded low-resolution map, its shortcut at the low resolution,
-and D's second convolution of each downsampling block as a 4×4 stride-2 convolution.
+and D's second convolution of each downsampling block as a 4×4 stride-2 convolution; with
+`attention_query_block` > 0, every backward pass through a SelfAttention also recomputes its logits
+θφᵀ block by block (sagan_tf.layers.attention), N·M·C/8 MACs more.
 """
 from sagan_tf.models.architecture import GENERATOR_BASE_RESOLUTION, discriminator_stages, generator_stages
 
@@ -19,6 +21,16 @@ def attention_macs(channels, size, pooled=True):
     m = n // 4 if pooled else n
     projections = n * channels * (channels // 8) * 2 + n * channels * (channels // 2) + n * (channels // 2) * channels
     return projections + n * m * (channels // 8) + n * m * (channels // 2)
+
+
+def attention_recompute_macs(channels, size, pooled=True):
+    """MACs a query-blocked SelfAttention adds to each of its backward passes: θφᵀ once more."""
+    n = size * size
+    return n * (n // 4 if pooled else n) * (channels // 8)
+
+
+def _recompute_macs(stages, pooled):
+    return sum(attention_recompute_macs(s.out_channels, s.resolution, pooled) for s in stages if s.attention)
 
 
 def _fused(spec, executed):
@@ -72,4 +84,13 @@ def train_step_flops(spec, n_dis=1, executed=False):
     d = sum(m for _, m in discriminator_macs(spec, executed))
     d_step = g + 2 * 3 * d
     g_step = 3 * g + 3 * d
+    if executed and spec.get("attention_query_block", 0):
+        # Each backward pass recomputes its attention logits: D's on real and fake in the D step, G's and
+        # D's in the G step.
+        g_re = _recompute_macs(generator_stages(spec["resolution"], spec["ch"], spec["g_attention"]),
+                               spec["pooled_attention"])
+        d_re = _recompute_macs(discriminator_stages(spec["resolution"], spec["ch"], spec["image_channels"],
+                                                    spec["d_attention"]), spec["pooled_attention"])
+        d_step += 2 * d_re
+        g_step += g_re + d_re
     return 2 * (n_dis * d_step + g_step)

@@ -33,8 +33,9 @@ class Discriminator(StagedNetwork, keras.Model):
                 stage.out_channels, downsample=stage.resample, preactivation=i > 0, init=spec["init"],
                 fused_resample=spec["fused_resample"], dtype=dtype, name=f"block{i}"))
             if stage.attention:
-                setattr(self, f"attention{i}", SelfAttention(spec["pooled_attention"], spec["init"], dtype=dtype,
-                                                             name=f"attention{i}"))
+                setattr(self, f"attention{i}", SelfAttention(
+                    spec["pooled_attention"], spec["init"], query_block=spec["attention_query_block"], dtype=dtype,
+                    name=f"attention{i}"))
         init = get_initializer(spec["init"])
         self.linear = SpectralNormalization(
             keras.layers.Dense(1, kernel_initializer=init, dtype="float32", name="linear"),
@@ -51,15 +52,18 @@ class Discriminator(StagedNetwork, keras.Model):
         h, maps = images, []
         for i, (block, stage) in enumerate(zip(self.blocks, self.stages)):
             h = block(h, training=training)
-            if stage.attention:
+            if stage.attention and return_attention:
                 h, attention = getattr(self, f"attention{i}")(h, training=training, return_attention=True)
                 maps.append(attention)
+            elif stage.attention:  # without the maps, so a query-blocked layer can take its blocked path
+                h = getattr(self, f"attention{i}")(h, training=training)
         phi = ops.sum(ops.cast(ops.relu(h), "float32"), axis=(1, 2))
         return (phi, maps) if return_attention else phi
 
     def call(self, inputs, training=False, return_attention=False):
         images, labels = inputs
-        phi, maps = self.features(images, training=training, return_attention=True)
+        phi, maps = (self.features(images, training=training, return_attention=True) if return_attention
+                     else (self.features(images, training=training), None))
         logits = self.linear(phi, training=training)[:, 0]
         if self.embedding is not None:
             logits = logits + ops.sum(self.embedding(labels, training=training) * phi, axis=-1)

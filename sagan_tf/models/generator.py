@@ -38,8 +38,9 @@ class Generator(StagedNetwork, keras.Model):
                 synchronized_bn=spec["sync_bn"], fused_resample=spec["fused_resample"], dtype=dtype,
                 name=f"block{i}"))
             if stage.attention:
-                setattr(self, f"attention{i}", SelfAttention(spec["pooled_attention"], spec["init"], dtype=dtype,
-                                                             name=f"attention{i}"))
+                setattr(self, f"attention{i}", SelfAttention(
+                    spec["pooled_attention"], spec["init"], query_block=spec["attention_query_block"], dtype=dtype,
+                    name=f"attention{i}"))
         # Plain (unconditional) BN with its own affine before the output convolution.
         self.bn_out = ConditionalBatchNormalization(0, spec["sync_bn"], dtype=dtype, name="bn_out")
         self.conv_out = sn_conv(spec["image_channels"], 3, spec["init"], dtype, "conv_out")
@@ -51,9 +52,11 @@ class Generator(StagedNetwork, keras.Model):
         maps = []
         for i, (block, stage) in enumerate(zip(self.blocks, self.stages)):
             h = block(h, labels, training=training)
-            if stage.attention:
+            if stage.attention and return_attention:
                 h, attention = getattr(self, f"attention{i}")(h, training=training, return_attention=True)
                 maps.append(attention)
+            elif stage.attention:  # without the maps, so a query-blocked layer can take its blocked path
+                h = getattr(self, f"attention{i}")(h, training=training)
         h = ops.relu(self.bn_out(h, training=training))
         images = ops.tanh(ops.cast(self.conv_out(h, training=training), "float32"))
         return (images, maps) if return_attention else images
