@@ -1,9 +1,25 @@
-"""Small shared helpers for tests: tiny configs, parameter counting, a random training set, running a CLI."""
+"""Small shared helpers for tests: tiny configs, parameter counting, a random training set, running a CLI.
+
+Running a CLI: `run_cli(module, *args)` runs `python -m module args...` from the checkout and returns a
+`subprocess.CompletedProcess`. Each call is its own process, started the way `python -m` starts one, but
+forked from a session-wide server that has already imported TensorFlow and Keras (the import is most of a
+small CLI's time): the child sets sys.argv, runs the module as `__main__` with `runpy` (absl parses the
+flags, `app.run` handles the errors, exactly the user's code path), and exits through the normal
+interpreter shutdown, so its exit status, stdout and stderr are those of a plain `python -m` run (less
+TensorFlow's C++ start-up lines, which the server's import printed once). A bad value costs a CLI test about
+a second instead of the 4-8 s of a TensorFlow import. The server itself never creates a TensorFlow op, so
+each child initialises the runtime (devices, threads) itself. `python -m tests.helpers` is that server.
+"""
 import importlib.util
+import json
 import os
 import pathlib
+import select
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 
 import numpy as np
 
@@ -12,10 +28,94 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CLI_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
 
 
-def run_cli(module, *args, timeout=300):
+class _CliServer:
+    """The client side of the fork server: one request at a time, one reply line per event."""
+
+    def __init__(self):
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.helpers"], cwd=ROOT, env=CLI_ENV,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        text=True, bufsize=1)
+        self.lock = threading.Lock()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def _reply(self, timeout):
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        if not ready:
+            return None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the CLI fork server exited with status {self.process.poll()}")
+        return json.loads(line)
+
+    def run(self, argv, timeout):
+        with self.lock, tempfile.TemporaryDirectory(prefix="cli-") as work:
+            out, err = os.path.join(work, "stdout"), os.path.join(work, "stderr")
+            self.process.stdin.write(json.dumps({"argv": argv, "stdout": out, "stderr": err}) + "\n")
+            self.process.stdin.flush()
+            pid = self._reply(60)["pid"]
+            reply = self._reply(timeout)
+            if reply is None:  # as subprocess.run does on a timeout: kill the child, then raise
+                os.kill(pid, signal.SIGKILL)
+                self._reply(60)
+                raise subprocess.TimeoutExpired(argv, timeout)
+            with open(out, encoding="utf-8", errors="replace") as f:
+                stdout = f.read()
+            with open(err, encoding="utf-8", errors="replace") as f:
+                stderr = f.read()
+            return reply["returncode"], stdout, stderr
+
+    def close(self):
+        if self.alive():
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+
+
+_SERVER = []
+
+
+def _server() -> _CliServer:
+    if not _SERVER or not _SERVER[0].alive():
+        import atexit
+        _SERVER[:] = [_CliServer()]
+        atexit.register(_SERVER[0].close)
+    return _SERVER[0]
+
+
+def run_cli(module, *args, timeout=300) -> subprocess.CompletedProcess:
     """Runs `python -m module args...` from the checkout, as a user would; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=CLI_ENV, capture_output=True,
-                          text=True, timeout=timeout)
+    argv = [sys.executable, "-m", module, *map(str, args)]
+    returncode, stdout, stderr = _server().run([module, *map(str, args)], timeout)
+    return subprocess.CompletedProcess(argv, returncode, stdout, stderr)
+
+
+def _serve():
+    """The server loop: forks a child per request line; the child returns its request, the server None."""
+    import keras  # noqa: F401  (imported once here; the children inherit them)
+    import tensorflow  # noqa: F401
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            return request
+        print(json.dumps({"pid": pid}), flush=True)
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}), flush=True)
+    return None
+
+
+def _run_as_main(request):
+    """In the child: stdin /dev/null, stdout/stderr to the request's files, then `python -m` semantics."""
+    import runpy
+    for fd, path, mode in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], os.O_WRONLY | os.O_CREAT),
+                           (2, request["stderr"], os.O_WRONLY | os.O_CREAT)):
+        opened = os.open(path, mode, 0o600)
+        os.dup2(opened, fd)
+        os.close(opened)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.argv = list(request["argv"])
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 
 
 def load_preset(name):
@@ -53,3 +153,9 @@ def random_dataset_fn(config, num=8, seed=0):
                 .batch(config.n_dis * config.batch_size, drop_remainder=True).skip(start_step))
 
     return dataset_fn
+
+
+if __name__ == "__main__":
+    _request = _serve()
+    if _request is not None:
+        _run_as_main(_request)

@@ -12,8 +12,8 @@ from sagan_tf.evaluation import runner
 from sagan_tf.evaluation.periodic import (BestCheckpointSaver, PeriodicEvaluation, build_periodic_evaluation,
                                          make_evaluate_fn)
 from sagan_tf.evaluation.reference_stats import ReferenceStatsMismatchError
-from tests.helpers import tiny_config
-from tests.test_sampling import run_cli, tiny_run
+from tests.helpers import run_cli, tiny_config
+from tests.test_sampling import tiny_run
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 K = 4  # classes of the stand-ins

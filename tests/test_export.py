@@ -19,7 +19,7 @@ import tensorflow as tf
 from export import saved_model as export_lib
 from export import serving_config
 from export.signatures import sample_z
-from tests.helpers import ROOT, random_dataset_fn, tiny_config
+from tests.helpers import ROOT, random_dataset_fn, run_cli, tiny_config
 
 Z_DIM, CLASSES, RES = 8, 3, 32
 _ROOT_DIR = []
@@ -42,12 +42,6 @@ def trained_run():
     model_dir = os.path.join(_scratch(), "run")
     model = train(config, model_dir, dataset_fn=random_dataset_fn(config), verbose=0)
     return model_dir, model
-
-
-def run_cli(module, *args, timeout=300):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 EXPORT_DURING_SAVE = {}

@@ -4,8 +4,6 @@ say what was found, classes are sampled and served by name, and flat folders tra
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,16 +14,10 @@ from export import client
 from export import saved_model as export_lib
 from sagan_tf import class_map, sampling
 from sagan_tf.data import image_folder as imf
-from tests.helpers import ROOT
+from tests.helpers import run_cli
 
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 TINY = ["--config.z_dim=8", "--config.batch_size=4", "--config.mixed_precision=float32",
         "--config.checkpoint_every=2", "--config.sample_every=2", "--config.log_every=1", "--train_steps=2"]
-
-
-def run_cli(module, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def _noise(rng, size):

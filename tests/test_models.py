@@ -1,8 +1,4 @@
 """Generator/Discriminator: reference parameter counts, shapes of every preset, serialisation, costs."""
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
@@ -11,7 +7,7 @@ from sagan_tf.config import default_config
 from sagan_tf.models import Discriminator, Generator
 from sagan_tf.models.architecture import model_fields
 from sagan_tf.models.cost import discriminator_macs, generator_macs, train_step_flops
-from tests.helpers import ROOT, count_params, load_preset, tiny_config
+from tests.helpers import count_params, load_preset, run_cli, tiny_config
 
 
 def _fast_init_config():
@@ -142,10 +138,7 @@ def test_attention_maps_returned_per_attention_layer():
 
 
 def test_summary_cli_prints_reference_counts():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, "-m", "sagan_tf.summary", "--config=configs/imagenet128.py",
-                             "--config.init=normal"],
-                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    result = run_cli("sagan_tf.summary", "--config=configs/imagenet128.py", "--config.init=normal")
     assert result.returncode == 0, result.stderr[-2000:]
     last = result.stdout.strip().splitlines()[-6:]
     assert last[0] == "generator_params=42078852"
@@ -159,9 +152,7 @@ def test_summary_cli_prints_reference_counts():
 
 
 def test_summary_cli_applies_overrides():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, "-m", "sagan_tf.summary", "--config=configs/cifar10.py", "--config.ch=8",
-                             "--config.num_classes=0"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    result = run_cli("sagan_tf.summary", "--config=configs/cifar10.py", "--config.ch=8", "--config.num_classes=0")
     assert result.returncode == 0, result.stderr[-2000:]
     config = load_preset("cifar10")
     config.ch, config.num_classes = 8, 0

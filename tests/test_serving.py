@@ -27,7 +27,7 @@ from export import client, serving_config
 from export.grpc_server import InProcessServer
 from export.signatures import sample_z
 from sagan_tf.visualization import image_grid, to_uint8
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_cli
 from tests.test_export import CLASSES, RES, Z_DIM, exported, keras_ema, sample_inputs
 
 
@@ -439,15 +439,9 @@ def test_warmup_records_parse_and_succeed_against_the_server(server):
 
 # --- the client --------------------------------------------------------------------------------------
 
-def run_module(module, *args, timeout=300, **popen):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout, **popen)
-
-
 def test_client_cli_writes_the_grid_over_grpc(server, tmp_path):
     out = tmp_path / "grid.png"
-    result = run_module("export.client", f"--server={server.address}", "--model_name=sagan", "--label=1,2",
+    result = run_cli("export.client", f"--server={server.address}", "--model_name=sagan", "--label=1,2",
                         "--num=4", "--signature=generate", "--seed=40", "--truncation=0.7", f"--out={out}")
     assert result.returncode == 0, result.stderr[-2000:]
     grid = np.asarray(Image.open(out))
@@ -631,7 +625,7 @@ def test_real_tensorflow_model_server_with_the_shipped_config(tmp_path):
         address = f"127.0.0.1:{grpc_port}"
         _wait_for(lambda: client.signature_inputs_grpc(address, "sagan", timeout=2), 120, "tensorflow_model_server")
         out = tmp_path / "served.png"
-        result = run_module("export.client", f"--server={address}", "--label=0,1,2", "--num=3",
+        result = run_cli("export.client", f"--server={address}", "--label=0,1,2", "--num=3",
                             "--signature=generate", "--seed=5", f"--out={out}")
         assert result.returncode == 0, result.stderr[-2000:]
         expected = expected_generate([0, 1, 2], [5, 6, 7], [0.0] * 3)

@@ -1,5 +1,6 @@
 """Each trainer CLI, run as a user would in a subprocess, on a tiny config."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from tests import miniature_ilsvrc
-from tests.helpers import ROOT, run_cli
+from tests.helpers import CLI_ENV, ROOT, run_cli
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 TINY = ["--config.ch=4", "--config.z_dim=8", "--config.batch_size=4", "--config.mixed_precision=float32",
@@ -90,7 +91,6 @@ def test_bad_flags_fail_before_any_work(tmp_path, flag, message):
                      "--strategy=mirrored", *TINY, flag) if "strategy" not in flag else run_cli(
         "trainers.fashion_mnist", f"--model_dir={model_dir}", *TINY, flag)
     assert result.returncode != 0
-    import re
     assert re.search(message, result.stderr), result.stderr[-2000:]
     assert not model_dir.exists()
 
@@ -113,3 +113,22 @@ def test_sigterm_checkpoints_and_exits_zero(tmp_path):
     assert "SIGTERM received" in stdout
     latest = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
     assert latest is not None and int(latest.rsplit("-", 1)[1]) > 0
+
+
+def test_run_cli_gives_what_a_plain_python_m_process_gives(tmp_path):
+    """tests.helpers.run_cli forks the CLI from a server with TensorFlow imported: exit status, stdout and
+    stderr must be a plain `python -m` process's, for a flag error (absl, before main) and a usage error
+    (main's validation), both with the trainer's own usage text."""
+    for flag in ("--num_cpu_devices=-1", "--config.d_lr=-0.1"):
+        args = ["trainers.fashion_mnist", f"--model_dir={tmp_path / 'untouched'}", flag]
+        forked = run_cli(*args)
+        plain = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=CLI_ENV, capture_output=True, text=True,
+                               timeout=300)
+        # TensorFlow's C++ start-up lines are printed once, by the server's import, not by each child.
+        startup = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\).*|[IWE]\d{4} .*\] .*)\n", re.M)
+        assert not startup.search(forked.stderr)
+        assert (forked.returncode, forked.stdout, forked.stderr) == (plain.returncode, plain.stdout,
+                                                                       startup.sub("", plain.stderr))
+        assert forked.returncode == 1 and flag.split("=")[0].lstrip("-") in forked.stderr
+    assert "Train SAGAN on Fashion-MNIST" in forked.stderr  # the usage text is the trainer's docstring
+    assert not (tmp_path / "untouched").exists()
