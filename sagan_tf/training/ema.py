@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from sagan_tf.layers.spectral_norm import power_iteration_paused
 from sagan_tf.training.strategy import replica_rows
 
 
@@ -42,9 +43,10 @@ class StandingStatistics:
     are read in replica context and averaged over all replicas in the graph (`strategy.reduce`: every
     device and every worker). So `len(batches)` must be a multiple of N, and the result is the
     single-device average over the same batches. Each pass runs with momentum 0 (the moving statistics
-    become that batch's) and with cross-replica BN switched off (a batch's own statistics, also under
-    sync_bn); both are read when the pass is traced, inside that window. Training mode also advances
-    the spectral-norm u vectors: more power iterations on these weights.
+    become that batch's), with cross-replica BN switched off (a batch's own statistics, also under
+    sync_bn) and with the power iteration paused: the spectral-norm σ are those of the stored u, as in
+    the inference calls these statistics are for, and u does not change (so neither the order of the
+    batches nor the replica count matters). All three are read when the pass is traced, inside that window.
     """
 
     def __init__(self, generator, strategy=None):
@@ -56,9 +58,12 @@ class StandingStatistics:
 
     def _replica_pass(self, z, labels):
         z, labels = replica_rows(z, labels)
-        self.generator((z, labels), training=True)
-        return ([ops.convert_to_tensor(layer.moving_mean) for layer in self.layers],
-                [ops.convert_to_tensor(layer.moving_variance) for layer in self.layers])
+        with power_iteration_paused():  # here: MirroredStrategy runs each replica in a thread of its own
+            self.generator((z, labels), training=True)
+        # tf.identity: this replica's copy as a tensor (a variable returned as such would come back as
+        # the mirrored variable itself, i.e. replica 0's copy).
+        return ([tf.identity(layer.moving_mean.value) for layer in self.layers],
+                [tf.identity(layer.moving_variance.value) for layer in self.layers])
 
     def _compiled_pass(self):
         if self._pass is None:

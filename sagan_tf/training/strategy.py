@@ -70,11 +70,19 @@ def distributed_call(fn, strategy=None):
     network's variables can only be read inside `strategy.run`).
     """
     strategy = strategy or tf.distribute.get_strategy()
+    # Several hosts: every worker gathers all rows (a collective). One host: this process holds every
+    # replica's result, so they are concatenated here, without a collective.
+    gather = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
     @tf.function(reduce_retracing=True)
     def run(*args):
         outputs = strategy.run(lambda *rows: fn(*replica_rows(*rows)), args=args)
-        return tf.nest.map_structure(lambda value: strategy.gather(value, axis=0), outputs)
+        return tf.nest.map_structure(lambda value: strategy.gather(value, axis=0), outputs) if gather else outputs
+
+    def rows_of(value):
+        if gather:
+            return np.asarray(value)
+        return np.concatenate([np.asarray(part) for part in strategy.experimental_local_results(value)])
 
     def call(*arrays):
         arrays = [np.asarray(array) for array in arrays]
@@ -82,6 +90,6 @@ def distributed_call(fn, strategy=None):
         padding = -num % replicas
         if padding:
             arrays = [np.concatenate([array, np.repeat(array[-1:], padding, axis=0)]) for array in arrays]
-        return tf.nest.map_structure(lambda tensor: np.asarray(tensor)[:num], run(*arrays))
+        return tf.nest.map_structure(lambda value: rows_of(value)[:num], run(*arrays))
 
     return call
