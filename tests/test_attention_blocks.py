@@ -212,3 +212,17 @@ def test_executed_flops_count_the_recomputed_logits():
     assert cost.train_step_flops(blocked, n_dis=2, executed=True) - cost.train_step_flops(
         spec, n_dis=2, executed=True) == 2 * (2 * 2 + 2) * 32768
     assert cost.train_step_flops(blocked) == cost.train_step_flops(spec)  # the nominal count is the function's
+
+
+def test_benchmark_variants_and_block_sizes():
+    from benchmarks import attention as bench
+
+    # N = 256 at 16²: blocks of 256 or more are the single block, skipped; each kept size twice.
+    assert bench.layer_variants(16, [64, 256, 300]) == {"plain": (0, True), "qb64": (64, True),
+                                                        "qb64_keep": (64, False)}
+    # 64², batch 8, float32: [8, 4096, 1024] logits + softmax = 256 MiB; a 256-row block 16 MiB.
+    assert bench.logits_bytes(64, 8, "float32", 0) == 256 * 2 ** 20
+    assert bench.logits_bytes(64, 8, "float32", 256) == 16 * 2 ** 20
+    assert bench.logits_bytes(64, 8, "mixed_bfloat16", 256) == 12 * 2 ** 20
+    with pytest.raises(Exception, match="positive"):
+        bench.int_list("64,-1")
