@@ -25,6 +25,8 @@ def _float32_policy_and_fresh_session():
     keras.mixed_precision.set_global_policy("float32")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def two_device_strategy():
+    """MirroredStrategy over the two logical CPUs (one object for the session: tests that share a traced
+    model across a module need the strategy it was built under)."""
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

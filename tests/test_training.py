@@ -45,17 +45,53 @@ def sgd_model(config, strategy):
     return model
 
 
-def test_mirrored_step_equals_single_device_step(two_device_strategy):
+def _sn_layers(network):
+    from sagan_tf.layers import SpectralNormalization
+    return [layer for layer in network._flatten_layers(include_self=False) if isinstance(layer, SpectralNormalization)]
+
+
+def _state_before_the_step(model):
+    """What the one-step tests compare against, taken before the model's first step."""
+    return dict(
+        g=weights(model.generator), d=weights(model.discriminator),
+        g_trainable=trainable(model.generator), d_trainable=trainable(model.discriminator),
+        ema_trainable=trainable(model.ema_generator),
+        sn={id(layer): (layer.kernel.numpy().astype(np.float64), layer.u.numpy().astype(np.float64))
+            for network in (model.generator, model.discriminator) for layer in _sn_layers(network)})
+
+
+@pytest.fixture(scope="module")
+def sgd_steps(two_device_strategy):
+    """One train step serves several tests: the same SGD model (cross-replica BN, n_dis=1, EMA from step 0
+    with decay 0.9) one step on one device and one step on two replicas.
+    Returns {config, single, mirrored, before} with `before` the single model's state before its step."""
     # Cross-replica BN makes G's batch statistics those of the global batch, as on one device.
-    config = tiny_config(sync_bn=True, batch_size=4)
+    config = tiny_config(sync_bn=True, batch_size=4, n_dis=1, ema_start=0, ema_decay=0.9)
     single = sgd_model(config, tf.distribute.get_strategy())
     mirrored = sgd_model(config, two_device_strategy)
     for a, b in ((single.generator, mirrored.generator), (single.discriminator, mirrored.discriminator),
                  (single.ema_generator, mirrored.ema_generator)):
         b.set_weights(a.get_weights())
-    initial = trainable(single.generator) + trainable(single.discriminator)
+    before = _state_before_the_step(single)
     run_one_step(single, None, 4)
     run_one_step(mirrored, two_device_strategy, 4)
+    return dict(config=config, single=single, mirrored=mirrored, before=before)
+
+
+@pytest.fixture(scope="module")
+def adam_step():
+    """The trainer's own model (build_model: Adam) with N(0, 0.02) weights, n_dis=1 and the EMA starting at
+    step 5, one step: {config, model, before}."""
+    config = tiny_config(n_dis=1, batch_size=4, init="normal", ema_decay=0.9, ema_start=5)
+    model = build_model(config, tf.distribute.get_strategy())
+    before = _state_before_the_step(model)
+    model.fit(in_memory_dataset(4), epochs=1, steps_per_epoch=1, verbose=0)
+    return dict(config=config, model=model, before=before)
+
+
+def test_mirrored_step_equals_single_device_step(sgd_steps):
+    single, mirrored = sgd_steps["single"], sgd_steps["mirrored"]
+    initial = sgd_steps["before"]["g_trainable"] + sgd_steps["before"]["d_trainable"]
     # Trainable weights: cross-replica BN's moving variance is computed as E[x²] − E[x]², whose float32
     # rounding differs from the single-device formula at the 1e-3 level of its (tiny) update.
     after_single = trainable(single.generator) + trainable(single.discriminator)
@@ -78,19 +114,13 @@ def test_one_step_updates_both_networks_and_n_dis_counts():
     assert max(np.abs(a - b).max() for a, b in zip(weights(model.discriminator), d0)) > 1e-5
 
 
-def _sn_layers(network):
-    from sagan_tf.layers import SpectralNormalization
-    return [layer for layer in network._flatten_layers(include_self=False) if isinstance(layer, SpectralNormalization)]
-
-
-def test_one_power_iteration_per_training_step_in_g_and_d():
+def test_one_power_iteration_per_training_step_in_g_and_d(adam_step):
     # G runs in training mode twice per step (the D step's fakes, its own update) and D once in
-    # training mode; each network's u must advance exactly once, from the weights before the update.
+    # training mode (n_dis=1); each network's u must advance exactly once, from the weights before the update.
     # N(0, 0.02) weights: an orthogonal kernel's u converges in one iteration, hiding a second one.
-    model = build_model(tiny_config(batch_size=4, init="normal"), tf.distribute.get_strategy())
-    before = {id(layer): (layer.kernel.numpy().astype(np.float64), layer.u.numpy().astype(np.float64))
-              for network in (model.generator, model.discriminator) for layer in _sn_layers(network)}
-    model.fit(in_memory_dataset(4), epochs=1, steps_per_epoch=1, verbose=0)
+    model, before = adam_step["model"], adam_step["before"]["sn"]
+    assert adam_step["config"].n_dis == 1 and adam_step["config"].init == "normal"
+
     def iterate(w_mat, u):
         v = w_mat @ u / np.linalg.norm(w_mat @ u)
         return v @ w_mat / np.linalg.norm(v @ w_mat)
@@ -108,15 +138,15 @@ def test_one_power_iteration_per_training_step_in_g_and_d():
         assert len(layers) > 10 and distinguishable > len(layers) // 2, (network.name, distinguishable, len(layers))
 
 
-@pytest.mark.parametrize("ema_start, expected_decay", [(0, 0.9), (5, 0.0)])
-def test_ema_follows_decay_formula(ema_start, expected_decay):
-    config = tiny_config(ema_decay=0.9, ema_start=ema_start)
-    model = build_model(config, tf.distribute.get_strategy())
-    before = [w.numpy().copy() for w in model.generator.trainable_weights]
-    np.testing.assert_array_equal(np.concatenate([b.ravel() for b in before]),
-                                  np.concatenate([w.numpy().ravel() for w in model.ema_generator.trainable_weights]))
-    model.fit(in_memory_dataset(4), epochs=1, steps_per_epoch=1, verbose=0)
-    for ema, g, g0 in zip(model.ema_generator.trainable_weights, model.generator.trainable_weights, before):
+@pytest.mark.parametrize("run, expected_decay", [("sgd_steps", 0.9), ("adam_step", 0.0)])
+def test_ema_follows_decay_formula(request, run, expected_decay):
+    # sgd_steps: ema_start=0, decay 0.9 from the first step; adam_step: ema_start=5, a plain copy before it.
+    run = request.getfixturevalue(run)
+    model, before = run.get("model") or run["single"], run["before"]
+    np.testing.assert_array_equal(np.concatenate([b.ravel() for b in before["g_trainable"]]),
+                                  np.concatenate([b.ravel() for b in before["ema_trainable"]]))
+    for ema, g, g0 in zip(model.ema_generator.trainable_weights, model.generator.trainable_weights,
+                          before["g_trainable"]):
         np.testing.assert_allclose(ema.numpy(), expected_decay * g0 + (1 - expected_decay) * g.numpy(),
                                    rtol=1e-5, atol=1e-7)
     for ema, g in zip(model.ema_generator.non_trainable_weights, model.generator.non_trainable_weights):
