@@ -118,7 +118,7 @@ def test_chosen_checkpoint_and_checkpoint_errors(tmp_path):
     with pytest.raises(export_lib.ExportError, match="no checkpoint in .*fresh_run"):
         export_lib.export_run(str(empty), str(tmp_path / "export"))
     # A config that does not match the checkpoint fails instead of exporting fresh weights.
-    with pytest.raises(Exception, match="ckpt-1|shape"):
+    with pytest.raises(export_lib.ExportError, match=re.escape(first) + ".* does not hold this run's EMA generator"):
         export_lib.restore_ema_generator(dict(config, g_attention=[8]), first)
 
 
@@ -364,9 +364,10 @@ def test_export_base_layout_and_serving_files():
 
 
 def test_serving_file_checks_can_fail():
-    with pytest.raises(Exception):
+    from google.protobuf.text_format import ParseError
+    with pytest.raises(ParseError, match='"tensorflow.serving.BatchingParameters" has no field named "max_batch_sizes"'):
         serving_config.parse_batching_parameters("max_batch_sizes { value: 8 }\n")
-    with pytest.raises(Exception):
+    with pytest.raises(ParseError, match='"tensorflow.serving.ModelConfig" has no field named "nam"'):
         serving_config.parse_models_config("model_config_list { config { nam: 'x' } }")
     with pytest.raises(ValueError, match="allowed_batch_sizes"):
         serving_config.batching_parameters_text(64, allowed_batch_sizes=[8, 32])
