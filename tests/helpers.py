@@ -1,4 +1,5 @@
-"""Small shared helpers for tests: tiny configs, parameter counting, a random training set, running a CLI.
+"""Small shared helpers for tests: tiny configs, parameter counting, a random training set, one trained tiny run,
+running a CLI.
 
 Running a CLI: `run_cli(module, *args)` runs `python -m module args...` from the checkout and returns a
 `subprocess.CompletedProcess`. Each call is its own process, started the way `python -m` starts one, but
@@ -10,11 +11,14 @@ TensorFlow's C++ start-up lines, which the server's import printed once). A bad 
 a second instead of the 4-8 s of a TensorFlow import. The server itself never creates a TensorFlow op, so
 each child initialises the runtime (devices, threads) itself. `python -m tests.helpers` is that server.
 """
+import atexit
+import functools
 import importlib.util
 import json
 import os
 import pathlib
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,7 +81,6 @@ _SERVER = []
 
 def _server() -> _CliServer:
     if not _SERVER or not _SERVER[0].alive():
-        import atexit
         _SERVER[:] = [_CliServer()]
         atexit.register(_SERVER[0].close)
     return _SERVER[0]
@@ -153,6 +156,44 @@ def random_dataset_fn(config, num=8, seed=0):
                 .batch(config.n_dis * config.batch_size, drop_remainder=True).skip(start_step))
 
     return dataset_fn
+
+
+_SCRATCH = []
+
+
+def scratch_dir() -> str:
+    """One scratch directory per test process, removed at exit (for session-wide runs and exports)."""
+    if not _SCRATCH:
+        path = tempfile.mkdtemp(prefix="sagan-tests-")
+        atexit.register(shutil.rmtree, path, True)
+        _SCRATCH.append(path)
+    return _SCRATCH[0]
+
+
+#: What trained_run() asks for: 'auto' precision, resolved on hardware faked to lack native bfloat16.
+TRAINED_RUN_PRECISION = "auto"
+
+
+@functools.lru_cache(maxsize=None)
+def trained_run():
+    """(model_dir, SAGAN model): tiny_config trained 2 steps, checkpoints ckpt-1 and ckpt-2, made once per
+    session (test_export and test_serving export it, test_precision reads the policy it recorded).
+
+    It asks for mixed_precision='auto' on hardware faked to lack native bfloat16, so it trains in float32
+    on every machine and config.json must record 'float32'.
+    """
+    from sagan_tf import precision
+    from sagan_tf.training import train
+    config = tiny_config(mixed_precision=TRAINED_RUN_PRECISION, train_steps=2, checkpoint_every=1,
+                         sample_every=1000, log_every=1000)
+    model_dir = os.path.join(scratch_dir(), "run")
+    real = precision.native_bfloat16
+    precision.native_bfloat16 = lambda strategy=None: False
+    try:
+        model = train(config, model_dir, dataset_fn=random_dataset_fn(config), verbose=0)
+    finally:
+        precision.native_bfloat16 = real
+    return model_dir, model
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """SavedModel export: signatures as saved_model_cli shows them, equality with the Keras EMA generator in a
 fresh process (tf.saved_model.load and TF-Serving's session loader), deterministic seeded generation,
 truncation, in-graph request checks, atomic version directories, CLI errors."""
-import atexit
 import functools
 import json
 import os
@@ -19,31 +18,9 @@ import tensorflow as tf
 from export import saved_model as export_lib
 from export import serving_config
 from export.signatures import sample_z
-from tests.helpers import ROOT, random_dataset_fn, run_cli, tiny_config
+from tests.helpers import ROOT, run_cli, scratch_dir as _scratch, trained_run
 
 Z_DIM, CLASSES, RES = 8, 3, 32
-_ROOT_DIR = []
-
-
-def _scratch():
-    """One scratch directory per test process, removed at exit (shared by test_export and test_serving)."""
-    if not _ROOT_DIR:
-        path = tempfile.mkdtemp(prefix="sagan-export-tests-")
-        atexit.register(shutil.rmtree, path, True)
-        _ROOT_DIR.append(path)
-    return _ROOT_DIR[0]
-
-
-@functools.lru_cache(maxsize=None)
-def trained_run():
-    """(model_dir, SAGAN model): the tiny config trained 2 steps, checkpoints ckpt-1 and ckpt-2."""
-    from sagan_tf.training import train
-    config = tiny_config(train_steps=2, checkpoint_every=1, sample_every=1000, log_every=1000)
-    model_dir = os.path.join(_scratch(), "run")
-    model = train(config, model_dir, dataset_fn=random_dataset_fn(config), verbose=0)
-    return model_dir, model
-
-
 EXPORT_DURING_SAVE = {}
 
 
