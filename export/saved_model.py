@@ -35,6 +35,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from export import serving_config
+from export.exported import SAVED_MODEL_FILE
 from export.signatures import GeneratorServing
 from sagan_tf import class_map, files, run_dir
 from sagan_tf.run_dir import RunDirError
@@ -127,7 +128,7 @@ def export_generator(generator, export_base, version=None, model_name="sagan", m
             files.atomic_write_bytes(files.join(extra, class_map.CLASS_MAP_FILE), class_map.class_map_json(class_names))
         _fsync_tree(tmp)
         try:
-            tf.io.gfile.rename(tmp, target, overwrite=False)  # never replaces an existing version
+            _publish(tmp, target)
         except (OSError, tf.errors.OpError) as error:
             if files.exists(target):
                 raise ExportError(f"export version directory {target!r} appeared while exporting (a concurrent "
@@ -135,13 +136,55 @@ def export_generator(generator, export_base, version=None, model_name="sagan", m
                     from error
             raise
     except BaseException:
-        if files.exists(tmp):
-            tf.io.gfile.rmtree(tmp)
+        _remove_tree(tmp)
         raise
     _fsync_dir(export_base)
     serving_config.write_serving_files(export_base, model_name, serving_base_path or export_base, max_batch,
                                        **(batching or {}))
     return target
+
+
+def _publish(tmp, target):
+    """Moves the finished export `tmp` to `target`, never replacing an existing version.
+
+    Locally one rename: the version appears whole. Object stores have no directory rename (TF's rename of
+    a gs:// "directory" moves object by object; ram:// moves only the entry), so there the files move one
+    by one with saved_model.pb last: a server polling the base finds no loadable version before it is whole.
+    """
+    if files.local_path(target) is not None:
+        tf.io.gfile.rename(tmp, target, overwrite=False)
+        return
+    if files.exists(target):
+        raise OSError(f"{target} exists")
+    moves = [(source, files.join(target, relative)) for source, relative in _files_under(tmp)]
+    moves.sort(key=lambda move: move[0].endswith("/" + SAVED_MODEL_FILE))
+    for source, destination in moves:
+        files.makedirs(files.dirname(destination))
+        tf.io.gfile.rename(source, destination, overwrite=False)
+    _remove_tree(tmp)
+
+
+def _remove_tree(path):
+    """Removes `path` and what is under it, if anything is (ram://'s rmtree fails on a moved-out tree)."""
+    try:
+        tf.io.gfile.rmtree(path)
+    except tf.errors.NotFoundError:
+        pass
+
+
+def _files_under(root, relative=""):
+    """(path, path relative to `root`) of every file under `root`, by listdir and stat (gfile.walk on ram://
+    lists "assets/.extra" beside "assets.extra"; stat says such a name does not exist)."""
+    for name in files.listdir(files.join(root, relative) if relative else root):
+        child = f"{relative}/{name}" if relative else name
+        try:
+            is_directory = tf.io.gfile.stat(files.join(root, child)).is_directory
+        except tf.errors.NotFoundError:
+            continue
+        if is_directory:
+            yield from _files_under(root, child)
+        else:
+            yield files.join(root, child), child
 
 
 def _fsync_dir(path):

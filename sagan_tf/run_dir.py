@@ -121,7 +121,9 @@ def checkpoint_files(directory: str) -> dict[int, str]:
 def unreadable_reason(prefix: str) -> str | None:
     """None if every tensor of checkpoint `prefix` reads back (checksums verified), else why not."""
     try:
-        reader = tf.train.load_checkpoint(prefix)
+        # Not tf.train.load_checkpoint: it asks isdir(prefix) first, which some filesystems (ram://) answer
+        # True for any prefix of a file name.
+        reader = tf.compat.v1.train.NewCheckpointReader(prefix)
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
     except (IndexError, ValueError, OSError, tf.errors.OpError) as error:
@@ -133,16 +135,16 @@ def find_checkpoint(model_dir: str, checkpoint: str | None = None) -> str:
     """The checkpoint prefix to restore: `checkpoint` (a prefix, or a directory whose latest is taken),
     else the latest of ``<model_dir>/checkpoints``."""
     if checkpoint:
+        if files.exists(checkpoint + ".index"):
+            return checkpoint
         if files.isdir(checkpoint):
             found = tf.train.latest_checkpoint(checkpoint)
             if found is None:
                 raise RunDirError(f"--checkpoint={checkpoint!r} is a directory without a checkpoint "
                                   f"(no '{CHECKPOINT_INDEX}' index file naming one).")
             return found
-        if not files.exists(checkpoint + ".index"):
-            raise RunDirError(f"--checkpoint={checkpoint!r} is not a checkpoint: {checkpoint + '.index'!r} does not "
-                              f"exist (pass a prefix like <model_dir>/{CHECKPOINT_DIR}/{CHECKPOINT_PREFIX}-1000).")
-        return checkpoint
+        raise RunDirError(f"--checkpoint={checkpoint!r} is not a checkpoint: {checkpoint + '.index'!r} does not "
+                          f"exist (pass a prefix like <model_dir>/{CHECKPOINT_DIR}/{CHECKPOINT_PREFIX}-1000).")
     directory = checkpoint_dir(model_dir)
     found = tf.train.latest_checkpoint(directory) if files.isdir(directory) else None
     if found is None:
