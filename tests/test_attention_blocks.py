@@ -177,6 +177,10 @@ def test_query_block_serialisation_and_bad_values():
 def test_plain_checkpoint_restores_into_blocked_networks(tmp_path):
     # No new variables: a checkpoint of plain-attention G and D restores into blocked ones (every value
     # matched, none left over) and they compute the same outputs.
+    # Seeded: a float32 rounding difference in attention's output can move a pre-activation across a
+    # ReLU's kink downstream, which changes that unit's gradient entirely; with random weights that
+    # happens in a small share of draws (seen once in 7), so the draw is fixed to one without a near-tie.
+    keras.utils.set_random_seed(5)
     config = tiny_config(init="normal")
     z = tf.constant(np.random.default_rng(2).normal(size=(4, config.z_dim)).astype(np.float32))
     labels = tf.constant([0, 1, 2, 0])
@@ -199,6 +203,15 @@ def test_plain_checkpoint_restores_into_blocked_networks(tmp_path):
     blocked_images = blocked_g((z, labels))
     _assert_close(blocked_images.numpy(), images.numpy(), 1e-5, "G(z, y)")
     _assert_close(blocked_d((images, labels)).numpy(), logits.numpy(), 1e-5, "D(x, y)")
+
+    def gradients(g, d):  # what the G step differentiates: D(G(z)) through both networks' attention
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(d((g((z, labels)), labels)))
+        return tape.gradient(loss, g.trainable_weights + d.trainable_weights)
+
+    names = [v.path for v in plain_g.trainable_weights + plain_d.trainable_weights]
+    for name, actual, expected in zip(names, gradients(blocked_g, blocked_d), gradients(plain_g, plain_d)):
+        _assert_close(tf.convert_to_tensor(actual).numpy(), tf.convert_to_tensor(expected).numpy(), 1e-4, name)
 
 
 def test_executed_flops_count_the_recomputed_logits():
