@@ -94,6 +94,10 @@ def test_no_tensor_holds_all_queries_logits_when_blocked(query_block, recompute)
 
     found = _attention_shaped_tensors(step, n=256, m=64)
     assert bool(found) == (query_block == 0), found
+    # N = 256 in blocks of 48: 6 blocks. Recompute runs each block's softmax again in the backward pass
+    # (so the forward's need not be kept); autodiff reuses the forward's.
+    softmaxes = sum(op.type == "Softmax" for op in step.get_concrete_function().graph.get_operations())
+    assert softmaxes == (1 if not query_block else 12 if recompute else 6)
 
 
 @pytest.mark.parametrize("network", ["generator", "discriminator"])
