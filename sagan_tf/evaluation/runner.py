@@ -24,6 +24,7 @@ from sagan_tf.evaluation import metrics as metrics_lib
 from sagan_tf.evaluation.features import iterate_features
 from sagan_tf.evaluation.reference_stats import (ReferenceStatsMismatchError, load_or_compute_reference_stats,
                                                  reference_stats_filename, save_reference_stats)
+from sagan_tf import files
 from sagan_tf.files import atomic_save_npz
 from sagan_tf.sampling import as_sample_fn, sample_noise
 
@@ -185,9 +186,9 @@ def _features_path(stats_path: str, num_features: int) -> str:
 
 
 def _load_features(path: str, network, dataset_name: str, num_features: int) -> np.ndarray:
-    with np.load(path, allow_pickle=False) as data:
-        cached = {key: str(data[key]) for key in ("network_name", "network_fingerprint", "dataset_name")}
-        features = data["features"]
+    data = files.load_npz(path)
+    cached = {key: str(data[key]) for key in ("network_name", "network_fingerprint", "dataset_name")}
+    features = data["features"]
     expected = {"network_name": network.name, "network_fingerprint": getattr(network, "fingerprint", ""),
                 "dataset_name": dataset_name}
     for key, value in expected.items():
@@ -220,16 +221,16 @@ def load_or_compute_reference(cache_path: str | None, network, real_source, num_
     stats_path = features_path = None
     if cache_path is not None:
         stats_path = cache_path
-        if os.path.isdir(cache_path) or not cache_path.endswith(".npz"):
-            os.makedirs(cache_path, exist_ok=True)
-            stats_path = os.path.join(cache_path, reference_stats_filename(network.name, dataset_name, num_examples))
+        if files.isdir(cache_path) or not cache_path.endswith(".npz"):
+            files.makedirs(cache_path)
+            stats_path = files.join(cache_path, reference_stats_filename(network.name, dataset_name, num_examples))
         features_path = _features_path(stats_path, num_features)
 
     stats = features = None
-    if stats_path and os.path.exists(stats_path):
+    if stats_path and files.exists(stats_path):
         # Loads and checks the cached file; never computes since the file exists.
         stats = load_or_compute_reference_stats(stats_path, network, None, num_examples, dataset_name, batch_size)
-    if num_features and features_path and os.path.exists(features_path):
+    if num_features and features_path and files.exists(features_path):
         features = _load_features(features_path, network, dataset_name, num_features)
     need_stats, need_features = stats is None, bool(num_features) and features is None
 
@@ -315,5 +316,5 @@ def real_image_source(config, split: str, batch_size: int, data_dir: str | None 
     dataset = build_dataset(data_config, data_dir=data_dir, split=split)
     name = canonical_dataset_name(config.dataset)
     if data_dir and config.dataset == "image_folder":
-        name = f"image_folder_{os.path.basename(os.path.normpath(data_dir))}"
+        name = f"image_folder_{os.fspath(data_dir).rstrip('/').rsplit('/', 1)[-1]}"
     return dataset, f"{name}_{split}", _SPLIT_SIZES.get(name, {}).get(split)

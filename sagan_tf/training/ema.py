@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from sagan_tf.layers.spectral_norm import power_iteration_paused
+from sagan_tf.layers.spectral_norm import SpectralNormalization, power_iteration_paused
 from sagan_tf.training.strategy import replica_rows
 
 
@@ -42,11 +42,13 @@ class StandingStatistics:
     `strategy.run`: each of the N replicas takes one whole batch of a group of N, and its statistics
     are read in replica context and averaged over all replicas in the graph (`strategy.reduce`: every
     device and every worker). So `len(batches)` must be a multiple of N, and the result is the
-    single-device average over the same batches. Each pass runs with momentum 0 (the moving statistics
-    become that batch's), with cross-replica BN switched off (a batch's own statistics, also under
-    sync_bn) and with the power iteration paused: the spectral-norm σ are those of the stored u, as in
-    the inference calls these statistics are for, and u does not change (so neither the order of the
-    batches nor the replica count matters). All three are read when the pass is traced, inside that window.
+    single-device average over the same batches. First the spectral-norm u vectors take one power
+    iteration per batch on these weights (as one training-mode pass per batch would); then each pass runs
+    with the power iteration paused, so every batch sees the σ of that final u, the one the inference
+    calls these statistics are for use, and neither the order of the batches nor the replica count
+    matters. Each pass also runs with momentum 0 (the moving statistics become that batch's) and with
+    cross-replica BN switched off (a batch's own statistics, also under sync_bn); both are read when the
+    pass is traced, inside that window.
     """
 
     def __init__(self, generator, strategy=None):
@@ -54,7 +56,20 @@ class StandingStatistics:
         self.strategy = strategy or tf.distribute.get_strategy()
         self.layers = [layer for layer in generator._flatten_layers(include_self=False)
                        if isinstance(layer, keras.layers.BatchNormalization)]
-        self._pass = None
+        self.sn_layers = [layer for layer in generator._flatten_layers(include_self=False)
+                          if isinstance(layer, SpectralNormalization)]
+        self._pass = self._iteration = None
+
+    def _replica_iteration(self):
+        for layer in self.sn_layers:  # advances u (the same on every replica: the same weights and u)
+            layer.kernel_for_call(training=True)
+
+    def _power_iteration(self):
+        """One power iteration of every u, compiled, through the strategy."""
+        if self._iteration is None:
+            strategy = self.strategy
+            self._iteration = tf.function(lambda: strategy.run(self._replica_iteration))
+        return self._iteration
 
     def _replica_pass(self, z, labels):
         z, labels = replica_rows(z, labels)
@@ -88,6 +103,9 @@ class StandingStatistics:
         try:
             for layer in self.layers:
                 layer.momentum, layer.synchronized = 0.0, False
+            iteration = self._power_iteration()
+            for _ in batches:
+                iteration()
             one_pass = self._compiled_pass()
             for first in range(0, len(batches), replicas):
                 group = batches[first:first + replicas]
