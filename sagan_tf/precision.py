@@ -6,6 +6,10 @@ on an AVX-512 CPU without AMX the Fashion-MNIST step took 1.1 s in mixed_bfloat1
 (docs/performance.md). So the presets ask for ``"auto"``, which :func:`resolve_precision` turns
 into a concrete Keras policy name before anything is built; the run's config.json records the
 resolved name, so a resumed or exported run never depends on the machine it is read on.
+
+"mixed_float16" is never chosen by "auto" (V100/T4 GPUs need it by name): each optimizer then gets its
+own dynamic loss scale, and a skipped update still counts as a step
+(sagan_tf.training.loop.StepCountingLossScaleOptimizer; docs/distributed.md, "mixed_float16").
 """
 from __future__ import annotations
 
