@@ -12,7 +12,10 @@ after one untimed warm-up call:
 
 * ``savedmodel``: ``signatures["serving_default"](z=..., label=...)`` — what TF-Serving runs;
 * ``keras_eager``: ``G((z, labels), training=False)`` called eagerly (no tf.function);
-* ``generate``: ``signatures["generate"]`` — server-side noise, uint8 conversion and PNG encoding.
+* ``generate``: ``signatures["generate"]`` — server-side noise, uint8 conversion and PNG encoding;
+* ``savedmodel_bf16`` (not in the default list): ``serving_default`` of the same weights exported with
+  ``compute_dtype=bfloat16`` (``--compute_dtype`` of export.saved_model); the table adds its speed
+  relative to the float32 SavedModel. Only worth it where bfloat16 is native (``lscpu | grep amx``).
 
 Weights are random: throughput does not depend on their values. 128² at ch=64 is ~9 GMAC per image,
 slow on a 2-core CPU: keep ``--iters`` small there.
@@ -34,7 +37,8 @@ if ROOT not in sys.path:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PRESET_FOR_RESOLUTION = {32: "cifar10", 64: "imagenet64", 128: "imagenet128"}
-VARIANTS = ("savedmodel", "keras_eager", "generate")
+VARIANTS = ("savedmodel", "keras_eager", "generate", "savedmodel_bf16")
+DEFAULT_VARIANTS = VARIANTS[:3]
 
 
 def _ints(text):
@@ -48,7 +52,7 @@ def parse_args(argv=None):
     parser.add_argument("--ch", type=int, default=64, help="generator width (the presets use 64)")
     parser.add_argument("--iters", type=int, default=3, help="timed rounds per (resolution, batch, variant)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per (resolution, batch, variant)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {VARIANTS}")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma list of {VARIANTS}")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument("--json_out", default=None, help="also write the JSON results to this file")
     args = parser.parse_args(argv)
@@ -90,7 +94,14 @@ def build_variants(resolution, ch, workdir, names):
     version_dir = export_generator(generator, os.path.join(workdir, f"res{resolution}"), version=1)
     loaded = tf.saved_model.load(version_dir)
     serve, generate = loaded.signatures["serving_default"], loaded.signatures["generate"]
+    if "savedmodel_bf16" in names:  # the same weights, bfloat16 compute (what --compute_dtype=bfloat16 exports)
+        bf16_generator = Generator(spec, dtype="mixed_bfloat16", name="ema_generator")
+        bf16_generator.build()
+        bf16_generator.set_weights(generator.get_weights())
+        bf16_dir = export_generator(bf16_generator, os.path.join(workdir, f"res{resolution}"), version=2)
+        serve_bf16 = tf.saved_model.load(bf16_dir).signatures["serving_default"]
     fns = {
+        "savedmodel_bf16": lambda b: serve_bf16(z=b["z"], label=b["label"])["images"],
         "savedmodel": lambda b: serve(z=b["z"], label=b["label"])["images"],
         "keras_eager": lambda b: generator((b["z"], b["label"]), training=False),
         "generate": lambda b: generate(label=b["label"], seed=b["seed"], truncation=b["truncation"])["png"],
@@ -141,6 +152,8 @@ def benchmark(args):
                     row[f"{name}_ms_per_batch"] = 1000 * seconds
                 if "savedmodel" in variants and "keras_eager" in variants:
                     row["savedmodel_speedup"] = row["savedmodel_img_per_s"] / row["keras_eager_img_per_s"]
+                if "savedmodel" in variants and "savedmodel_bf16" in variants:
+                    row["bf16_speedup"] = row["savedmodel_bf16_img_per_s"] / row["savedmodel_img_per_s"]
                 rows.append(row)
             del variants
     finally:
@@ -154,12 +167,16 @@ def format_table(result):
     header = ["res", "ch", "batch"] + [f"{v} img/s" for v in variants]
     if "savedmodel" in variants and "keras_eager" in variants:
         header.append("SavedModel/eager")
+    if "savedmodel" in variants and "savedmodel_bf16" in variants:
+        header.append("bf16/fp32 SavedModel")
     lines = [header]
     for row in result["rows"]:
         line = [f"{row['resolution']}²", str(row["ch"]), str(row["batch"])]
         line += [f"{row[f'{v}_img_per_s']:.1f}" for v in variants]
         if "savedmodel_speedup" in row:
             line.append(f"{row['savedmodel_speedup']:.2f}x")
+        if "bf16_speedup" in row:
+            line.append(f"{row['bf16_speedup']:.2f}x")
         lines.append(line)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in lines]

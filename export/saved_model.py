@@ -2,11 +2,12 @@
 
     python -m export.saved_model --model_dir=runs/fmnist --export_base=runs/fmnist/export \
         [--version=N] [--checkpoint=runs/fmnist/checkpoints/ckpt-600] [--model_name=sagan] [--max_batch=256] \
-        [--serving_base_path=/models/sagan]
+        [--serving_base_path=/models/sagan] [--compute_dtype=bfloat16]
 
 Reads ``<model_dir>/config.json`` and the latest checkpoint in ``<model_dir>/checkpoints/`` (or
 ``--checkpoint``: a checkpoint prefix or a directory), restores only the EMA generator, built in
-float32 whatever precision it was trained in, and writes
+float32 whatever precision it was trained in (``--compute_dtype=bfloat16``: bfloat16 compute with
+float32 weights, inputs and images, for serving hardware with bfloat16 units), and writes
 
     <export_base>/<version>/                       the SavedModel (signatures: see export.signatures)
     <export_base>/<version>/assets.extra/          tf_serving_warmup_requests, sagan_export.json,
@@ -42,6 +43,8 @@ from sagan_tf.run_dir import RunDirError
 
 INFO_FILE = "sagan_export.json"
 TEMP_PREFIX = ".tmp-export-"
+# The generator's compute dtype in the graph -> its Keras dtype policy. Inputs and outputs stay float32.
+COMPUTE_DTYPES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
 class ExportError(ValueError):
@@ -120,7 +123,7 @@ def export_generator(generator, export_base, version=None, model_name="sagan", m
         serving_config.write_warmup(tmp, model_name, serving.z_dim)
         details = {"version": version, "model_name": model_name, "model": dict(generator.spec),
                    "limits": serving.limits(), "signatures": ["serving_default", "generate", "attention"],
-                   "dtype": "float32", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                   "dtype": "float32", "compute_dtype": _compute_dtype(generator), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                    "tensorflow": tf.__version__, **(info or {})}
         extra = files.join(tmp, serving_config.WARMUP_DIR)
         files.atomic_write_json(files.join(extra, INFO_FILE), details, indent=2, default=str)
@@ -221,7 +224,11 @@ def export_run(model_dir, export_base, version=None, checkpoint=None, **kwargs):
         return _export_run(model_dir, export_base, version, checkpoint, **kwargs)
 
 
-def _export_run(model_dir, export_base, version=None, checkpoint=None, **kwargs):
+def _compute_dtype(generator):
+    return "bfloat16" if generator.dtype_policy.compute_dtype == "bfloat16" else "float32"
+
+
+def _export_run(model_dir, export_base, version=None, checkpoint=None, compute_dtype="float32", **kwargs):
     config = run_dir.read_config(model_dir)
     if export_base is None:
         raise ExportError("--export_base is required.")
@@ -230,8 +237,10 @@ def _export_run(model_dir, export_base, version=None, checkpoint=None, **kwargs)
         if files.exists(target):
             raise ExportError(f"export version directory {files.absolute(target)!r} already exists; pass another "
                               f"--version (next free: {next_version(export_base)}) or remove it.")
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ExportError(f"--compute_dtype={compute_dtype!r} is not one of {sorted(COMPUTE_DTYPES)}.")
     path = run_dir.find_checkpoint(model_dir, checkpoint)
-    generator = run_dir.restore_ema_generator(config, path)
+    generator = run_dir.restore_ema_generator(config, path, dtype=COMPUTE_DTYPES[compute_dtype])
     info = {"model_dir": files.absolute(model_dir), "checkpoint": files.absolute(path), "step": run_dir.step_of(path),
             "training_precision": config.get("mixed_precision")}
     return export_generator(generator, export_base, version, info=info,
@@ -246,6 +255,9 @@ def main(argv=None):
                          lower_bound=0)
     flags.DEFINE_string("checkpoint", None, "Checkpoint prefix (or directory) to export; default: the latest.")
     flags.DEFINE_string("model_name", "sagan", "Model name in models.config and the warmup requests.")
+    flags.DEFINE_enum("compute_dtype", "float32", sorted(COMPUTE_DTYPES), "The generator's compute dtype in the "
+                      "graph (z, labels and images stay float32): bfloat16 for CPUs with AMX, TPUs and GPUs "
+                      "with bfloat16 units.")
     flags.DEFINE_integer("max_batch", 256, "Largest batch any signature accepts (also batching max_batch_size).",
                          lower_bound=1)
     flags.DEFINE_string("serving_base_path", None, "base_path written to models.config (e.g. the path inside a "
@@ -261,7 +273,7 @@ def main(argv=None):
     def run(_):
         try:
             path = export_run(FLAGS.model_dir, FLAGS.export_base, FLAGS.version, FLAGS.checkpoint,
-                              model_name=FLAGS.model_name, max_batch=FLAGS.max_batch,
+                              compute_dtype=FLAGS.compute_dtype, model_name=FLAGS.model_name, max_batch=FLAGS.max_batch,
                               serving_base_path=FLAGS.serving_base_path,
                               batching=dict(num_batch_threads=FLAGS.num_batch_threads,
                                             batch_timeout_micros=FLAGS.batch_timeout_micros))

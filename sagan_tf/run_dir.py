@@ -152,16 +152,17 @@ def find_checkpoint(model_dir: str, checkpoint: str | None = None) -> str:
     return found
 
 
-def restore_ema_generator(config, checkpoint: str) -> Generator:
-    """A float32 Generator holding the EMA weights of `checkpoint` (a prefix), for sampling, evaluation
-    and export, whatever precision and strategy the run trained with.
+def restore_ema_generator(config, checkpoint: str, dtype: str = "float32") -> Generator:
+    """A Generator holding the EMA weights of `checkpoint` (a prefix), for sampling, evaluation and export,
+    whatever precision and strategy the run trained with. `dtype` is its Keras dtype policy: float32, or
+    mixed_bfloat16 (bfloat16 compute, float32 weights, float32 images out) for hardware with bfloat16.
 
     Fails if the checkpoint cannot be read, or if any generator variable is missing from it (a config that
     does not match the run), instead of returning freshly initialised weights.
     """
     spec = model_fields(config)
     spec["sync_bn"] = False  # cross-replica BN only differs in training; inference needs no distribution context
-    generator = Generator(spec, dtype="float32", name=EMA_GENERATOR)
+    generator = Generator(spec, dtype=dtype, name=EMA_GENERATOR)
     generator.build()
     reason = unreadable_reason(checkpoint)
     if reason:
