@@ -16,6 +16,9 @@ Model fields (read by the networks; also stored in their Keras config):
   sync_bn          cross-replica batch statistics in G's batch norms.
   fused_resample   run G's upsample→conv and D's conv→pool as the equivalent low-resolution / strided
                    convolutions (same variables and function, about 1.6× fewer FLOPs); False = plain form.
+  attention_query_block  compute every self-attention this many query rows at a time (0 = one einsum over
+                   all queries); same variables and function, the [B, N, M] logits never held at once
+                   (a custom gradient recomputes each block's softmax in the backward pass).
 Training fields:
   dataset          'fashion_mnist_idx' | 'image_folder' | 'tfds:<builder name>'.
   random_flip      random horizontal flips of real images.
@@ -53,8 +56,7 @@ import ml_collections
 
 from sagan_tf.precision import AUTO, POLICIES
 from sagan_tf.layers.initializers import INITIALIZERS
-from sagan_tf.models.architecture import (MODEL_FIELDS, RESOLUTIONS, attention_resolutions, discriminator_stages,
-                                          generator_stages, model_fields)
+from sagan_tf.models.architecture import RESOLUTIONS, attention_resolutions, discriminator_stages, generator_stages
 
 PRECISIONS = (AUTO, *POLICIES)
 LOSSES = ("hinge", "non_saturating")
@@ -66,7 +68,7 @@ def default_config():
         # Model
         resolution=128, ch=64, z_dim=128, num_classes=1000, image_channels=3,
         g_attention=(32,), d_attention=(32,), init="orthogonal", pooled_attention=True, sync_bn=False,
-        fused_resample=True,
+        fused_resample=True, attention_query_block=0,
         # Data
         dataset="tfds:imagenet2012", random_flip=False, class_names=(),
         manual_dir=ml_collections.config_dict.placeholder(str), data_prepare_timeout=24 * 3600.0,
@@ -131,6 +133,9 @@ def validate_config(config, num_replicas=1):
         _require(not stage.attention or stage.out_channels % 8 == 0, "ch", config.ch,
                  f"a width giving a multiple of 8 channels where attention sits ({stage.out_channels} channels "
                  f"at {stage.resolution}x{stage.resolution})")
+    block = config.attention_query_block
+    _require(isinstance(block, int) and not isinstance(block, bool) and block >= 0, "attention_query_block", block,
+             "an integer >= 0 (query rows per attention block; 0 = one einsum over all queries)")
     for field in ("g_lr", "d_lr"):
         _require(config[field] > 0, field, config[field], "a positive learning rate")
     for field in ("beta1", "beta2"):
