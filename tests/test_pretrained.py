@@ -7,7 +7,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from tests.helpers import ROOT, run_cli

@@ -257,7 +257,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over_with_a_message(tmp_path):
     messages = []
     with RunLock(tmp_path, log=messages.append):
         assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
-    assert len(messages) == 1 and f"stale lock" in messages[0] and f"pid {dead.pid}" in messages[0] \
+    assert len(messages) == 1 and "stale lock" in messages[0] and f"pid {dead.pid}" in messages[0] \
         and "not running" in messages[0], messages
     assert not (tmp_path / LOCK_FILE).exists()
 
