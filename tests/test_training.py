@@ -40,7 +40,7 @@ def sgd_model(config, strategy):
     unstable for gradients near 0; SGD's update is proportional to the gradient."""
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = SAGAN(config)
+        model = SAGAN.from_config(config)
         model.compile(g_optimizer=keras.optimizers.SGD(1e-3), d_optimizer=keras.optimizers.SGD(1e-3))
     return model
 

@@ -20,7 +20,7 @@ import tensorflow as tf
 from keras import ops
 
 from sagan_tf.layers.spectral_norm import SpectralNormalization, power_iteration_paused
-from sagan_tf.losses import get_losses
+from sagan_tf.losses import hinge_d_loss, hinge_g_loss
 from sagan_tf.models import Discriminator, Generator
 from sagan_tf.precision import resolve_precision
 from sagan_tf.training.ema import update_ema
@@ -46,28 +46,40 @@ def _summed_rows(gradient):
 
 
 class SAGAN(keras.Model):
-    """Holds `generator`, `discriminator` and `ema_generator`; compile with both optimizers, then `fit`.
+    """A class-conditional GAN over any `generator` G((z, labels)) and `discriminator` D((images, labels)),
+    as keras-io's GAN examples shape it: build the networks, compile with the optimizers (and losses),
+    then `fit`. `SAGAN.from_config(config)` builds the paper's networks from an experiment config.
 
-    `health=False` makes the train step return only the losses and D outputs (to measure what the
-    health signals cost: benchmarks/monitoring.py).
+    The EMA generator is a copy of `generator` made from its Keras config (`generator.get_config()`), so
+    a replacement network only needs to serialise like the Keras layers here. `generator.spec` gives
+    z_dim and num_classes. `health=False` makes the train step return only the losses and D outputs (to
+    measure what the health signals cost: benchmarks/monitoring.py).
     """
 
-    def __init__(self, config, health=True, **kwargs):
+    def __init__(self, generator, discriminator, *, n_dis=1, seed=0, ema_decay=0.9999, ema_start=1000,
+                 health=True, **kwargs):
         kwargs.setdefault("name", "sagan")
         super().__init__(**kwargs)
-        dtype = resolve_precision(config.mixed_precision)
-        self.generator = Generator(config, dtype=dtype)
-        self.discriminator = Discriminator(config, dtype=dtype)
-        self.ema_generator = Generator(config, dtype=dtype, name="ema_generator")
-        self.d_loss_fn, self.g_loss_fn = get_losses(config.loss)
-        self.z_dim, self.num_classes = config.z_dim, config.num_classes
-        self.n_dis, self.seed = config.n_dis, config.seed
-        self.ema_decay, self.ema_start = config.ema_decay, config.ema_start
+        self.generator, self.discriminator = generator, discriminator
+        self.ema_generator = type(generator).from_config({**generator.get_config(), "name": "ema_generator"})
+        self.z_dim, self.num_classes = int(generator.spec["z_dim"]), int(generator.spec["num_classes"])
+        self.n_dis, self.seed = int(n_dis), int(seed)
+        self.ema_decay, self.ema_start = float(ema_decay), int(ema_start)
         self.health = bool(health)
 
-    def compile(self, g_optimizer, d_optimizer, **kwargs):
+    @classmethod
+    def from_config(cls, config, health=True):
+        """The SAGAN an experiment config (sagan_tf.config) describes: its G and D in its precision policy."""
+        dtype = resolve_precision(config.mixed_precision)
+        return cls(Generator(config, dtype=dtype), Discriminator(config, dtype=dtype), n_dis=config.n_dis,
+                   seed=config.seed, ema_decay=config.ema_decay, ema_start=config.ema_start, health=health)
+
+    def compile(self, g_optimizer, d_optimizer, d_loss_fn=hinge_d_loss, g_loss_fn=hinge_g_loss, **kwargs):
+        """Both optimizers (TTUR: each with its own rate) and the per-example losses (sagan_tf.losses:
+        `d_loss_fn(real_logits, fake_logits)`, `g_loss_fn(fake_logits)`; hinge by default)."""
         super().compile(**kwargs)
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
+        self.d_loss_fn, self.g_loss_fn = d_loss_fn, g_loss_fn
         self.build_all()
 
     def build_all(self):

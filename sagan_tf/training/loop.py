@@ -22,9 +22,10 @@ from sagan_tf import stop_signals
 from sagan_tf.training.checkpointing import CheckpointManager, check_resume_config, make_checkpoint
 from sagan_tf.training.run_lock import RunLock
 from sagan_tf.precision import resolve_precision
+from sagan_tf.losses import get_losses
 from sagan_tf.training.gan import SAGAN
 from sagan_tf.training.strategy import distributed_call
-from sagan_tf import files
+from sagan_tf import files, run_dir
 
 
 @keras.saving.register_keras_serializable(package="sagan_tf")
@@ -58,10 +59,12 @@ def build_model(config, strategy):
     """A compiled SAGAN whose variables live under `strategy`, initialised from `config.seed`."""
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = SAGAN(config)
+        model = SAGAN.from_config(config)
         g_opt, d_opt = make_optimizers(config)
-        model.compile(g_optimizer=g_opt, d_optimizer=d_opt, jit_compile=bool(config.jit_compile),
-                      steps_per_execution=int(config.get("steps_per_execution", 1)))
+        d_loss_fn, g_loss_fn = get_losses(config.loss)
+        model.compile(g_optimizer=g_opt, d_optimizer=d_opt, d_loss_fn=d_loss_fn, g_loss_fn=g_loss_fn,
+                      jit_compile=bool(config.jit_compile),
+                      steps_per_execution=int(config.steps_per_execution))
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         _work_around_keras_fit_under_multi_worker(model)
     return model
@@ -154,8 +157,8 @@ def execution_segments(start, end, steps_per_execution):
 
 
 def write_config(config, model_dir):
-    files.atomic_write_text(files.join(model_dir, "config.json"), config.to_json_best_effort(indent=2))
-    if config.get("class_names"):  # the name -> label map, to sample a class by name (sagan_tf.class_map)
+    run_dir.write_config(model_dir, config)
+    if config.class_names:  # the name -> label map, to sample a class by name (sagan_tf.class_map)
         from sagan_tf.class_map import write_class_map
         write_class_map(model_dir, config.class_names)
 
@@ -207,11 +210,11 @@ def _train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, ver
     files.makedirs(out_dir)
     try:
         model = build_model(config, strategy)
-        manager = CheckpointManager(model, files.join(out_dir, "checkpoints"), keep=config.keep_checkpoints)
+        manager = CheckpointManager(model, run_dir.checkpoint_dir(out_dir), keep=config.keep_checkpoints)
         # Resume from the chief's checkpoints on every worker (falling back from unreadable ones; only the
         # chief repairs the directory), then record the config: config.json changes only once the
         # checkpoints it describes have been restored into this config's networks.
-        restorer = manager if chief else CheckpointManager(model, files.join(model_dir, "checkpoints"), repair=False)
+        restorer = manager if chief else CheckpointManager(model, run_dir.checkpoint_dir(model_dir), repair=False)
         start = restorer.restore_latest()
         if chief:
             write_config(config, model_dir)
@@ -222,7 +225,7 @@ def _train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, ver
             return model
         print(f"{'Resuming at' if start else 'Starting from'} step {start}; training to step {config.train_steps} "
               f"on {strategy.num_replicas_in_sync} replica(s).", flush=True)
-        writer = tf.summary.create_file_writer(files.join(out_dir, "train"))
+        writer = tf.summary.create_file_writer(run_dir.tensorboard_dir(out_dir))
         throughput = cb.Throughput(config.batch_size * config.n_dis)
         checkpointing = cb.Checkpointing(manager, config.checkpoint_every)
         callbacks = [
@@ -233,7 +236,7 @@ def _train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, ver
             cb.ScalarSummaries(writer, config.log_every, throughput),
             cb.EMAStatistics((config.sample_every, config.checkpoint_every, config.eval_every), config.z_dim,
                              config.num_classes, seed=config.seed),
-            cb.SampleGrid(writer, files.join(out_dir, "samples"), config.sample_every, config.z_dim,
+            cb.SampleGrid(writer, run_dir.samples_dir(out_dir), config.sample_every, config.z_dim,
                           config.num_classes, seed=config.seed),
             checkpointing,
             cb.StopOnSignal(),
@@ -246,7 +249,7 @@ def _train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, ver
                                                    data_dir=data_dir, strategy=strategy,
                                                    call=functools.partial(distributed_call, strategy=strategy))
             callbacks.insert(callbacks.index(checkpointing), evaluation)  # after EMAStatistics, before checkpointing
-        for first, end in execution_segments(start, config.train_steps, int(config.get("steps_per_execution", 1))):
+        for first, end in execution_segments(start, config.train_steps, int(config.steps_per_execution)):
             if dataset_fn is None:
                 dataset = training_data(config, strategy, data_dir, first, end - first)
             else:
