@@ -91,7 +91,7 @@ def _require(condition, field, value, allowed):
 
 def _validate_steps_per_execution(config):
     """Callbacks run once per execution of `steps_per_execution` steps and must still land on their steps."""
-    per_execution = config.get("steps_per_execution", 1)
+    per_execution = config.steps_per_execution
     _require(isinstance(per_execution, int) and not isinstance(per_execution, bool) and per_execution > 0,
              "steps_per_execution", per_execution, "a positive integer (train steps per compiled execution)")
     for field in ("checkpoint_every", "sample_every", "log_every", "eval_every"):
@@ -114,7 +114,7 @@ def validate_config(config, num_replicas=1):
                  "a positive integer")
     _require(isinstance(config.num_classes, int) and config.num_classes >= 0, "num_classes", config.num_classes,
              "an integer >= 0 (0 = unconditional)")
-    names = list(config.get("class_names") or ())
+    names = list(config.class_names or ())
     _require(not names or (len(names) == config.num_classes and len(set(names)) == len(names)
                            and all(isinstance(name, str) and name for name in names)), "class_names", names,
              f"() or {config.num_classes} distinct non-empty names, one per class (num_classes={config.num_classes})")

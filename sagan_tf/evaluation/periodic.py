@@ -30,13 +30,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sagan_tf import files, run_dir
+from sagan_tf.evaluation import runner
+from sagan_tf.evaluation.features import load_feature_network
 from sagan_tf.evaluation.runner import LOWER_IS_BETTER, evaluate_generator, split_metric_key
-from sagan_tf import files
 
 __all__ = ["PeriodicEvaluation", "BestCheckpointSaver", "make_evaluate_fn", "build_periodic_evaluation"]
 
 BEST_FILE = "best.json"
-HISTORY_FILE = "eval_history.jsonl"
+HISTORY_FILE = run_dir.EVAL_HISTORY_FILE
 
 
 def _monitored_key(metrics: dict, metric: str | None) -> str:
@@ -238,15 +240,15 @@ def build_periodic_evaluation(config, checkpoint: tf.train.Checkpoint, model_dir
                               log_fn=print, strategy=None, call=None) -> PeriodicEvaluation:
     """The :class:`PeriodicEvaluation` a training run uses, from its config.
 
-    Config fields read (``config.get`` with these defaults, so older configs work):
+    Config fields read (sagan_tf.config has their defaults):
       eval_every: period in G steps (must be > 0 to call this).
-      eval_samples (10000): generated images per evaluation, and real images for the reference
+      eval_samples: generated images per evaluation, and real images for the reference
         (capped at the split's size where it is known).
       eval_feature_network: "classifier:<dir>" | "savedmodel:<dir>" | "keras_inception:<h5>"
         (required unless `feature_network`, a spec string or a loaded network, is given).
-      eval_reference_split (None): real split; default "test" for Fashion-MNIST, else "train".
-      eval_reference_cache (None): cache file/directory; default ``<model_dir>/reference_stats``.
-      eval_batch_size (100): images per generator / feature-network call.
+      eval_reference_split: real split; None: "test" for Fashion-MNIST, else "train".
+      eval_reference_cache: cache file/directory; None: ``<model_dir>/reference_stats``.
+      eval_batch_size: images per generator / feature-network call.
 
     The reference statistics are computed (or loaded) here, before training starts. The best
     checkpoint (lowest FID) goes to ``<model_dir>/best``: :class:`BestCheckpointSaver` saves
@@ -255,29 +257,25 @@ def build_periodic_evaluation(config, checkpoint: tf.train.Checkpoint, model_dir
     `strategy` and `call`: see :func:`make_evaluate_fn` (the generator's samples run through the
     strategy; the feature network runs on the default device).
     """
-    from sagan_tf.evaluation.features import load_feature_network
-    from sagan_tf.evaluation import runner
-
-    every = int(config.get("eval_every", 0) or 0)
+    every = int(config.eval_every or 0)
     if every < 1:
         raise ValueError(f"config.eval_every={every}: periodic evaluation needs a positive period")
-    spec = feature_network or config.get("eval_feature_network")
+    spec = feature_network or config.eval_feature_network
     if not spec:
         raise ValueError("config.eval_every > 0 needs config.eval_feature_network (e.g. "
                          "'classifier:/path/to/classifier_dir'; train one with python -m trainers.classifier)")
     network = load_feature_network(spec) if isinstance(spec, str) else spec
-    num_samples = int(config.get("eval_samples", 10000))
-    batch_size = int(config.get("eval_batch_size", 100))
-    split = config.get("eval_reference_split") or runner.default_reference_split(config.dataset)
+    num_samples, batch_size = int(config.eval_samples), int(config.eval_batch_size)
+    split = config.eval_reference_split or runner.default_reference_split(config.dataset)
     real, reference_name, split_size = runner.real_image_source(config, split, batch_size, data_dir)
     num_reference = min(num_samples, split_size) if split_size else num_samples
-    cache = config.get("eval_reference_cache") or files.join(model_dir, "reference_stats")
+    cache = config.eval_reference_cache or run_dir.reference_cache(model_dir)
     reference = runner.load_or_compute_reference(cache, network, real, num_reference, reference_name,
                                                  num_features=min(num_reference, num_samples), batch_size=batch_size)
     evaluate_fn = make_evaluate_fn(config, network, reference, num_samples, batch_size,
                                    dataset_name=runner.canonical_dataset_name(config.dataset), strategy=strategy,
                                    call=call)
     metric = runner.metric_key("fid", network.name)
-    saver = BestCheckpointSaver(checkpoint, files.join(model_dir, "best"), metric=metric)
+    saver = BestCheckpointSaver(checkpoint, run_dir.best_dir(model_dir), metric=metric)
     return PeriodicEvaluation(every, evaluate_fn, writer, saver, metric=metric, best=saver.best_value(),
-                              log_fn=log_fn, history_path=files.join(model_dir, HISTORY_FILE))
+                              log_fn=log_fn, history_path=run_dir.eval_history_file(model_dir))
