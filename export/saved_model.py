@@ -25,7 +25,6 @@ Every path may be a URI TensorFlow's filesystems know (``gs://``, ``file://``): 
 ``tf.io.gfile``. On an object store the final rename copies objects, so point TF-Serving at the
 bucket only after the export returns (or export locally and copy the version directory).
 """
-import contextlib
 import os
 import re
 import sys
@@ -53,31 +52,6 @@ class ExportError(ValueError):
     Problems with the run directory itself (no config.json, no or a damaged checkpoint) are
     :class:`sagan_tf.run_dir.RunDirError`s.
     """
-
-
-# TRANSITIONAL (removed once the tests call sagan_tf.run_dir): the run-directory API under its old names,
-# with run-directory problems reported as ExportError.
-@contextlib.contextmanager
-def _as_export_error():
-    try:
-        yield
-    except RunDirError as error:
-        raise ExportError(str(error)) from error
-
-
-def load_model_config(model_dir):
-    with _as_export_error():
-        return run_dir.read_config(model_dir).to_dict()
-
-
-def find_checkpoint(model_dir, checkpoint=None):
-    with _as_export_error():
-        return run_dir.find_checkpoint(model_dir, checkpoint)
-
-
-def restore_ema_generator(config, checkpoint):
-    with _as_export_error():
-        return run_dir.restore_ema_generator(config, checkpoint)
 
 
 def existing_versions(export_base):
@@ -218,17 +192,15 @@ def _fsync_tree(root):
         _fsync_dir(directory)
 
 
-def export_run(model_dir, export_base, version=None, checkpoint=None, **kwargs):
-    """Exports the EMA generator of the run in `model_dir`; returns the version directory."""
-    with _as_export_error():
-        return _export_run(model_dir, export_base, version, checkpoint, **kwargs)
-
-
 def _compute_dtype(generator):
     return "bfloat16" if generator.dtype_policy.compute_dtype == "bfloat16" else "float32"
 
 
-def _export_run(model_dir, export_base, version=None, checkpoint=None, compute_dtype="float32", **kwargs):
+def export_run(model_dir, export_base, version=None, checkpoint=None, compute_dtype="float32", **kwargs):
+    """Exports the EMA generator of the run in `model_dir`; returns the version directory.
+
+    Raises ExportError for a bad request, sagan_tf.run_dir.RunDirError for a run directory without a
+    readable config or checkpoint that fits it."""
     config = run_dir.read_config(model_dir)
     if export_base is None:
         raise ExportError("--export_base is required.")

@@ -32,7 +32,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import run_dir
 from sagan_tf.visualization import image_grid, to_uint8
 
 __all__ = [
@@ -343,13 +342,3 @@ def sheet(mode: str, generator, labels: Sequence[int] | None, columns: int, z_di
     if mode == "truncation":
         return truncation_sheet(generator, truncations, columns, labels=labels, **common)
     raise ValueError(f"unknown sheet mode {mode!r}; one of {SHEET_MODES}")
-
-
-# TRANSITIONAL (removed once the tests call sagan_tf.run_dir): the loaders under their old names.
-def load_run_config(model_dir: str):
-    return run_dir.read_config(model_dir)
-
-
-def load_generator(model_dir: str, checkpoint: str | None = None):
-    restored = run_dir.load_ema_generator(model_dir, checkpoint)
-    return restored.generator, restored.config, restored.checkpoint, restored.step

@@ -18,6 +18,7 @@ import tensorflow as tf
 from export import saved_model as export_lib
 from export import serving_config
 from export.signatures import sample_z
+from sagan_tf import run_dir
 from tests.helpers import ROOT, run_cli, scratch_dir as _scratch, trained_run
 
 Z_DIM, CLASSES, RES = 8, 3, 32
@@ -61,11 +62,11 @@ def sample_inputs(n=5, seed=1):
 def test_restore_gives_the_ema_weights_in_float32_whatever_the_policy():
     import keras
     model_dir, model = trained_run()
-    config = export_lib.load_model_config(model_dir)
-    latest = export_lib.find_checkpoint(model_dir)
+    config = run_dir.read_config(model_dir)
+    latest = run_dir.find_checkpoint(model_dir)
     assert latest.endswith("ckpt-2")
     keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as a bf16 training process would have it
-    generator = export_lib.restore_ema_generator(config, latest)
+    generator = run_dir.restore_ema_generator(config, latest)
     assert generator.compute_dtype == "float32" and generator.variable_dtype == "float32"
     restored = generator.get_weights()
     ema = model.ema_generator.get_weights()
@@ -79,24 +80,24 @@ def test_restore_gives_the_ema_weights_in_float32_whatever_the_policy():
 
 def test_chosen_checkpoint_and_checkpoint_errors(tmp_path):
     model_dir, _ = trained_run()
-    config = export_lib.load_model_config(model_dir)
+    config = run_dir.read_config(model_dir)
     first = os.path.join(model_dir, "checkpoints", "ckpt-1")
-    assert export_lib.find_checkpoint(model_dir, first) == first
-    assert export_lib.find_checkpoint(model_dir, os.path.join(model_dir, "checkpoints")).endswith("ckpt-2")
-    old = export_lib.restore_ema_generator(config, first).get_weights()
-    new = export_lib.restore_ema_generator(config, export_lib.find_checkpoint(model_dir)).get_weights()
+    assert run_dir.find_checkpoint(model_dir, first) == first
+    assert run_dir.find_checkpoint(model_dir, os.path.join(model_dir, "checkpoints")).endswith("ckpt-2")
+    old = run_dir.restore_ema_generator(config, first).get_weights()
+    new = run_dir.restore_ema_generator(config, run_dir.find_checkpoint(model_dir)).get_weights()
     assert not all(np.array_equal(a, b) for a, b in zip(old, new))
-    with pytest.raises(export_lib.ExportError, match=re.escape(str(tmp_path / "ckpt-9"))):
-        export_lib.find_checkpoint(model_dir, str(tmp_path / "ckpt-9"))
+    with pytest.raises(run_dir.RunDirError, match=re.escape(str(tmp_path / "ckpt-9"))):
+        run_dir.find_checkpoint(model_dir, str(tmp_path / "ckpt-9"))
     # A run directory with its config but no checkpoint yet.
     empty = tmp_path / "fresh_run"
     empty.mkdir()
     shutil.copy(os.path.join(model_dir, "config.json"), empty / "config.json")
-    with pytest.raises(export_lib.ExportError, match="no checkpoint in .*fresh_run"):
+    with pytest.raises(run_dir.RunDirError, match="no checkpoint in .*fresh_run"):
         export_lib.export_run(str(empty), str(tmp_path / "export"))
     # A config that does not match the checkpoint fails instead of exporting fresh weights.
-    with pytest.raises(export_lib.ExportError, match=re.escape(first) + ".* does not hold this run's EMA generator"):
-        export_lib.restore_ema_generator(dict(config, g_attention=[8]), first)
+    with pytest.raises(run_dir.RunDirError, match=re.escape(first) + ".* does not hold this run's EMA generator"):
+        run_dir.restore_ema_generator(dict(config, g_attention=[8]), first)
 
 
 # --- the SavedModel ----------------------------------------------------------------------------------
@@ -420,8 +421,8 @@ def test_cli_exports_a_chosen_checkpoint_as_the_next_version(tmp_path):
     loaded = tf.saved_model.load(str(base / "5"))
     z, labels = sample_inputs()
     served = loaded.signatures["serving_default"](z=tf.constant(z), label=tf.constant(labels))["images"].numpy()
-    config = export_lib.load_model_config(model_dir)
-    expected = export_lib.restore_ema_generator(config, first)((z, labels)).numpy()
+    config = run_dir.read_config(model_dir)
+    expected = run_dir.restore_ema_generator(config, first)((z, labels)).numpy()
     np.testing.assert_allclose(served, expected, atol=1e-5)
     assert not np.allclose(served, keras_ema()((z, labels)).numpy(), atol=1e-5)  # ckpt-2 differs
     with open(base / serving_config.MODELS_CONFIG) as f:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from export import client
 from export import saved_model as export_lib
-from sagan_tf import class_map, sampling
+from sagan_tf import class_map, run_dir, sampling
 from sagan_tf.data import image_folder as imf
 from tests.helpers import run_cli
 
@@ -189,22 +189,22 @@ def test_resolution_64_flat_folder_trains_unconditionally_samples_and_exports(tm
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Image folder {flat}: 5 images, unconditional (num_classes=0, labels ignored)" in result.stdout
     assert "No class sub-folders: training unconditionally (num_classes=0)." in result.stdout
-    config = sampling.load_run_config(model_dir)
+    config = run_dir.read_config(model_dir)
     assert (config.resolution, list(config.g_attention), list(config.d_attention)) == (64, [32], [32])
     assert (config.num_classes, list(config.class_names)) == (0, [])
     assert not os.path.exists(os.path.join(model_dir, "classes.json"))
     assert np.asarray(Image.open(os.path.join(model_dir, "samples", "step_00000002.png"))).shape == (64, 8 * 64, 3)
 
-    generator, _, _, step = sampling.load_generator(model_dir)
-    sheet = sampling.class_sheet(generator, [0], 2, z_dim=8, num_classes=0, seed=3)
-    assert step == 2 and sheet.images.shape == (1, 2, 64, 64, 3)
+    restored = run_dir.load_ema_generator(model_dir)
+    sheet = sampling.class_sheet(restored.generator, [0], 2, z_dim=8, num_classes=0, seed=3)
+    assert restored.step == 2 and sheet.images.shape == (1, 2, 64, 64, 3)
     with pytest.raises(ValueError, match="has no class names"):
         class_map.labels_for_names(["cats"], class_map.run_class_names(model_dir, config), model_dir)
 
     # The export takes label 0 (the one an unconditional generator accepts), rejects others, has no class map.
     version_dir = export_lib.export_run(model_dir, str(tmp_path / "export"))
     assert not os.path.exists(os.path.join(version_dir, "assets.extra", "classes.json"))
-    _assert_serves_label_0_only(version_dir, generator)
+    _assert_serves_label_0_only(version_dir, restored.generator)
 
 
 def test_every_offered_resolution_default_is_valid_and_matches_the_presets():

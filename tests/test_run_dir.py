@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from export.saved_model import export_run
+from sagan_tf import run_dir
 from sagan_tf.training import build_model, train
 from sagan_tf.training.checkpointing import CheckpointManager, ConfigMismatchError
 from sagan_tf.training.run_lock import LOCK_FILE, RunLock, RunLockedError
@@ -110,8 +112,7 @@ def test_saves_after_a_fallback_never_touch_the_bad_checkpoint(run):
 
 
 def checkpoint_files_steps(run):
-    from sagan_tf.training.checkpointing import checkpoint_files
-    return list(checkpoint_files(str(run / "checkpoints")))
+    return list(run_dir.checkpoint_files(str(run / "checkpoints")))
 
 
 @pytest.mark.slow  # trains 4 steps (~40 s on a loaded 2-core machine)
@@ -198,14 +199,13 @@ def test_resume_with_another_model_config_names_each_field_and_changes_nothing(r
 
 
 def test_export_errors_name_the_checkpoint_and_the_cause(run, tmp_path):
-    from export.saved_model import ExportError, export_run
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "ch": 8}))
-    with pytest.raises(ExportError, match=r"checkpoint '.*ckpt-4' does not hold this run's EMA generator.*config"):
+    with pytest.raises(run_dir.RunDirError, match=r"checkpoint '.*ckpt-4' does not hold this run's EMA generator.*config"):
         export_run(str(run), str(tmp_path / "export"))
     (run / "config.json").write_text(json.dumps(config))
     data_file(run, 4).write_bytes(b"")
-    with pytest.raises(ExportError, match=r"checkpoint '.*ckpt-4' cannot be read \(IndexError.*--checkpoint="):
+    with pytest.raises(run_dir.RunDirError, match=r"checkpoint '.*ckpt-4' cannot be read \(IndexError.*--checkpoint="):
         export_run(str(run), str(tmp_path / "export"))
     assert not (tmp_path / "export").exists() or not any(p.name.isdigit() for p in (tmp_path / "export").iterdir())
 
