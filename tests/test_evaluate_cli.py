@@ -359,6 +359,7 @@ def test_classifier_then_evaluate_cli(tmp_path_factory, tmp_path):
     assert "scoring 60 real images of fashion_mnist_train" in result.stdout
 
 
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_evaluate_cli_names_bad_values(tmp_path_factory, tmp_path):
     model_dir = tiny_run(tmp_path_factory)
     result = run_cli("trainers.evaluate", f"--model_dir={model_dir}", "--feature_network=inception:/nowhere")

@@ -118,6 +118,7 @@ def _parse_saved_model_cli(text):
     return signatures
 
 
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_saved_model_cli_shows_the_three_signatures():
     shown = _parse_saved_model_cli(subprocess_results()["saved_model_cli"])
     image = f"(-1, {RES}, {RES}, 1)"

@@ -9,6 +9,8 @@ from tests.helpers import run_cli, trained_run
 
 BFLOAT16 = tf.bfloat16.as_datatype_enum
 
+pytestmark = pytest.mark.slow  # float16 on CPU / two exports: about a minute in all (docs/testing.md)
+
 
 def graph_dtypes(concrete):
     """Every dtype named in the attrs of the signature's graph and the functions it calls."""

@@ -84,6 +84,7 @@ def _assert_serves_label_0_only(version_dir, generator):
         serve(z=tf.constant(z), label=tf.constant([0, 1], tf.int32))
 
 
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_resolution_32_trains_out_of_the_box_and_reports_what_it_found(photos, run32):
     model_dir, result = run32
     expected = SUMMARY_32.format(data=photos, extensions=" ".join(imf.IMAGE_EXTENSIONS))
@@ -101,6 +102,7 @@ def test_resolution_32_trains_out_of_the_box_and_reports_what_it_found(photos, r
     assert sheet.shape == (2 * 32, 8 * 32, 3)  # one row per kept class
 
 
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_a_class_is_sampled_and_served_by_name(run32, tmp_path):
     model_dir, _ = run32
     out = tmp_path / "dogs.png"
@@ -156,6 +158,7 @@ def test_bad_folders_and_flags_fail_naming_the_value(photos, tmp_path, flags, me
     assert not model_dir.exists()
 
 
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_an_unconditional_generator_samples_and_exports_taking_label_0(tmp_path):
     """num_classes=0 through sampling and the export (training it through the CLI is the slow test below)."""
     from sagan_tf.models import Generator

@@ -16,6 +16,8 @@ RNG = np.random.default_rng(0)
 IMAGES = RNG.uniform(-1, 1, size=(16, 32, 32, 1)).astype(np.float32)
 LABELS = (np.arange(16) % 3).astype(np.int32)
 
+pytestmark = pytest.mark.slow  # float16 on CPU / two exports: about a minute in all (docs/testing.md)
+
 
 def dataset(start_step=0):
     return tf.data.Dataset.from_tensor_slices((IMAGES, LABELS)).repeat().batch(4, drop_remainder=True).skip(start_step)

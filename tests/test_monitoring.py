@@ -136,6 +136,7 @@ def naive_step(restore, step):
                 d_grad_norm=global_norm(d_grads), g_grad_norm=global_norm(g_grads))
 
 
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_every_logged_step_value_is_that_step_also_after_the_resume(run, replay):
     logged, returned = run["scalars"], run["step_logs"]
     assert set(logged["d_loss"]) == set(returned) == set(range(1, STEPS + 1))
@@ -151,6 +152,7 @@ def test_every_logged_step_value_is_that_step_also_after_the_resume(run, replay)
     assert abs((d[1] + d[2]) / 2 - d[2]) > 1e-2 and abs((d[3] + d[4]) / 2 - d[4]) > 1e-2, d
 
 
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_health_scalars_read_from_the_weights_match_numpy(run, replay):
     logged, config = run["scalars"], run["config"]
     after = replay(STEPS)
@@ -172,6 +174,7 @@ def test_health_scalars_read_from_the_weights_match_numpy(run, replay):
     np.testing.assert_allclose(logged["d_lr"][STEPS], config.d_lr, rtol=1e-6)
 
 
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_every_tag_says_what_it_is(run):
     descriptions = run["descriptions"]
     expected = set(STEP_KEYS) | {"g_sigma_max", "g_sigma_mean", "d_sigma_max", "d_sigma_mean", "g_lr", "d_lr",
@@ -190,6 +193,7 @@ def expected_grid(model, config, seed):
     return np.asarray(image_grid(to_uint8(model.ema_generator((z, labels), training=False)), rows)).squeeze()
 
 
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_sample_frames_use_the_same_noise_before_and_after_the_resume(run, replay):
     config, model_dir = run["config"], run["model_dir"]
     assert sorted(run["images"]["ema_samples"]) == [2, 4]  # every sample_every steps, once each
@@ -203,6 +207,7 @@ def test_sample_frames_use_the_same_noise_before_and_after_the_resume(run, repla
     assert sorted(run["images"]["ema_attention"]) == [2, 4]
 
 
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_progress_bar_shows_the_last_steps_values(run):
     line = run["stdout"].replace("\b", "").split("\r")[-1]
     shown = dict(re.findall(r"(\w+): (-?[0-9.]+(?:e[-+]?\d+)?)", line))

@@ -65,20 +65,24 @@ def runs(tmp_path_factory):
     return dict(root=root, k1=run(root, 1, 10), k4=run(root, 4, 10))
 
 
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_a_run_ends_exactly_at_train_steps_when_the_last_execution_is_shorter(runs):
     assert int(runs["k4"].step) == int(runs["k1"].step) == 10
 
 
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_checkpoints_are_written_at_the_same_steps_with_the_same_contents(runs):
     assert saved_steps(runs["root"] / "k1") == saved_steps(runs["root"] / "k4") == [4, 8, 10]
     assert_same_checkpoints(runs["root"], (4, 8, 10))
 
 
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_final_weights_are_identical(runs):
     for a, b in zip(runs["k1"].weights, runs["k4"].weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_logged_scalars_and_sample_frames_are_those_of_their_steps(runs):
     """k=4 logs the last step of each execution: at the log steps (multiples of 4) the same values as k=1."""
     scalars1, images1 = read_events(runs["root"] / "k1" / "train")

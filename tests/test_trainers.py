@@ -29,6 +29,7 @@ def assert_run_outputs(model_dir, step):
 
 
 @pytest.mark.skipif(not os.path.isdir(FASHION_MNIST), reason="dataset-fashion-mnist is not installed")
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_fashion_mnist_trainer_writes_checkpoint_events_and_samples(tmp_path):
     model_dir = str(tmp_path / "fmnist")
     result = run_cli("trainers.fashion_mnist", f"--model_dir={model_dir}", "--train_steps=2", *TINY)

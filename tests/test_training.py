@@ -210,6 +210,7 @@ def test_non_finite_loss_stops_run_and_keeps_last_good_checkpoint(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist is not installed")
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_periodic_evaluation_is_wired_into_train(tmp_path):
     from sagan_tf.evaluation.classifier import build_classifier, save_classifier
     save_classifier(build_classifier(width=4, feature_dim=8), str(tmp_path / "clf"), dataset_name="fashion_mnist")

@@ -342,6 +342,7 @@ def test_tar_archives_under_ram_are_checked_through_gfile():
 # --------------------------------------------------------------------------------------------------
 # The classifier CLI with file:// directories
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_classifier_cli_trains_from_and_saves_to_file_uris(tmp_path):
     blobs, _, _ = _tiny_fashion_mnist(n=8)
     _write_all(str(tmp_path / "fmnist"), blobs)

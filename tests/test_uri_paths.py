@@ -43,6 +43,7 @@ def gfile_tree(root):
                   for top, _, names in tf.io.gfile.walk(root) for name in names)
 
 
+@pytest.mark.slow  # trains or runs CLIs for tens of seconds (docs/testing.md)
 def test_a_run_on_ram_trains_resumes_samples_exports_and_serves(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a URI taken for a local path would appear here
     model_dir, export_base = "ram://uri-test/run", "ram://uri-test/export"
