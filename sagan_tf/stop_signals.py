@@ -9,14 +9,18 @@
 * A second signal, at any time, exits at once with 128 + signum (143 for SIGTERM, 130 for SIGINT)
   after running the registered cleanups (the lock). Checkpoints are written atomically, so the last
   complete one stays usable.
+* Inside :func:`deferred` (taking or releasing the run lock) signals are recorded and handled on
+  leaving it, so that a stop can never fall between "the lock file exists" and "the process knows it
+  holds it" and leave the file behind.
 """
+import contextlib
 import os
 import signal
 import sys
 import threading
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_state = {"received": None}
+_state = {"received": None, "deferring": False, "pending": []}
 _cleanups = []
 
 
@@ -50,6 +54,9 @@ def force_exit(signum):
 
 
 def _handle(signum, frame):
+    if _state["deferring"]:
+        _state["pending"].append(signum)
+        return
     name = signal.Signals(signum).name
     if _state["received"]:
         force_exit(signum)
@@ -66,11 +73,31 @@ def note_received(signum):
     _state["received"] = signal.Signals(signum).name
 
 
+@contextlib.contextmanager
+def deferred():
+    """A critical section: a signal arriving inside is handled (as above) once it is left.
+
+    Python runs a handler between any two bytecodes, in the main thread, whichever thread the kernel
+    delivered the signal to; blocking it with ``pthread_sigmask`` would not stop that once TensorFlow's
+    threads exist, so the deferral is done here, in the handler."""
+    outer = _state["deferring"]
+    _state["deferring"] = True
+    try:
+        yield
+    finally:
+        _state["deferring"] = outer
+        if not outer and _state["pending"]:
+            pending, _state["pending"] = _state["pending"], []
+            for signum in pending[:-1]:
+                note_received(signum)  # a second one among them exits at once
+            _handle(pending[-1], None)
+
+
 def install():
     """Installs the handlers (main thread only; elsewhere a no-op); returns the previous ones for :func:`restore`."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    _state["received"] = None
+    _state["received"], _state["pending"] = None, []
     return {sig: signal.signal(sig, _handle) for sig in SIGNALS}
 
 

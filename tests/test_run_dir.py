@@ -266,3 +266,32 @@ def test_lock_from_another_host_is_not_taken_over(tmp_path):
     write_lock(tmp_path, 1, host="some-other-host")
     with pytest.raises(RunLockedError, match=r"pid 1 on host 'some-other-host'.*remove .*\.lock by hand"):
         RunLock(tmp_path).acquire()
+
+
+@pytest.mark.parametrize("moment", ["_create_exclusive", "_read"])
+def test_a_stop_signal_while_the_lock_is_being_taken_still_releases_it(tmp_path, monkeypatch, moment):
+    """The race the slow SIGTERM test hit: the signal arrives once the lock file exists but before
+    `acquire` returns (after the exclusive create, or during the read-back that checks it is ours)."""
+    import signal
+
+    from sagan_tf import stop_signals
+    from sagan_tf.training.run_lock import holding
+    original = getattr(RunLock, moment)
+
+    def then_a_signal(self, *args):
+        result = original(self, *args)
+        if (tmp_path / LOCK_FILE).exists():
+            signal.raise_signal(signal.SIGTERM)  # Python runs the handler at the next bytecode
+        return result
+
+    monkeypatch.setattr(RunLock, moment, then_a_signal)
+    previous = stop_signals.install()
+    body = []
+    try:
+        with pytest.raises(stop_signals.StopRequested):
+            with holding(tmp_path):
+                body.append("ran")
+    finally:
+        stop_signals.restore(previous)
+    assert body == [] and stop_signals.received() == "SIGTERM"
+    assert not (tmp_path / LOCK_FILE).exists()

@@ -20,7 +20,7 @@ from sagan_tf.evaluation.periodic import build_periodic_evaluation
 from sagan_tf.training import callbacks as cb
 from sagan_tf import stop_signals
 from sagan_tf.training.checkpointing import CheckpointManager, check_resume_config, make_checkpoint
-from sagan_tf.training.run_lock import RunLock
+from sagan_tf.training import run_lock
 from sagan_tf.precision import resolve_precision
 from sagan_tf.losses import get_losses
 from sagan_tf.training.gan import SAGAN
@@ -175,17 +175,13 @@ def train(config, model_dir, strategy=None, **kwargs):
     strategy = strategy or tf.distribute.get_strategy()
     validate_config(config, strategy.num_replicas_in_sync)  # a bad config creates nothing, not even the lock
     previous_handlers = stop_signals.install()
-    lock = None
     try:
-        if is_chief(strategy):
-            check_resume_config(config, model_dir)  # before anything in model_dir changes
-            lock = RunLock(model_dir).acquire()
-            stop_signals.add_cleanup(lock.release)
-        return _train(config, model_dir, strategy=strategy, **kwargs)
+        if not is_chief(strategy):
+            return _train(config, model_dir, strategy=strategy, **kwargs)
+        check_resume_config(config, model_dir)  # before anything in model_dir changes
+        with run_lock.holding(model_dir):
+            return _train(config, model_dir, strategy=strategy, **kwargs)
     finally:
-        if lock is not None:
-            stop_signals.remove_cleanup(lock.release)
-            lock.release()
         stop_signals.restore(previous_handlers)
 
 

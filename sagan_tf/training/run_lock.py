@@ -15,6 +15,7 @@ the lock is written through tf.io.gfile and read back, which refuses a second wr
 after the first one's lock is visible, but not two that start within the same instant. Start one
 chief per bucket run directory.
 """
+import contextlib
 import json
 import os
 import socket
@@ -23,7 +24,7 @@ import time
 
 import tensorflow as tf
 
-from sagan_tf import files
+from sagan_tf import files, stop_signals
 from sagan_tf.run_dir import LOCK_FILE
 # A lock file that exists but is still empty (its writer is between open and write) is "being
 # created" for this long before it counts as stale.
@@ -195,3 +196,20 @@ class RunLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+@contextlib.contextmanager
+def holding(model_dir):
+    """Holds the run lock of `model_dir` for the body; released on any exit, including a stop signal
+    that arrives while the lock is being taken (it is handled once the lock is held, so the release
+    below sees it) and a second signal's forced exit (a registered cleanup)."""
+    lock = RunLock(model_dir)
+    try:
+        with stop_signals.deferred():
+            lock.acquire()
+            stop_signals.add_cleanup(lock.release)
+        yield lock
+    finally:
+        with stop_signals.deferred():
+            stop_signals.remove_cleanup(lock.release)
+            lock.release()
