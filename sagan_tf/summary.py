@@ -31,8 +31,8 @@ def generator_rows(generator):
     for i, (stage, block) in enumerate(zip(generator.stages, generator.blocks)):
         shape = (stage.resolution, stage.resolution, stage.out_channels)
         rows.append((f"block{i}", shape, _params(block), macs[f"block{i}"]))
-        if str(i) in generator.attention:
-            rows.append((f"attention{i}", shape, _params(generator.attention[str(i)]), macs[f"attention{i}"]))
+        if i in generator.attention_layers:
+            rows.append((f"attention{i}", shape, _params(generator.attention_layers[i]), macs[f"attention{i}"]))
     rows.append(("bn_out+conv_out", (spec["resolution"], spec["resolution"], spec["image_channels"]),
                  _params(generator.bn_out, generator.conv_out), macs["conv_out"]))
     return rows
@@ -45,8 +45,8 @@ def discriminator_rows(discriminator):
     for i, (stage, block) in enumerate(zip(discriminator.stages, discriminator.blocks)):
         shape = (stage.resolution, stage.resolution, stage.out_channels)
         rows.append((f"block{i}", shape, _params(block), macs[f"block{i}"]))
-        if str(i) in discriminator.attention:
-            rows.append((f"attention{i}", shape, _params(discriminator.attention[str(i)]), macs[f"attention{i}"]))
+        if i in discriminator.attention_layers:
+            rows.append((f"attention{i}", shape, _params(discriminator.attention_layers[i]), macs[f"attention{i}"]))
     head = [discriminator.linear] + ([discriminator.embedding] if discriminator.embedding is not None else [])
     rows.append(("head (linear+projection)", (1,), _params(*head), macs["head"]))
     return rows

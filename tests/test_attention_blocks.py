@@ -120,7 +120,7 @@ def test_networks_take_the_blocked_path_in_training(network):
         return tape.gradient(loss, model.trainable_weights)
 
     # Attention sits at 16² with 16 channels in both tiny networks: N = 256, M = 64.
-    assert [layer.query_block for layer in model.attention_layers] == [32]
+    assert [layer.query_block for layer in model.attention_layers.values()] == [32]
     assert _attention_shaped_tensors(step, n=256, m=64) == []
     _, maps = model((z, labels) if network == "generator" else (images, labels), return_attention=True)
     assert [tuple(m.shape) for m in maps] == [(4, 256, 64)]  # maps still come from the plain path
@@ -194,7 +194,7 @@ def test_plain_checkpoint_restores_into_blocked_networks(tmp_path):
     plain_g, plain_d = Generator(model_fields(config)), Discriminator(model_fields(config))
     plain_g.build(), plain_d.build()
     for model in (plain_g, plain_d):
-        for layer in model.attention_layers:
+        for layer in model.attention_layers.values():
             layer.gamma.assign(0.8)
     path = tf.train.Checkpoint(generator=plain_g, discriminator=plain_d).write(str(tmp_path / "plain"))
     images = plain_g((z, labels))

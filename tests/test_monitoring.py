@@ -167,7 +167,7 @@ def test_health_scalars_read_from_the_weights_match_numpy(run, replay):
         np.testing.assert_allclose(logged[f"{prefix}_sigma_max"][STEPS], max(sigmas), rtol=1e-5)
         np.testing.assert_allclose(logged[f"{prefix}_sigma_mean"][STEPS], np.mean(sigmas), rtol=1e-5)
         assert max(sigmas) <= max(largest_singular) * (1 + 1e-5)  # ‖W u‖ ≤ σ_max(W) for a unit u
-        [layer] = network.attention_layers  # tiny_config: attention at 16×16 in both networks
+        [layer] = network.attention_layers.values()  # tiny_config: attention at 16×16 in both networks
         np.testing.assert_allclose(logged[f"{prefix}_gamma_16"][STEPS], layer.gamma.numpy(), rtol=1e-6)
         assert layer.gamma.numpy() != 0  # moved from its initial 0: a stale γ would show
     np.testing.assert_allclose(logged["g_lr"][STEPS], config.g_lr, rtol=1e-6)

@@ -11,13 +11,9 @@ class StagedNetwork:
         return [getattr(self, f"block{i}") for i in range(len(self.stages))]
 
     @property
-    def attention(self):
-        """{block index as str: the SelfAttention layer after that block}."""
-        return {str(i): getattr(self, f"attention{i}") for i, stage in enumerate(self.stages) if stage.attention}
-
-    @property
     def attention_layers(self):
-        return [self.attention[key] for key in sorted(self.attention, key=int)]
+        """{block index: the SelfAttention layer after that block}, in block order; empty without attention."""
+        return {i: getattr(self, f"attention{i}") for i, stage in enumerate(self.stages) if stage.attention}
 
     def get_config(self):
         return {"config": self.spec, "name": self.name, "dtype": self.dtype_policy.name}

@@ -180,8 +180,8 @@ class SAGAN(keras.Model):
         estimate an inference forward divides by), 'g_lr', 'd_lr': the optimizers' current rates}."""
         values = {}
         for prefix, network in (("g", self.generator), ("d", self.discriminator)):
-            for key, layer in network.attention.items():
-                values[f"{prefix}_gamma_{network.stages[int(key)].resolution}"] = ops.cast(layer.gamma, "float32")
+            for i, layer in network.attention_layers.items():
+                values[f"{prefix}_gamma_{network.stages[i].resolution}"] = ops.cast(layer.gamma, "float32")
             sigmas = ops.stack([layer.normalized_kernel(training=False)[1] for layer in spectral_norm_layers(network)])
             values[f"{prefix}_sigma_max"], values[f"{prefix}_sigma_mean"] = ops.max(sigmas), ops.mean(sigmas)
         for prefix, optimizer in (("g", self.g_optimizer), ("d", self.d_optimizer)):
