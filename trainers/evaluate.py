@@ -104,20 +104,15 @@ def main(argv):
     except run_dir.RunDirError as error:
         raise app.UsageError(str(error)) from error
     network = load_feature_network(FLAGS.feature_network)
-    split = FLAGS.reference_split or runner.default_reference_split(config.dataset)
-    try:
-        real, reference_name, split_size = runner.real_image_source(config, split, FLAGS.batch_size, FLAGS.data_dir)
-    except (ValueError, FileNotFoundError) as error:
-        raise app.UsageError(f"--reference_split={split}: {error}") from error
     num_reference = FLAGS.num_reference or FLAGS.num_samples
-    if split_size is not None and num_reference > split_size:
-        print(f"--num_reference={num_reference} exceeds the {split_size} images of {reference_name}; using "
-              f"{split_size}")
-        num_reference = split_size
-    num_real_features = min(FLAGS.num_real_features or min(num_reference, FLAGS.num_samples), num_reference)
-    cache = FLAGS.reference_cache or run_dir.reference_cache(FLAGS.model_dir)
-    reference = runner.load_or_compute_reference(cache, network, real, num_reference, reference_name,
-                                                 num_features=num_real_features, batch_size=FLAGS.batch_size)
+    num_real_features = FLAGS.num_real_features or min(num_reference, FLAGS.num_samples)
+    try:
+        reference, reference_name, num_reference = runner.run_reference(
+            config, network, FLAGS.model_dir, num_reference, num_real_features, FLAGS.batch_size,
+            split=FLAGS.reference_split, cache=FLAGS.reference_cache, data_dir=FLAGS.data_dir)
+    except runner.ReferenceSplitError as error:
+        raise app.UsageError(f"--reference_split={FLAGS.reference_split or '(default)'}: {error}") from error
+    num_real_features = min(num_real_features, num_reference)
     dataset_name = runner.canonical_dataset_name(config.dataset)
     metrics = runner.evaluate_generator(generator, network, reference, FLAGS.num_samples, FLAGS.batch_size,
                                         config.num_classes, z_dim=config.z_dim, truncation=FLAGS.truncation,

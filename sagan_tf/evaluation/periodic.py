@@ -34,6 +34,9 @@ from sagan_tf import files, run_dir
 from sagan_tf.evaluation import runner
 from sagan_tf.evaluation.features import load_feature_network
 from sagan_tf.evaluation.runner import LOWER_IS_BETTER, evaluate_generator, split_metric_key
+from sagan_tf.host_step import current_step
+from sagan_tf.models import Generator
+from sagan_tf.sampling import as_sample_fn
 
 __all__ = ["PeriodicEvaluation", "BestCheckpointSaver", "make_evaluate_fn", "build_periodic_evaluation"]
 
@@ -151,9 +154,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         return metrics
 
     def on_train_batch_end(self, batch, logs=None):
-        # The training run's StepCounter keeps the step on the host during fit (no device read per step).
-        step = getattr(self.model, "_host_step", None)
-        step = int(self.model.step.numpy()) if step is None else step
+        step = current_step(self.model)  # counted on the host during fit: no device read per step
         if step % self.every == 0 and step != self._last_step:
             self.evaluate(step)
 
@@ -215,9 +216,6 @@ def make_evaluate_fn(config, feature_network, reference: dict, num_samples: int,
     (the training run passes ``sagan_tf.training.strategy.distributed_call`` bound to it). Without them
     the copy lives on the default device and is called directly.
     """
-    from sagan_tf.models import Generator
-    from sagan_tf.sampling import as_sample_fn
-
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         copy = Generator(config, dtype="float32", name="eval_generator")
         copy.build()
@@ -266,12 +264,9 @@ def build_periodic_evaluation(config, checkpoint: tf.train.Checkpoint, model_dir
                          "'classifier:/path/to/classifier_dir'; train one with python -m trainers.classifier)")
     network = load_feature_network(spec) if isinstance(spec, str) else spec
     num_samples, batch_size = int(config.eval_samples), int(config.eval_batch_size)
-    split = config.eval_reference_split or runner.default_reference_split(config.dataset)
-    real, reference_name, split_size = runner.real_image_source(config, split, batch_size, data_dir)
-    num_reference = min(num_samples, split_size) if split_size else num_samples
-    cache = config.eval_reference_cache or run_dir.reference_cache(model_dir)
-    reference = runner.load_or_compute_reference(cache, network, real, num_reference, reference_name,
-                                                 num_features=min(num_reference, num_samples), batch_size=batch_size)
+    reference, _, _ = runner.run_reference(config, network, model_dir, num_samples, num_samples, batch_size,
+                                           split=config.eval_reference_split, cache=config.eval_reference_cache,
+                                           data_dir=data_dir, log_fn=log_fn)
     evaluate_fn = make_evaluate_fn(config, network, reference, num_samples, batch_size,
                                    dataset_name=runner.canonical_dataset_name(config.dataset), strategy=strategy,
                                    call=call)

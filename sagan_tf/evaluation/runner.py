@@ -24,7 +24,8 @@ from sagan_tf.evaluation import metrics as metrics_lib
 from sagan_tf.evaluation.features import iterate_features
 from sagan_tf.evaluation.reference_stats import (ReferenceStatsMismatchError, load_or_compute_reference_stats,
                                                  reference_stats_filename, save_reference_stats)
-from sagan_tf import files
+from sagan_tf import files, run_dir
+from sagan_tf.data import build_dataset
 from sagan_tf.files import atomic_save_npz
 from sagan_tf.sampling import as_sample_fn, sample_noise
 
@@ -300,6 +301,36 @@ def default_reference_split(dataset: str) -> str:
     return "test" if canonical_dataset_name(dataset) in _SPLIT_SIZES else "train"
 
 
+class ReferenceSplitError(ValueError):
+    """The real split a run's evaluation compares with cannot be read (the message names the split)."""
+
+
+def run_reference(config, network, model_dir: str, num_reference: int, num_features: int, batch_size: int, *,
+                  split: str | None = None, cache: str | None = None, data_dir: str | None = None,
+                  log_fn=print) -> tuple[dict, str, int]:
+    """(reference statistics, reference name, real images used): what a run's samples are scored against,
+    for the evaluate CLI and the evaluation during training alike.
+
+    `split` None: :func:`default_reference_split`. `cache` None: ``<model_dir>/reference_stats``.
+    `num_reference` is capped at the split's size where it is known (said through `log_fn`), and
+    `num_features` (real features kept for KID and precision/recall) at `num_reference`.
+
+    Raises:
+      ReferenceSplitError: the split cannot be read (unknown split, missing files).
+    """
+    split = split or default_reference_split(config.dataset)
+    try:
+        real, name, split_size = real_image_source(config, split, batch_size, data_dir)
+    except (ValueError, FileNotFoundError) as error:
+        raise ReferenceSplitError(f"reference split {split!r}: {error}") from error
+    if split_size is not None and num_reference > split_size:
+        log_fn(f"{num_reference} real images asked for, but {name} has {split_size}; using {split_size}")
+        num_reference = split_size
+    reference = load_or_compute_reference(cache or run_dir.reference_cache(model_dir), network, real, num_reference,
+                                          name, num_features=min(num_features, num_reference), batch_size=batch_size)
+    return reference, name, num_reference
+
+
 def real_image_source(config, split: str, batch_size: int, data_dir: str | None = None):
     """(tf.data pipeline of (images, labels) in [-1, 1], reference name, split size or None) for `config`.
 
@@ -307,12 +338,8 @@ def real_image_source(config, split: str, batch_size: int, data_dir: str | None 
     and channels. Its first `split size` images are each image of the split exactly once (every
     epoch is a permutation). The reference name, e.g. "fashion_mnist_test", names the cache.
     """
-    from sagan_tf.data import build_dataset
-
-    data_config = config.copy_and_resolve_references() if hasattr(config, "copy_and_resolve_references") else config
-    data_config.batch_size = int(batch_size)
-    if hasattr(data_config, "random_flip"):
-        data_config.random_flip = False
+    data_config = config.copy_and_resolve_references()
+    data_config.batch_size, data_config.random_flip = int(batch_size), False
     dataset = build_dataset(data_config, data_dir=data_dir, split=split)
     name = canonical_dataset_name(config.dataset)
     if data_dir and config.dataset == "image_folder":
