@@ -15,22 +15,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import files
+from sagan_tf import files, stop_signals
+from sagan_tf.evaluation.attention_maps import attention_figure
+from sagan_tf.host_step import HOST_STEP, current_step
 from sagan_tf.training.checkpointing import NonFiniteError
 from sagan_tf.training.ema import StandingStatistics, noise_batches
 from sagan_tf.training.strategy import distributed_call
 from sagan_tf.visualization import image_grid, save_png, to_uint8
-
-HOST_STEP = "_host_step"  # the model attribute StepCounter keeps the step in during fit
-
-
-def current_step(model) -> int:
-    """The run's step: StepCounter's count during fit, else `model.step` read from the device."""
-    step = getattr(model, HOST_STEP, None)
-    return int(model.step.numpy()) if step is None else step
-
-
-_step = current_step
 
 
 def _steps_done(callback, batch: int) -> int:
@@ -63,8 +54,8 @@ class NonFiniteGuard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         losses = {k: float(v) for k, v in (logs or {}).items() if k.endswith("_loss")}
         if not all(math.isfinite(v) for v in losses.values()):
-            raise NonFiniteError(f"non-finite loss at step {_step(self.model)}: {losses}. The last good checkpoint "
-                                 f"is kept; lower the learning rates or use float32 to investigate.")
+            raise NonFiniteError(f"non-finite loss at step {current_step(self.model)}: {losses}. The last good "
+                                 "checkpoint is kept; lower the learning rates or use float32 to investigate.")
 
 
 class Throughput(keras.callbacks.Callback):
@@ -162,7 +153,7 @@ class ScalarSummaries(keras.callbacks.Callback):
         return values
 
     def on_train_batch_end(self, batch, logs=None):
-        step = _step(self.model)
+        step = current_step(self.model)
         if step % self.every == 0:
             with self.writer.as_default(step=step):
                 for name, value in self.values(logs).items():
@@ -178,7 +169,7 @@ class ConfigSummary(keras.callbacks.Callback):
         self.writer, self.config_json = writer, config_json
 
     def on_train_begin(self, logs=None):
-        with self.writer.as_default(step=_step(self.model)):
+        with self.writer.as_default(step=current_step(self.model)):
             tf.summary.text("config", f"```\n{self.config_json}\n```",
                             description="The resolved config of the run (config.json), at each (re)start.")
         self.writer.flush()
@@ -217,7 +208,7 @@ class EMAStatistics(keras.callbacks.Callback):
         self._statistics = None
 
     def refresh(self):
-        step = _step(self.model)
+        step = current_step(self.model)
         if step != self.last_refreshed:  # once per step: what was saved is what stays in memory
             if self._statistics is None:  # compiled once, kept
                 strategy = self.model.distribute_strategy
@@ -229,7 +220,7 @@ class EMAStatistics(keras.callbacks.Callback):
             self.last_refreshed = step
 
     def on_train_batch_end(self, batch, logs=None):
-        if any(_step(self.model) % period == 0 for period in self.periods):
+        if any(current_step(self.model) % period == 0 for period in self.periods):
             self.refresh()
 
     def on_train_end(self, logs=None):
@@ -276,16 +267,15 @@ class SampleGrid(keras.callbacks.Callback):
         return image_grid(to_uint8(images), self.rows)
 
     def on_train_batch_end(self, batch, logs=None):
-        step = _step(self.model)
+        step = current_step(self.model)
         if step % self.every == 0:
             self.write(step)
 
     def on_train_end(self, logs=None):
-        self.write(_step(self.model))
+        self.write(current_step(self.model))
 
     def attention_figure(self):
         """Paper figure-1 overlays of G's first attention layer for 4 of the fixed samples, or None."""
-        from sagan_tf.evaluation.attention_maps import attention_figure
         if not self.model.ema_generator.attention_layers:
             return None
         pick = np.linspace(0, len(self.labels) - 1, 4).astype(int)
@@ -317,13 +307,13 @@ class Checkpointing(keras.callbacks.Callback):
         self.last_saved = None
 
     def save(self):
-        step = _step(self.model)
+        step = current_step(self.model)
         if step != self.last_saved:
             self.manager.save()
             self.last_saved = step
 
     def on_train_batch_end(self, batch, logs=None):
-        if _step(self.model) % self.every == 0:
+        if current_step(self.model) % self.every == 0:
             self.save()
 
     def on_train_end(self, logs=None):
@@ -344,7 +334,6 @@ class StopOnSignal(keras.callbacks.Callback):
         self._previous = {}
 
     def _handle(self, signum, frame):
-        from sagan_tf import stop_signals
         stop_signals.note_received(signum)  # exits at once if this is the second signal
         self.received = signal.Signals(signum).name
 
@@ -354,7 +343,8 @@ class StopOnSignal(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.received:
-            print(f"\n{self.received} received at step {_step(self.model)}: checkpointing and stopping.", flush=True)
+            print(f"\n{self.received} received at step {current_step(self.model)}: checkpointing and stopping.",
+                  flush=True)
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
