@@ -53,9 +53,8 @@ def prepare_dataset(config, *, data_dir: str | None = None, wait: bool = False) 
     if not is_tfds(config.dataset):
         return None
     name = str(config.dataset)[len(_TFDS_PREFIX):]
-    timeout = float(getattr(config, "data_prepare_timeout", tfds_pipeline.DEFAULT_PREPARE_TIMEOUT))
-    builder = tfds_pipeline.prepare_dataset(name, data_dir=data_dir, manual_dir=getattr(config, "manual_dir", None),
-                                            wait=wait, timeout=timeout)
+    builder = tfds_pipeline.prepare_dataset(name, data_dir=data_dir, manual_dir=config.manual_dir, wait=wait,
+                                            timeout=float(config.data_prepare_timeout))
     return f"TFDS dataset {builder.name} {builder.version} ready in {builder.data_dir}"
 
 
@@ -71,22 +70,21 @@ def build_dataset(config, *, data_dir: str | None = None, start_step: int = 0,
                   input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
     """Builds the training (or evaluation) pipeline that `config` describes.
 
-    Config fields read:
-      dataset (required): which pipeline, see the module docstring.
-      batch_size (required): GLOBAL batch size.
-      resolution: output size; required for image_folder and TFDS, must be 32 for fashion_mnist_idx.
-      image_channels: 1 or 3 (default 1 for fashion_mnist_idx, 3 otherwise).
-      num_classes, class_names (image_folder only, optional): 0 pools every image with label 0;
-        class_names picks the class folders (label i = class_names[i]); num_classes must match the
-        folder (see `image_folder_dataset`).
-      seed (default 0), random_flip (default False).
-      data_dir: used when the `data_dir` argument is None (the image folder; the TFDS data_dir;
-        the idx directory, by default `FASHION_MNIST_DIR`).
-      manual_dir (TFDS only, default None): archives to prepare a TFDS dataset offline.
+    Config fields read (`sagan_tf.config.default_config` defines them all):
+      dataset: which pipeline, see the module docstring.
+      batch_size: GLOBAL batch size.
+      resolution: output size; must be 32 for fashion_mnist_idx.
+      image_channels: 1 or 3.
+      num_classes, class_names (image_folder only): 0 pools every image with label 0; class_names
+        picks the class folders (label i = class_names[i]); num_classes must match the folder (see
+        `image_folder_dataset`).
+      seed, random_flip.
+      manual_dir (TFDS only): archives to prepare a TFDS dataset offline.
 
     Args:
-      config: an `ml_collections.ConfigDict` (any object with these attributes works).
-      data_dir: overrides `config.data_dir`.
+      config: the run's config (an `ml_collections.ConfigDict`).
+      data_dir: the image folder (required for image_folder); the TFDS data_dir; the idx directory
+        (default `FASHION_MNIST_DIR`).
       start_step: first batch to produce, for resuming (see `sagan_tf.data.common`).
       split: dataset split; image folders only have "train".
       input_context: TFDS only: build input pipeline `input_context.input_pipeline_id` of several,
@@ -100,35 +98,31 @@ def build_dataset(config, *, data_dir: str | None = None, start_step: int = 0,
     if input_context is not None and not is_tfds(name):
         raise ValueError(f"dataset {name!r} has no per-worker input pipelines (input_context); only TFDS "
                          "datasets do, the others are split between workers row by row")
-    data_dir = data_dir if data_dir is not None else getattr(config, "data_dir", None)
-    common_args = dict(batch_size=int(config.batch_size), seed=int(getattr(config, "seed", 0)),
-                       start_step=start_step,
-                       random_flip=bool(getattr(config, "random_flip", False)))
+    common_args = dict(batch_size=int(config.batch_size), seed=int(config.seed), start_step=start_step,
+                       random_flip=bool(config.random_flip))
 
     if name == "fashion_mnist_idx":
-        resolution = getattr(config, "resolution", FASHION_MNIST_RESOLUTION)
+        resolution = config.resolution
         if resolution != FASHION_MNIST_RESOLUTION:
             raise ValueError(f"dataset 'fashion_mnist_idx' yields {FASHION_MNIST_RESOLUTION}x"
                              f"{FASHION_MNIST_RESOLUTION} images but config.resolution is "
                              f"{resolution}; use 'tfds:fashion_mnist' for other resolutions")
         return fashion_mnist_dataset(data_dir=data_dir or FASHION_MNIST_DIR, split=split,
-                                     image_channels=int(getattr(config, "image_channels", 1)),
-                                     **common_args)
+                                     image_channels=int(config.image_channels), **common_args)
 
     image_args = dict(resolution=int(config.resolution),
-                      image_channels=int(getattr(config, "image_channels", 3)), **common_args)
+                      image_channels=int(config.image_channels), **common_args)
     if name == "image_folder":
         if data_dir is None:
-            raise ValueError("dataset 'image_folder' needs a directory: pass data_dir= or set "
-                             "config.data_dir")
+            raise ValueError("dataset 'image_folder' needs a directory: pass data_dir=")
         if split != "train":
             raise ValueError(f"dataset 'image_folder' has no splits, got split={split!r}")
-        num_classes = getattr(config, "num_classes", None)
+        num_classes = config.num_classes
         return image_folder_dataset(data_dir, unconditional=num_classes == 0,
-                                    class_names=list(getattr(config, "class_names", None) or ()) or None,
+                                    class_names=list(config.class_names or ()) or None,
                                     num_classes=num_classes, **image_args)
     if is_tfds(name):
         return tfds_dataset(name[len(_TFDS_PREFIX):], split=split, data_dir=data_dir,
-                            manual_dir=getattr(config, "manual_dir", None), input_context=input_context,
+                            manual_dir=config.manual_dir, input_context=input_context,
                             **image_args)
     raise ValueError(f"unknown dataset {name!r}; expected one of {_ALLOWED_FORMS}")
