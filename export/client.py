@@ -25,11 +25,14 @@ import sys
 import urllib.error
 import urllib.request
 
+import grpc
 import numpy as np
+import tensorflow as tf
+from absl import app, flags
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from sagan_tf import class_map
 from sagan_tf.sampling import truncated_normal
-
 from sagan_tf.visualization import image_grid, save_png, to_uint8
 
 SIGNATURES = ("serving_default", "generate", "attention")
@@ -48,8 +51,6 @@ class ServingError(RuntimeError):
 # --- gRPC --------------------------------------------------------------------------------------------
 
 def _stub(server):
-    import grpc
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
     channel = grpc.insecure_channel(server, options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                                                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
     return channel, prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -65,9 +66,6 @@ def _model_spec(spec, model_name, signature_name=None, version=None):
 
 def predict_grpc(server, model_name, signature_name, inputs, output_filter=(), timeout=60.0, version=None):
     """{output: ndarray} of one Predict call; `inputs` maps input names to arrays of the signature's dtypes."""
-    import grpc
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()
     _model_spec(request.model_spec, model_name, signature_name, version)
@@ -86,8 +84,6 @@ def predict_grpc(server, model_name, signature_name, inputs, output_filter=(), t
 
 def signature_inputs_grpc(server, model_name, timeout=30.0, version=None):
     """{signature: {input: shape list}} from GetModelMetadata (-1 = any size)."""
-    import grpc
-    from tensorflow_serving.apis import get_model_metadata_pb2
 
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
     _model_spec(request.model_spec, model_name, version=version)
@@ -239,8 +235,6 @@ def default_rows(num):
 
 
 def main(argv=None):
-    from absl import app, flags
-
     flags.DEFINE_string("server", "localhost:8500", "gRPC address host:port of TF-Serving / export.grpc_server.")
     flags.DEFINE_string("rest", None, "REST base URL (e.g. http://localhost:8501); used instead of --server.")
     flags.DEFINE_string("model_name", "sagan", "Model name.")

@@ -39,6 +39,8 @@ import math
 
 import tensorflow as tf
 
+from sagan_tf.models.architecture import generator_stages
+
 DEFAULT_MAX_BATCH = 256
 SIGNATURES = ("serving_default", "generate", "attention")
 # Rejection rounds of the truncated sampler before the final clip; each round accepts a redraw with
@@ -100,7 +102,6 @@ def to_uint8(images):
 
 def attention_map_shapes(spec):
     """[(N, M)] of each attention layer of a generator with model fields `spec`, in layer order."""
-    from sagan_tf.models.architecture import generator_stages
     shapes = []
     for stage in generator_stages(spec["resolution"], spec["ch"], spec["g_attention"]):
         if stage.attention:

@@ -17,6 +17,7 @@ import math
 from typing import Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from sagan_tf.visualization import image_grid, to_uint8
 
@@ -66,7 +67,6 @@ def _resize(maps: np.ndarray, height: int, width: int, smooth: bool) -> np.ndarr
         rows = np.arange(height) * kh // height
         cols = np.arange(width) * kw // width
         return maps[:, rows][:, :, cols]
-    import tensorflow as tf
     return tf.image.resize(maps[..., None], [height, width], method="bilinear").numpy()[..., 0]
 
 

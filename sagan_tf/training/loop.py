@@ -14,18 +14,18 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from sagan_tf import files, run_dir, stop_signals
+from sagan_tf.class_map import write_class_map
 from sagan_tf.config import validate_config
 from sagan_tf.data import build_dataset, describe_share, is_tfds, prepare_dataset
 from sagan_tf.evaluation.periodic import build_periodic_evaluation
-from sagan_tf.training import callbacks as cb
-from sagan_tf import stop_signals
-from sagan_tf.training.checkpointing import CheckpointManager, check_resume_config, make_checkpoint
-from sagan_tf.training import run_lock
-from sagan_tf.precision import resolve_precision
 from sagan_tf.losses import get_losses
+from sagan_tf.precision import resolve_precision
+from sagan_tf.training import callbacks as cb
+from sagan_tf.training import run_lock
+from sagan_tf.training.checkpointing import CheckpointManager, check_resume_config, make_checkpoint
 from sagan_tf.training.gan import SAGAN
 from sagan_tf.training.strategy import distributed_call
-from sagan_tf import files, run_dir
 
 
 @keras.saving.register_keras_serializable(package="sagan_tf")
@@ -159,7 +159,6 @@ def execution_segments(start, end, steps_per_execution):
 def write_config(config, model_dir):
     run_dir.write_config(model_dir, config)
     if config.class_names:  # the name -> label map, to sample a class by name (sagan_tf.class_map)
-        from sagan_tf.class_map import write_class_map
         write_class_map(model_dir, config.class_names)
 
 
