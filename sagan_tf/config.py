@@ -52,17 +52,21 @@ Training fields:
                    eval_every > 0); eval_batch_size, eval_reference_split (default: test for
                    Fashion-MNIST, else train), eval_reference_cache (default <model_dir>/reference_stats).
 """
+from __future__ import annotations
+
 import ml_collections
 
 from sagan_tf.precision import AUTO, POLICIES
 from sagan_tf.layers.initializers import INITIALIZERS
 from sagan_tf.models.architecture import RESOLUTIONS, attention_resolutions, discriminator_stages, generator_stages
 
+__all__ = ["default_config", "validate_config"]
+
 PRECISIONS = (AUTO, *POLICIES)
 LOSSES = ("hinge", "non_saturating")
 
 
-def default_config():
+def default_config() -> ml_collections.ConfigDict:
     """All fields with the paper's values where the paper gives one (ImageNet 128² shape)."""
     return ml_collections.ConfigDict(dict(
         # Model
@@ -104,7 +108,7 @@ def _validate_steps_per_execution(config):
                 f"or another steps_per_execution.")
 
 
-def validate_config(config, num_replicas=1):
+def validate_config(config: ml_collections.ConfigDict, num_replicas: int = 1) -> ml_collections.ConfigDict:
     """Checks every field; raises ValueError naming the field, its value and what is allowed."""
     _require(config.resolution in RESOLUTIONS, "resolution", config.resolution, list(RESOLUTIONS))
     for field in ("ch", "z_dim", "batch_size", "n_dis", "train_steps", "checkpoint_every", "sample_every",

@@ -19,6 +19,28 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
+__all__ = [
+    "is_uri",
+    "local_path",
+    "join",
+    "dirname",
+    "absolute",
+    "exists",
+    "isdir",
+    "makedirs",
+    "listdir",
+    "remove",
+    "read_bytes",
+    "read_text",
+    "read_json",
+    "load_npz",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_save_npz",
+    "append_line",
+]
+
 gfile = tf.io.gfile
 
 TEMPORARY_PREFIX = ".tmp-"

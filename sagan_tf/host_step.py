@@ -5,6 +5,8 @@
 reads it with :func:`current_step`. Outside `fit` the attribute is None and the step is read from the
 model's `step` variable.
 """
+__all__ = ["HOST_STEP", "current_step"]
+
 HOST_STEP = "_host_step"
 
 

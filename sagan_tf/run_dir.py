@@ -28,6 +28,33 @@ from sagan_tf import files
 from sagan_tf.models import Generator
 from sagan_tf.models.architecture import model_fields
 
+__all__ = [
+    "CHECKPOINT_INDEX",
+    "UNREADABLE_DIR",
+    "EVAL_HISTORY_FILE",
+    "LOCK_FILE",
+    "EMA_GENERATOR",
+    "RunDirError",
+    "RestoredGenerator",
+    "config_file",
+    "checkpoint_dir",
+    "best_dir",
+    "eval_history_file",
+    "reference_cache",
+    "samples_dir",
+    "tensorboard_dir",
+    "eval_record_file",
+    "is_run_dir",
+    "read_config",
+    "write_config",
+    "step_of",
+    "checkpoint_files",
+    "unreadable_reason",
+    "find_checkpoint",
+    "restore_ema_generator",
+    "load_ema_generator",
+]
+
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PREFIX = "ckpt"

@@ -13,11 +13,17 @@
   leaving it, so that a stop can never fall between "the lock file exists" and "the process knows it
   holds it" and leave the file behind.
 """
+from __future__ import annotations
+
 import contextlib
 import os
 import signal
 import sys
 import threading
+from typing import Callable, Iterator, NoReturn
+
+__all__ = ["StopRequested", "received", "force_exit", "note_received", "deferred", "install", "restore", "add_cleanup",
+           "remove_cleanup"]
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _state = {"received": None, "deferring": False, "pending": []}
@@ -35,12 +41,12 @@ class StopRequested(SystemExit):
         return f"{self.signal_name} received before training started"
 
 
-def received():
+def received() -> str | None:
     """The name of the first stop signal received ('SIGTERM', ...), or None."""
     return _state["received"]
 
 
-def force_exit(signum):
+def force_exit(signum: int) -> NoReturn:
     """Runs the cleanups and exits at once with 128 + signum (the second-signal path)."""
     name = signal.Signals(signum).name
     print(f"\n{name} received again: exiting now (status {128 + signum}); the last complete checkpoint is kept.",
@@ -66,7 +72,7 @@ def _handle(signum, frame):
     raise StopRequested(name)
 
 
-def note_received(signum):
+def note_received(signum: int) -> None:
     """Records a first signal handled elsewhere (StopOnSignal), so that a second one exits at once."""
     if _state["received"]:
         force_exit(signum)
@@ -74,7 +80,7 @@ def note_received(signum):
 
 
 @contextlib.contextmanager
-def deferred():
+def deferred() -> Iterator[None]:
     """A critical section: a signal arriving inside is handled (as above) once it is left.
 
     Python runs a handler between any two bytecodes, in the main thread, whichever thread the kernel
@@ -93,7 +99,7 @@ def deferred():
             _handle(pending[-1], None)
 
 
-def install():
+def install() -> dict:
     """Installs the handlers (main thread only; elsewhere a no-op); returns the previous ones for :func:`restore`."""
     if threading.current_thread() is not threading.main_thread():
         return {}
@@ -101,16 +107,16 @@ def install():
     return {sig: signal.signal(sig, _handle) for sig in SIGNALS}
 
 
-def restore(previous):
+def restore(previous: dict) -> None:
     if threading.current_thread() is threading.main_thread():
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
-def add_cleanup(function):
+def add_cleanup(function: Callable[[], None]) -> None:
     _cleanups.append(function)
 
 
-def remove_cleanup(function):
+def remove_cleanup(function: Callable[[], None]) -> None:
     if function in _cleanups:
         _cleanups.remove(function)

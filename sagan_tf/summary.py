@@ -6,6 +6,10 @@ The last four lines are machine-readable:
     generator_params=<int>  discriminator_params=<int>
     generator_gmacs_per_image=<float>  discriminator_gmacs_per_image=<float>
 """
+from __future__ import annotations
+
+from typing import Sequence
+
 import numpy as np
 from absl import app
 from ml_collections import config_flags
@@ -16,6 +20,8 @@ from sagan_tf.models.architecture import GENERATOR_BASE_RESOLUTION, model_fields
 from sagan_tf.models import cost
 from sagan_tf.models.cost import discriminator_macs, generator_macs
 
+__all__ = ["generator_rows", "discriminator_rows", "format_table"]
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/imagenet128.py", "Preset file (with --config.<field>=).")
 
 
@@ -23,7 +29,7 @@ def _params(*layers):
     return sum(int(np.prod(w.shape)) for layer in layers for w in layer.trainable_weights)
 
 
-def generator_rows(generator):
+def generator_rows(generator: Generator) -> list[tuple[str, tuple[int, ...], int, int]]:
     """[(stage, output shape, params, MACs)] of a built Generator."""
     spec, macs = generator.spec, dict(generator_macs(generator.spec))
     base = GENERATOR_BASE_RESOLUTION
@@ -38,7 +44,7 @@ def generator_rows(generator):
     return rows
 
 
-def discriminator_rows(discriminator):
+def discriminator_rows(discriminator: Discriminator) -> list[tuple[str, tuple[int, ...], int, int]]:
     """[(stage, output shape, params, MACs)] of a built Discriminator."""
     macs = dict(discriminator_macs(discriminator.spec))
     rows = []
@@ -52,7 +58,7 @@ def discriminator_rows(discriminator):
     return rows
 
 
-def format_table(title, rows):
+def format_table(title: str, rows: Sequence[tuple[str, tuple[int, ...], int, int]]) -> str:
     lines = [title, f"  {'stage':<26}{'output':>18}{'params':>14}{'GMACs':>10}"]
     for name, shape, params, macs in rows:
         lines.append(f"  {name:<26}{'x'.join(map(str, shape)):>18}{params:>14,}{macs / 1e9:>10.3f}")

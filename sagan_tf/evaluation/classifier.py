@@ -23,6 +23,7 @@ import contextlib
 import os
 import tempfile
 import time
+from typing import Iterator
 
 import keras
 import numpy as np
@@ -45,7 +46,7 @@ DEFAULT_STEM = "classifier"
 
 
 @contextlib.contextmanager
-def float32_policy():
+def float32_policy() -> Iterator[None]:
     """Build Keras layers in float32 whatever the global (e.g. mixed_float16) training policy.
 
     Feature networks are measuring instruments: float16 activations would shift FID by more

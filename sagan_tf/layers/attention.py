@@ -21,12 +21,17 @@ over blocks in float32; without it, autodiff through the blocks keeps every bloc
 backward pass (as the single einsum does). `return_attention=True` (the maps, for figures) always
 takes the single-einsum path.
 """
+from __future__ import annotations
+
 import keras
+import tensorflow as tf
 from keras import ops
 
 from sagan_tf.layers.initializers import get_initializer
 from sagan_tf.layers.serialization import register
 from sagan_tf.layers.spectral_norm import SpectralNormalization
+
+__all__ = ["SelfAttention", "attention", "check_query_block", "query_blocks"]
 
 
 def check_query_block(query_block) -> int:
@@ -53,7 +58,8 @@ def query_blocks(n: int, block: int):
     return [(start, min(start + block, n)) for start in range(0, n, block)]
 
 
-def attention(theta, phi, g, query_block=0, recompute=True):
+def attention(theta: tf.Tensor, phi: tf.Tensor, g: tf.Tensor, query_block: int = 0,
+              recompute: bool = True) -> tf.Tensor:
     """softmax(θ φᵀ) g: [B, N, C/8] × [B, M, C/8] × [B, M, C_g] → [B, N, C_g] in g's dtype.
 
     `query_block=0` is one einsum over all queries; k > 0 computes it k query rows at a time (see the

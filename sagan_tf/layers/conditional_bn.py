@@ -12,6 +12,8 @@ from keras import ops
 
 from sagan_tf.layers.serialization import register
 
+__all__ = ["ConditionalBatchNormalization"]
+
 # PyTorch/BigGAN batch-norm constants (Keras momentum = 1 - PyTorch momentum).
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5

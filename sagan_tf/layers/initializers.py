@@ -1,5 +1,9 @@
 """Weight initialisers selectable by name in the config (`config.init`)."""
+from __future__ import annotations
+
 import keras
+
+__all__ = ["INITIALIZERS", "get_initializer"]
 
 # Names accepted by `config.init`, mapped to Keras initializer configs. A fresh initializer is made
 # for every layer so no two layers share a seeded instance.
@@ -10,7 +14,7 @@ INITIALIZERS = {
 }
 
 
-def get_initializer(name):
+def get_initializer(name: str) -> keras.initializers.Initializer:
     """Returns a new Keras initializer for `name` (one of INITIALIZERS)."""
     if name not in INITIALIZERS:
         raise ValueError(f"Unknown init {name!r}; allowed: {sorted(INITIALIZERS)}.")

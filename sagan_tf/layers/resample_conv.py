@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+__all__ = ["upsample_conv_kernel", "upsample_conv", "conv_avg_pool_kernel", "conv_avg_pool"]
+
 # Which of the 3 taps along one axis land on each of the 2 low-resolution neighbours of phase 0 / 1.
 # Phase 0 (even output row 2i) sees rows i-1 (tap 0) and i (taps 1, 2); phase 1 sees i (taps 0, 1), i+1 (tap 2).
 _PHASE_TAPS = np.array([[[1, 0, 0], [0, 1, 1]],

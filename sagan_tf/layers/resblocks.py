@@ -13,7 +13,10 @@ up×2 → Conv3×3 runs as four 2×2 phase convolutions at the low resolution, i
 upsampling (a 1×1 convolution commutes with nearest upsampling), and D's Conv3×3 → AvgPool2 runs as one
 4×4 stride-2 convolution (sagan_tf.layers.resample_conv). The variables are the same in both forms.
 """
+from __future__ import annotations
+
 import keras
+import tensorflow as tf
 from keras import ops
 
 from sagan_tf.layers.conditional_bn import ConditionalBatchNormalization
@@ -22,20 +25,23 @@ from sagan_tf.layers.initializers import get_initializer
 from sagan_tf.layers.serialization import register
 from sagan_tf.layers.spectral_norm import SpectralNormalization
 
+__all__ = ["GeneratorBlock", "DiscriminatorBlock", "sn_conv", "upsample2x", "avg_pool2x"]
 
-def sn_conv(filters, kernel_size, init, dtype, name):
+
+def sn_conv(filters: int, kernel_size: int, init: str, dtype: str | keras.DTypePolicy,
+            name: str) -> SpectralNormalization:
     """A spectrally normalised, 'same'-padded Conv2D with bias."""
     conv = keras.layers.Conv2D(filters, kernel_size, padding="same", kernel_initializer=get_initializer(init),
                                dtype=dtype, name=name)
     return SpectralNormalization(conv, dtype=dtype, name=f"sn_{name}")
 
 
-def upsample2x(x):
+def upsample2x(x: tf.Tensor) -> tf.Tensor:
     """Nearest-neighbour ×2 upsampling of an NHWC tensor."""
     return ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
 
 
-def avg_pool2x(x):
+def avg_pool2x(x: tf.Tensor) -> tf.Tensor:
     return ops.average_pool(x, pool_size=2, strides=2, padding="valid")
 
 

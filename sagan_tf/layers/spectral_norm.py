@@ -20,13 +20,18 @@ training mode for everything else (batch norm) but reuses the stored `u`.
 Under a mixed precision policy the master kernel stays float32 and σ is computed in float32; only
 the normalised kernel is cast to the compute dtype for the matmul/convolution.
 """
+from __future__ import annotations
+
 import contextlib
 import threading
+from typing import Iterator
 
 import keras
 from keras import ops
 
 from sagan_tf.layers.serialization import register
+
+__all__ = ["SpectralNormalization", "power_iteration_paused"]
 
 _CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 
@@ -39,7 +44,7 @@ def _l2_normalize(x, epsilon):
 
 
 @contextlib.contextmanager
-def power_iteration_paused():
+def power_iteration_paused() -> Iterator[None]:
     """Training-mode calls of every SpectralNormalization inside this context (as run, or as traced
     into a tf.function) compute σ from the stored `u` and leave it unchanged, as inference does."""
     previous = getattr(_STATE, "paused", False)

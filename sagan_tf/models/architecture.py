@@ -3,7 +3,13 @@
 Channel widths are multiples of `ch`. Adding a resolution means adding one row to each table; the
 networks themselves have no per-resolution code.
 """
+from __future__ import annotations
+
 import dataclasses
+from typing import Sequence
+
+__all__ = ["RESOLUTIONS", "DEFAULT_ATTENTION", "GENERATOR_BASE_RESOLUTION", "Stage", "generator_stages",
+           "discriminator_stages", "attention_resolutions", "model_fields"]
 
 # Generator: (in, out) channel multipliers of each ResBlockUp; the first block reads the 4×4 map made
 # by the input linear layer and every block doubles the resolution.
@@ -49,7 +55,7 @@ class Stage:
     attention: bool
 
 
-def generator_stages(resolution, ch, attention=()):
+def generator_stages(resolution: int, ch: int, attention: Sequence[int] = ()) -> list[Stage]:
     """The generator's blocks at `resolution`; attention follows the first block reaching each listed size."""
     stages, size = [], GENERATOR_BASE_RESOLUTION
     for in_mult, out_mult in GENERATOR_TABLES[resolution]:
@@ -58,7 +64,7 @@ def generator_stages(resolution, ch, attention=()):
     return _attention_once(stages)
 
 
-def discriminator_stages(resolution, ch, image_channels, attention=()):
+def discriminator_stages(resolution: int, ch: int, image_channels: int, attention: Sequence[int] = ()) -> list[Stage]:
     """The discriminator's blocks at `resolution`; attention follows the first block reaching each listed size."""
     stages, size, in_channels = [], resolution, image_channels
     for out_mult, downsample in DISCRIMINATOR_TABLES[resolution]:
@@ -78,14 +84,14 @@ def _attention_once(stages):
     return result
 
 
-def attention_resolutions(network, resolution):
+def attention_resolutions(network: str, resolution: int) -> list[int]:
     """Feature-map sizes at which `network` ('generator' or 'discriminator') can place attention."""
     if network == "generator":
         return sorted({s.resolution for s in generator_stages(resolution, 1)})
     return sorted({s.resolution for s in discriminator_stages(resolution, 1, 3)})
 
 
-def model_fields(config):
+def model_fields(config) -> dict:
     """The plain-Python subset of a config mapping that defines the networks."""
     missing = [name for name in MODEL_FIELDS if name not in config]
     if missing:

@@ -12,10 +12,14 @@ and D's second convolution of each downsampling block as a 4×4 stride-2 convolu
 `attention_query_block` > 0, every backward pass through a SelfAttention also recomputes its logits
 θφᵀ block by block (sagan_tf.layers.attention), N·M·C/8 MACs more.
 """
+from __future__ import annotations
+
 from sagan_tf.models.architecture import GENERATOR_BASE_RESOLUTION, discriminator_stages, generator_stages
 
+__all__ = ["attention_macs", "attention_recompute_macs", "generator_macs", "discriminator_macs", "train_step_flops"]
 
-def attention_macs(channels, size, pooled=True):
+
+def attention_macs(channels: int, size: int, pooled: bool = True) -> int:
     """MACs of one SelfAttention block on a size×size×channels map."""
     n = size * size
     m = n // 4 if pooled else n
@@ -23,7 +27,7 @@ def attention_macs(channels, size, pooled=True):
     return projections + n * m * (channels // 8) + n * m * (channels // 2)
 
 
-def attention_recompute_macs(channels, size, pooled=True):
+def attention_recompute_macs(channels: int, size: int, pooled: bool = True) -> int:
     """MACs a query-blocked SelfAttention adds to each of its backward passes: θφᵀ once more."""
     n = size * size
     return n * (n // 4 if pooled else n) * (channels // 8)
@@ -37,7 +41,7 @@ def _fused(spec, executed):
     return executed and spec.get("fused_resample", True)
 
 
-def generator_macs(spec, executed=False):
+def generator_macs(spec: dict, executed: bool = False) -> list[tuple[str, int]]:
     """[(stage name, MACs per image)] for a generator config mapping (see architecture.MODEL_FIELDS)."""
     stages = generator_stages(spec["resolution"], spec["ch"], spec["g_attention"])
     base = GENERATOR_BASE_RESOLUTION
@@ -56,7 +60,7 @@ def generator_macs(spec, executed=False):
     return rows
 
 
-def discriminator_macs(spec, executed=False):
+def discriminator_macs(spec: dict, executed: bool = False) -> list[tuple[str, int]]:
     """[(stage name, MACs per image)] for a discriminator config mapping."""
     stages = discriminator_stages(spec["resolution"], spec["ch"], spec["image_channels"], spec["d_attention"])
     rows, size = [], spec["resolution"]
@@ -74,7 +78,7 @@ def discriminator_macs(spec, executed=False):
     return rows
 
 
-def train_step_flops(spec, n_dis=1, executed=False):
+def train_step_flops(spec: dict, n_dis: int = 1, executed: bool = False) -> int:
     """FLOPs per image of one training iteration: n_dis D steps and one G step.
 
     D step = G forward + D forward/backward on real and fake; G step = G forward/backward + D forward/backward.

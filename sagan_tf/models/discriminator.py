@@ -11,6 +11,8 @@ from sagan_tf.layers.serialization import register
 from sagan_tf.models.staged import StagedNetwork
 from sagan_tf.models.architecture import discriminator_stages, model_fields
 
+__all__ = ["Discriminator"]
+
 
 @register
 class Discriminator(StagedNetwork, keras.Model):

@@ -9,6 +9,8 @@ from sagan_tf.layers.serialization import register
 from sagan_tf.models.staged import StagedNetwork
 from sagan_tf.models.architecture import GENERATOR_BASE_RESOLUTION, generator_stages, model_fields
 
+__all__ = ["Generator"]
+
 
 @register
 class Generator(StagedNetwork, keras.Model):

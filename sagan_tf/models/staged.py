@@ -1,5 +1,7 @@
 """What G and D share as networks assembled from an architecture table (`self.stages`)."""
 
+__all__ = ["StagedNetwork"]
+
 
 class StagedNetwork:
     """Mixin for a keras.Model whose residual blocks are attributes `block<i>` (one per stage) with

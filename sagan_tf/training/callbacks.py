@@ -7,6 +7,8 @@ reads `model.step` from the device after every execution; the cadences (multiple
 sagan_tf.config) then land exactly on their steps. Every network call here goes through the model's
 strategy (`strategy.distributed_call`, `ema.StandingStatistics`), as the train step does.
 """
+from __future__ import annotations
+
 import math
 import signal
 import time
@@ -22,6 +24,20 @@ from sagan_tf.training.checkpointing import NonFiniteError
 from sagan_tf.training.ema import StandingStatistics, noise_batches
 from sagan_tf.training.strategy import distributed_call
 from sagan_tf.visualization import image_grid, save_png, to_uint8
+
+__all__ = [
+    "StepCounter",
+    "NonFiniteGuard",
+    "Throughput",
+    "describe",
+    "ScalarSummaries",
+    "ConfigSummary",
+    "ProgressBar",
+    "EMAStatistics",
+    "SampleGrid",
+    "Checkpointing",
+    "StopOnSignal",
+]
 
 
 def _steps_done(callback, batch: int) -> int:
@@ -119,7 +135,7 @@ DESCRIPTIONS = {
 }
 
 
-def describe(tag):
+def describe(tag: str) -> str:
     """The description of a train/ tag (γ tags are named `<g|d>_gamma_<size>`)."""
     if tag in DESCRIPTIONS:
         return DESCRIPTIONS[tag]

@@ -19,27 +19,34 @@ Restoring survives a damaged directory (:meth:`CheckpointManager.restore_latest`
 * a missing or unparsable ``checkpoint`` index file is rebuilt from the ``ckpt-*`` files (listing the
   readable ones), so a run never silently starts again from step 0 over its own checkpoints.
 """
+from __future__ import annotations
+
 import os
 import time
 
+import keras
+import ml_collections
 import numpy as np
 import tensorflow as tf
 
 from sagan_tf import files, run_dir
 from sagan_tf.run_dir import CHECKPOINT_INDEX, UNREADABLE_DIR, checkpoint_files, unreadable_reason
 
+__all__ = ["NonFiniteError", "ConfigMismatchError", "CheckpointManager", "make_checkpoint", "non_finite_weights",
+           "check_resume_config"]
+
 
 class NonFiniteError(RuntimeError):
     """Raised when losses or weights stop being finite; nothing is saved from that state."""
 
 
-def make_checkpoint(model):
+def make_checkpoint(model: keras.Model) -> tf.train.Checkpoint:
     return tf.train.Checkpoint(generator=model.generator, discriminator=model.discriminator,
                                g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer,
                                **{run_dir.EMA_GENERATOR: model.ema_generator})
 
 
-def non_finite_weights(model):
+def non_finite_weights(model: keras.Model) -> list[str]:
     """Names of G/D/EMA weights holding NaN or Inf (empty when all are finite)."""
     bad = []
     for network in (model.generator, model.discriminator, model.ema_generator):
@@ -212,7 +219,7 @@ def _plain(value):
     return value
 
 
-def check_resume_config(config, model_dir):
+def check_resume_config(config: ml_collections.ConfigDict, model_dir: str) -> None:
     """Raises ConfigMismatchError naming every model field that differs from the run's config.json, when
     `model_dir` holds checkpoints (a run without any may change anything). Reads only."""
     checkpoints = run_dir.checkpoint_dir(model_dir)

@@ -5,6 +5,10 @@ G's current weights, not to the average. Before the EMA generator is used in inf
 (sample grids, checkpoints that export/evaluation read, periodic evaluation), its statistics are
 recomputed for its own weights from batches of noise ("standing statistics", as in BigGAN).
 """
+from __future__ import annotations
+
+from typing import Sequence
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -13,8 +17,10 @@ from keras import ops
 from sagan_tf.layers.spectral_norm import SpectralNormalization, power_iteration_paused
 from sagan_tf.training.strategy import replica_rows
 
+__all__ = ["update_ema", "noise_batches", "StandingStatistics", "standing_statistics"]
 
-def update_ema(ema_model, model, decay):
+
+def update_ema(ema_model: keras.Model, model: keras.Model, decay: float | tf.Tensor) -> None:
     """ema ← decay·ema + (1 − decay)·w for trainable weights; non-trainable state (BN moving
     statistics, spectral-norm u vectors) is copied. `decay=0` makes the EMA an exact copy."""
     decay = ops.cast(decay, "float32")
@@ -25,7 +31,8 @@ def update_ema(ema_model, model, decay):
         ema_weight.assign(weight)
 
 
-def noise_batches(z_dim, num_classes, num_batches=16, batch_size=64, seed=0):
+def noise_batches(z_dim: int, num_classes: int, num_batches: int = 16, batch_size: int = 64,
+                  seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """Fixed (z, labels) batches: z ~ N(0, I), labels uniform over the classes (the first k of n batches
     are the k batches drawn alone)."""
     rng = np.random.default_rng(seed)
@@ -122,6 +129,7 @@ class StandingStatistics:
             layer.moving_variance.assign((variance / len(batches)).astype(np.float32))
 
 
-def standing_statistics(generator, batches, strategy=None):
+def standing_statistics(generator: keras.Model, batches: Sequence[tuple[np.ndarray, np.ndarray]],
+                        strategy: tf.distribute.Strategy | None = None) -> None:
     """Standing statistics of `generator` over `batches` (see StandingStatistics), compiled for this call."""
     StandingStatistics(generator, strategy)(batches)

@@ -15,6 +15,8 @@ What it returns is this step's values (plain tensors, no running means; see `tra
 `health_scalars()` reads the signals that live in the weights (γ, σ, learning rates); the monitoring
 callbacks log both every `log_every` steps.
 """
+from __future__ import annotations
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -25,11 +27,13 @@ from sagan_tf.models import Discriminator, Generator
 from sagan_tf.precision import resolve_precision
 from sagan_tf.training.ema import update_ema
 
+__all__ = ["SAGAN", "spectral_norm_layers"]
+
 LOSSES_AND_OUTPUTS = ("d_loss", "g_loss", "d_real", "d_fake")
 HEALTH = ("d_real_active", "d_fake_active", "d_grad_norm", "g_grad_norm")
 
 
-def spectral_norm_layers(network):
+def spectral_norm_layers(network: keras.Model) -> list[SpectralNormalization]:
     """Every SpectralNormalization layer inside `network` (attention convolutions and D's embedding included)."""
     return [layer for layer in network._flatten_layers(include_self=False) if isinstance(layer, SpectralNormalization)]
 

@@ -7,11 +7,14 @@ With `steps_per_execution=k` each call of the compiled train function runs k ste
 run between calls; their cadences are validated multiples of k (sagan_tf.config), and the dataset is cut
 at train_steps, so a last execution of fewer than k steps ends the run exactly there.
 """
+from __future__ import annotations
+
 import functools
 import shutil
 import tempfile
 
 import keras
+import ml_collections
 import tensorflow as tf
 
 from sagan_tf import files, run_dir, stop_signals
@@ -26,6 +29,19 @@ from sagan_tf.training import run_lock
 from sagan_tf.training.checkpointing import CheckpointManager, check_resume_config, make_checkpoint
 from sagan_tf.training.gan import SAGAN
 from sagan_tf.training.strategy import distributed_call
+
+__all__ = [
+    "StepCountingLossScaleOptimizer",
+    "make_optimizers",
+    "build_model",
+    "is_chief",
+    "check_same_start_step",
+    "num_workers",
+    "training_data",
+    "execution_segments",
+    "write_config",
+    "train",
+]
 
 
 @keras.saving.register_keras_serializable(package="sagan_tf")
@@ -44,7 +60,7 @@ class StepCountingLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
         self.inner_optimizer.iterations.assign_add(1)
 
 
-def make_optimizers(config):
+def make_optimizers(config: ml_collections.ConfigDict) -> tuple[keras.optimizers.Optimizer, keras.optimizers.Optimizer]:
     """TTUR: Adam(β1, β2) for each network with its own learning rate. Under mixed_float16 each is wrapped
     in its own dynamic loss scale (StepCountingLossScaleOptimizer): D and G skip and rescale independently."""
     g_opt = keras.optimizers.Adam(config.g_lr, beta_1=config.beta1, beta_2=config.beta2, name="g_adam")
@@ -55,7 +71,7 @@ def make_optimizers(config):
     return g_opt, d_opt
 
 
-def build_model(config, strategy):
+def build_model(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy) -> SAGAN:
     """A compiled SAGAN whose variables live under `strategy`, initialised from `config.seed`."""
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
@@ -84,7 +100,7 @@ def _work_around_keras_fit_under_multi_worker(model):
     model.train_step = lambda data: {name: tf.reshape(value, [1]) for name, value in train_step(data).items()}
 
 
-def is_chief(strategy):
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """True on the worker that owns model_dir (always, except on non-chief multi-worker tasks)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
@@ -93,7 +109,7 @@ def is_chief(strategy):
         resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict())
 
 
-def check_same_start_step(strategy, start, model_dir):
+def check_same_start_step(strategy: tf.distribute.Strategy, start: int, model_dir: str) -> None:
     """Multi-worker runs only: every worker must have restored the same step, or they would train
     different step counts and wait on each other's collectives. (They do when `model_dir` is storage
     they all read; a worker given a local `model_dir` would start again from step 0.)"""
@@ -109,7 +125,7 @@ def check_same_start_step(strategy, start, model_dir):
                            f"(GCS, NFS), the same on all of them.")
 
 
-def num_workers(strategy):
+def num_workers(strategy: tf.distribute.Strategy) -> int:
     """Hosts taking part in the run (1 unless multi-worker with a cluster in TF_CONFIG)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None:
@@ -118,7 +134,8 @@ def num_workers(strategy):
     return max(1, sum(len(spec.get(job, ())) for job in ("chief", "worker")))
 
 
-def training_data(config, strategy, data_dir, start_step, num_steps=None):
+def training_data(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, data_dir: str | None,
+                  start_step: int, num_steps: int | None = None) -> tf.data.Dataset | tf.distribute.DistributedDataset:
     """The training batches (`n_dis × batch_size` rows a step), positioned at `start_step`; only
     `num_steps` of them when given (so that a last, shorter execution ends the run there).
 
@@ -147,7 +164,7 @@ def _take(dataset, num_steps):
     return dataset.take(num_steps)
 
 
-def execution_segments(start, end, steps_per_execution):
+def execution_segments(start: int, end: int, steps_per_execution: int) -> list[tuple[int, int]]:
     """The [(first, last)) step ranges `fit` is called for: one, unless `start` is not a multiple of
     `steps_per_execution` (a resume of a run whose train_steps, or steps_per_execution, differed). Then
     the steps up to the next multiple run first, so that every later execution ends on a multiple and
@@ -156,13 +173,14 @@ def execution_segments(start, end, steps_per_execution):
     return [(a, b) for a, b in ((start, aligned), (aligned, end)) if b > a]
 
 
-def write_config(config, model_dir):
+def write_config(config: ml_collections.ConfigDict, model_dir: str) -> None:
     run_dir.write_config(model_dir, config)
     if config.class_names:  # the name -> label map, to sample a class by name (sagan_tf.class_map)
         write_class_map(model_dir, config.class_names)
 
 
-def train(config, model_dir, strategy=None, **kwargs):
+def train(config: ml_collections.ConfigDict, model_dir: str, strategy: tf.distribute.Strategy | None = None,
+          **kwargs) -> SAGAN:
     """Trains (or resumes) to `config.train_steps` G steps; returns the SAGAN model (see `_train`).
 
     Around the run: SIGTERM/SIGINT are handled from here on (`sagan_tf.stop_signals`: before `fit` a

@@ -15,17 +15,23 @@ the lock is written through tf.io.gfile and read back, which refuses a second wr
 after the first one's lock is visible, but not two that start within the same instant. Start one
 chief per bucket run directory.
 """
+from __future__ import annotations
+
 import contextlib
 import json
 import os
 import socket
 import sys
 import time
+from typing import Iterator
 
 import tensorflow as tf
 
 from sagan_tf import files, stop_signals
 from sagan_tf.run_dir import LOCK_FILE
+
+__all__ = ["LOCK_FILE", "RunLockedError", "RunLock", "pid_alive", "holding"]
+
 # A lock file that exists but is still empty (its writer is between open and write) is "being
 # created" for this long before it counts as stale.
 EMPTY_GRACE_SECONDS = 10.0
@@ -48,7 +54,7 @@ def _process_start(pid):
         return None
 
 
-def pid_alive(pid):
+def pid_alive(pid) -> bool:
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -199,7 +205,7 @@ class RunLock:
 
 
 @contextlib.contextmanager
-def holding(model_dir):
+def holding(model_dir: str) -> Iterator[RunLock]:
     """Holds the run lock of `model_dir` for the body; released on any exit, including a stop signal
     that arrives while the lock is being taken (it is handled once the lock is held, so the release
     below sees it) and a second signal's forced exit (a registered cleanup)."""

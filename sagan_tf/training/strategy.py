@@ -1,13 +1,19 @@
 """The tf.distribute strategy factory behind `--strategy`, and the way everything outside the train step
 calls a network under it (`distributed_call`, `replica_rows`): through `strategy.run` in a compiled
 function, each replica on its own rows, as the train step itself runs."""
+from __future__ import annotations
+
+from typing import Callable
+
 import numpy as np
 import tensorflow as tf
+
+__all__ = ["split_cpu", "get_strategy", "replica_rows", "distributed_call"]
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
 
-def split_cpu(num_devices):
+def split_cpu(num_devices: int) -> None:
     """Splits the physical CPU into `num_devices` logical devices (must run before TF initialises),
     so mirrored training can be tried and tested on a CPU-only machine."""
     if num_devices <= 1:
@@ -20,7 +26,7 @@ def split_cpu(num_devices):
                            f"{error}") from error
 
 
-def get_strategy(name="default", tpu=None, num_cpu_devices=0):
+def get_strategy(name: str = "default", tpu: str | None = None, num_cpu_devices: int = 0) -> tf.distribute.Strategy:
     """Returns the strategy called `name` (one of STRATEGIES)."""
     if name not in STRATEGIES:
         raise ValueError(f"--strategy={name!r} is not known; allowed: {list(STRATEGIES)}.")
@@ -46,7 +52,7 @@ def get_strategy(name="default", tpu=None, num_cpu_devices=0):
     return tf.distribute.TPUStrategy(resolver)
 
 
-def replica_rows(*tensors):
+def replica_rows(*tensors: tf.Tensor) -> list[tf.Tensor]:
     """This replica's share of each global-batch tensor, in replica context: replica r of N takes rows
     [r·B/N, (r+1)·B/N) (B must be a multiple of N). Under no strategy, the tensors unchanged."""
     context = tf.distribute.get_replica_context()
@@ -59,7 +65,7 @@ def replica_rows(*tensors):
     return shares
 
 
-def distributed_call(fn, strategy=None):
+def distributed_call(fn: Callable, strategy: tf.distribute.Strategy | None = None) -> Callable:
     """`call(*arrays)`: `fn(*tensors)` on every replica of `strategy` (default: the current one), each on
     its own equal share of the rows of the global `arrays`, in one compiled function (traced once per
     input shape); returns `fn`'s outputs for all the rows, in order, as numpy arrays (any nest of them).
