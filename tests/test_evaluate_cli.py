@@ -13,7 +13,7 @@ from sagan_tf.evaluation.periodic import (BestCheckpointSaver, PeriodicEvaluatio
                                          make_evaluate_fn)
 from sagan_tf.evaluation.reference_stats import ReferenceStatsMismatchError
 from tests.helpers import run_cli, tiny_config
-from tests.test_sampling import tiny_run
+from tests.shared_runs import tiny_run
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 K = 4  # classes of the stand-ins

@@ -20,42 +20,7 @@ from export import serving_config
 from export.signatures import sample_z
 from sagan_tf import run_dir
 from tests.helpers import ROOT, run_cli, scratch_dir as _scratch, trained_run
-
-Z_DIM, CLASSES, RES = 8, 3, 32
-EXPORT_DURING_SAVE = {}
-
-
-@functools.lru_cache(maxsize=None)
-def exported():
-    """(export_base, version_dir): the trained run exported in-process (latest checkpoint, version 1).
-
-    Records what export_base held while the SavedModel was being written (for the atomicity test).
-    """
-    model_dir, _ = trained_run()
-    base = os.path.join(_scratch(), "export")
-    real_save = tf.saved_model.save
-
-    def spying_save(module, path, *args, **kwargs):
-        EXPORT_DURING_SAVE.update(path=path, listing=sorted(os.listdir(base)))
-        return real_save(module, path, *args, **kwargs)
-
-    tf.saved_model.save = spying_save
-    try:
-        version_dir = export_lib.export_run(model_dir, base)
-    finally:
-        tf.saved_model.save = real_save
-    assert version_dir == os.path.join(base, "1")
-    return base, version_dir
-
-
-def keras_ema():
-    return trained_run()[1].ema_generator
-
-
-def sample_inputs(n=5, seed=1):
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((n, Z_DIM)).astype(np.float32), (np.arange(n) % CLASSES).astype(np.int32)
-
+from tests.shared_runs import EXPORT_DURING_SAVE, RES, Z_DIM, exported, keras_ema, sample_inputs
 
 # --- restoring the EMA generator ---------------------------------------------------------------------
 

@@ -5,81 +5,22 @@ current values.
 
 One tiny run serves the module: 2 steps, then resumed to 4, logging and checkpointing every step.
 """
-import contextlib
-import io
 import re
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
 from sagan_tf.layers.spectral_norm import power_iteration_paused
-from sagan_tf.training import build_model, train
+from sagan_tf.training import build_model
 from sagan_tf.training import callbacks as cb
 from sagan_tf.training.checkpointing import make_checkpoint
 from sagan_tf.training.gan import spectral_norm_layers
 from sagan_tf.visualization import image_grid, to_uint8
-from tests.helpers import tiny_config
-from tests.test_training import IMAGES, LABELS, in_memory_dataset
+from tests.shared_runs import BATCH, IMAGES, LABELS, STEPS, monitored_run
 
-RESUMED_AT, STEPS, BATCH = 2, 4, 4
 STEP_KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "d_real_active", "d_fake_active", "d_grad_norm", "g_grad_norm")
-
-
-def run_config():
-    return tiny_config(train_steps=STEPS, checkpoint_every=1, keep_checkpoints=STEPS + 1, log_every=1,
-                       sample_every=2, batch_size=BATCH, n_dis=1)
-
-
-def read_events(directory):
-    """({tag: {step: float}}, {tag: {step: encoded PNG}}, {tag: description}) from every events file."""
-    scalars, images, descriptions = {}, {}, {}
-    for path in sorted(directory.glob("events*")):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                descriptions.setdefault(value.tag, value.metadata.summary_description)
-                plugin = value.metadata.plugin_data.plugin_name
-                if plugin == "scalars":
-                    scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
-                elif plugin == "images":
-                    images.setdefault(value.tag, {})[event.step] = value.tensor.string_val[2]
-    return scalars, images, descriptions
-
-
-class StepLogs(keras.callbacks.Callback):
-    """Records the logs fit hands the callbacks after every step: what the train step returned."""
-
-    def __init__(self):
-        super().__init__()
-        self.logs = {}
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.logs[int(self.model.step.numpy())] = dict(logs or {})
-
-
-_RUN = {}
-
-
-def monitored_run(tmp_path_factory):
-    """The module's run (made once per session; tests/test_tensorboard.py serves it through TensorBoard):
-    {model_dir, config, stdout of the resumed leg, step_logs, scalars, images, descriptions}."""
-    if not _RUN:
-        model_dir = tmp_path_factory.mktemp("monitoring") / "run"
-        config, recorder = run_config(), StepLogs()
-        config.train_steps = RESUMED_AT
-        train(config, str(model_dir), dataset_fn=lambda start: in_memory_dataset(BATCH, start), verbose=0,
-              extra_callbacks=[recorder])
-        config.train_steps = STEPS
-        stdout = io.StringIO()
-        with contextlib.redirect_stdout(stdout):
-            train(config, str(model_dir), dataset_fn=lambda start: in_memory_dataset(BATCH, start), verbose=1,
-                  extra_callbacks=[recorder])
-        scalars, images, descriptions = read_events(model_dir / "train")
-        _RUN.update(model_dir=model_dir, config=config, stdout=stdout.getvalue(), step_logs=recorder.logs,
-                    scalars=scalars, images=images, descriptions=descriptions)
-    return _RUN
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from PIL import Image
 
 from sagan_tf.training import train
 from tests.helpers import ROOT, tiny_config
-from tests.test_training import in_memory_dataset
+from tests.shared_runs import in_memory_dataset
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 

@@ -10,27 +10,9 @@ from scipy import stats
 from sagan_tf import sampling
 from sagan_tf.models import Generator
 from tests.helpers import run_cli, tiny_config
+from tests.shared_runs import tiny_run
 
 NUM_CLASSES = 10
-
-
-def tiny_run(tmp_path_factory):
-    """A tiny model_dir trained for one step (config.json + checkpoints/ckpt-1), made once per session.
-
-    Shared with tests/test_evaluate_cli.py through the session's base temp directory.
-    """
-    model_dir = tmp_path_factory.getbasetemp() / "tiny_sagan_run"
-    if not (model_dir / "checkpoints" / "checkpoint").exists():
-        from sagan_tf.training import train
-        config = tiny_config(train_steps=1, num_classes=NUM_CLASSES)
-        rng = np.random.default_rng(0)
-        images = rng.uniform(-1, 1, (8, 32, 32, 1)).astype(np.float32)
-        labels = (np.arange(8) % NUM_CLASSES).astype(np.int32)
-        train(config, str(model_dir), verbose=0, dataset_fn=lambda start: (
-            tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(4, drop_remainder=True).skip(start)))
-    return str(model_dir)
-
-
 
 
 # ----------------------------------------------------------------------------------------------

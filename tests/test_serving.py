@@ -28,7 +28,7 @@ from export.grpc_server import InProcessServer
 from export.signatures import sample_z
 from sagan_tf.visualization import image_grid, to_uint8
 from tests.helpers import ROOT, run_cli
-from tests.test_export import CLASSES, RES, Z_DIM, exported, keras_ema, sample_inputs
+from tests.shared_runs import CLASSES, RES, Z_DIM, exported, keras_ema, sample_inputs
 
 
 @pytest.fixture(scope="module")

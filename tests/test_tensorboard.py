@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers import ROOT
-from tests.test_monitoring import STEPS, monitored_run
+from tests.shared_runs import STEPS, monitored_run
 
 DEADLINE_S = 120
 

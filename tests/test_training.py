@@ -10,17 +10,7 @@ import tensorflow as tf
 from sagan_tf.training import SAGAN, build_model, train
 from sagan_tf.training.checkpointing import NonFiniteError
 from tests.helpers import tiny_config
-
-RNG = np.random.default_rng(0)
-IMAGES = RNG.uniform(-1, 1, size=(32, 32, 32, 1)).astype(np.float32)
-LABELS = (np.arange(32) % 3).astype(np.int32)
-
-
-def in_memory_dataset(batch, start_step=0, images=IMAGES):
-    """A deterministic pipeline positioned at `start_step`, like the real ones."""
-    return (tf.data.Dataset.from_tensor_slices((images, LABELS)).repeat().batch(batch, drop_remainder=True)
-            .skip(start_step))
-
+from tests.shared_runs import IMAGES, in_memory_dataset
 
 def weights(network):
     return [w.numpy().copy() for w in network.weights]
