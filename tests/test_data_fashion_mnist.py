@@ -188,3 +188,17 @@ def test_mirrored_strategy_splits_the_global_batch(tiny_dir, two_device_strategy
     np.testing.assert_array_equal(
         np.concatenate([t.numpy() for t in two_device_strategy.experimental_local_results(labels)]),
         expected_labels)
+
+
+def test_split_arrays_are_the_whole_split_padded_like_the_pipeline(tiny_dir):
+    images, labels = fm.split_arrays(tiny_dir, "train")
+    assert images.shape == (TINY_N, 32, 32, 1) and images.dtype == np.float32 and labels.dtype == np.int32
+    np.testing.assert_array_equal(_decode_tiny(images)[0], np.arange(TINY_N))  # in file order, unflipped
+    np.testing.assert_array_equal(labels, _tiny_labels(np.arange(TINY_N)))
+    np.testing.assert_array_equal(images[:, 2, 2, 0], np.float32(10 * (np.arange(TINY_N) + 1)) / np.float32(127.5) - 1)
+    assert np.count_nonzero(images != -1.0) == TINY_N  # background and padding: pixel value 0 -> -1
+    # The same values the training pipeline yields for these examples.
+    batch_images, batch_labels = (x[0] for x in _batches(fm.fashion_mnist_dataset(TINY_N, tiny_dir, seed=0), 1))
+    order = _decode_tiny(batch_images)[0]
+    np.testing.assert_array_equal(batch_images, images[order])
+    np.testing.assert_array_equal(batch_labels, labels[order])

@@ -166,6 +166,23 @@ def test_real_images_score_like_a_generator_of_them():
     assert mislabelled["conditional_accuracy/standin_net"] == 0.0
 
 
+def test_real_split_sample_fn_answers_with_real_images_of_the_requested_class(tmp_path):
+    from PIL import Image
+    for name, value in (("a", 255), ("b", 0)):  # folder order: a is class 0 (white), b class 1 (black)
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.new("L", (8, 8), value).save(tmp_path / name / f"{i}.png")
+    config = tiny_config(dataset="image_folder", num_classes=2)
+    said = []
+    sample = runner.real_split_sample_fn(config, "train", 4, 2, str(tmp_path), log_fn=said.append)
+    assert said == [f"scoring 4 real images of image_folder_{tmp_path.name}_train in place of a generator"]
+    images = sample(None, np.array([0, 1, 1, 0]))
+    assert images.shape == (4, 32, 32, 1)
+    np.testing.assert_array_equal(images[:, 0, 0, 0], [1.0, -1.0, -1.0, 1.0])
+    with pytest.raises(runner.ReferenceSplitError, match=r"real split 'test': .*no splits"):
+        runner.real_split_sample_fn(config, "test", 4, 2, str(tmp_path))
+
+
 def test_format_table_lists_metric_value_network():
     table = runner.format_table({"recall/net_a": 0.5, "fid/net_a": 12.25})
     lines = table.splitlines()

@@ -38,16 +38,6 @@ flags.DEFINE_string("data_dir", None, "Directory of the Fashion-MNIST idx .gz fi
 flags.mark_flag_as_required("model_dir")
 
 
-def fashion_mnist_split_arrays(data_dir, split):
-    """A whole split as (float32 images [N, 32, 32, 1] in [-1, 1], int32 labels [N]), padded like training data."""
-    import numpy as np
-
-    from sagan_tf.data import fashion_mnist as fm
-    images, labels = fm.load_fashion_mnist(data_dir, split)
-    images = np.pad(images, [(0, 0), (fm.PADDING, fm.PADDING), (fm.PADDING, fm.PADDING)])[..., None]
-    return images.astype(np.float32) / 127.5 - 1.0, labels.astype(np.int32)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -62,11 +52,12 @@ def main(argv):
     import tensorflow as tf
 
     from sagan_tf.data import fashion_mnist_dataset
+    from sagan_tf.data.fashion_mnist import split_arrays
     from sagan_tf.evaluation.classifier import build_classifier, save_classifier, train_classifier
 
     keras.utils.set_random_seed(FLAGS.seed)
     train_ds = fashion_mnist_dataset(FLAGS.batch_size, data_dir=data_dir, split="train", seed=FLAGS.seed)
-    test_images, test_labels = fashion_mnist_split_arrays(data_dir, "test")
+    test_images, test_labels = split_arrays(data_dir, "test")
     test_ds = tf.data.Dataset.from_tensor_slices((test_images, test_labels)).batch(256)
     model = build_classifier(image_size=test_images.shape[1], image_channels=test_images.shape[-1],
                              num_classes=10, width=FLAGS.width, feature_dim=FLAGS.feature_dim)

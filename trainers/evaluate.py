@@ -66,26 +66,6 @@ def _check_flags():
             raise app.UsageError(f"--{name}={value} is not a directory")
 
 
-def _real_images(config, split, runner):
-    """`real_sample_fn` over the first --num_samples images of `split` (each image of the split at most once)."""
-    import numpy as np
-
-    try:
-        source, name, split_size = runner.real_image_source(config, split, FLAGS.batch_size, FLAGS.data_dir)
-    except (ValueError, FileNotFoundError) as error:
-        raise app.UsageError(f"--real_split={split}: {error}") from error
-    wanted = min(FLAGS.num_samples, split_size or FLAGS.num_samples)
-    images, labels, have = [], [], 0
-    for batch_images, batch_labels in source:
-        images.append(batch_images.numpy()[:wanted - have])
-        labels.append(batch_labels.numpy()[:wanted - have])
-        have += images[-1].shape[0]
-        if have >= wanted:
-            break
-    print(f"scoring {have} real images of {name} in place of a generator")
-    return runner.real_sample_fn(np.concatenate(images), np.concatenate(labels), seed=FLAGS.seed)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -96,13 +76,16 @@ def main(argv):
     try:
         if FLAGS.real_split:
             config = run_dir.read_config(FLAGS.model_dir)
-            generator, checkpoint, step = (_real_images(config, FLAGS.real_split, runner), f"real:{FLAGS.real_split}",
-                                           None)
+            generator = runner.real_split_sample_fn(config, FLAGS.real_split, FLAGS.num_samples, FLAGS.batch_size,
+                                                    FLAGS.data_dir, seed=FLAGS.seed)
+            checkpoint, step = f"real:{FLAGS.real_split}", None
         else:
             restored = run_dir.load_ema_generator(FLAGS.model_dir, FLAGS.checkpoint or FLAGS.checkpoint_dir)
             generator, config, checkpoint, step = restored.generator, restored.config, restored.checkpoint, restored.step
     except run_dir.RunDirError as error:
         raise app.UsageError(str(error)) from error
+    except runner.ReferenceSplitError as error:
+        raise app.UsageError(f"--real_split={FLAGS.real_split}: {error}") from error
     network = load_feature_network(FLAGS.feature_network)
     num_reference = FLAGS.num_reference or FLAGS.num_samples
     num_real_features = FLAGS.num_real_features or min(num_reference, FLAGS.num_samples)

@@ -21,6 +21,23 @@ from typing import Callable
 
 import tensorflow as tf
 
+__all__ = [
+    "check_pipeline_args",
+    "resume_point",
+    "epoch_key",
+    "example_key",
+    "block_shuffle",
+    "shuffled_indices",
+    "epoch_stream",
+    "to_model_range",
+    "convert_channels",
+    "center_crop_and_resize",
+    "maybe_flip",
+    "build_pipeline",
+    "decode_and_batch",
+    "finish",
+]
+
 AUTOTUNE = tf.data.AUTOTUNE
 
 #: Stream ids that keep the seeds of different random decisions apart, so that e.g. the shuffle of

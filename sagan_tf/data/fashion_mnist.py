@@ -17,6 +17,17 @@ import tensorflow as tf
 from sagan_tf import files
 from sagan_tf.data import common
 
+__all__ = [
+    "IdxFormatError",
+    "read_idx",
+    "load_fashion_mnist",
+    "split_arrays",
+    "fashion_mnist_dataset",
+    "DEFAULT_DIR",
+    "FASHION_MNIST_CLASSES",
+    "RESOLUTION",
+]
+
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 
 #: Label id -> class name, in the order of the official release.
@@ -107,6 +118,15 @@ def load_fashion_mnist(data_dir: str = DEFAULT_DIR, split: str = "train"
         raise ValueError(f"{images_path} holds {len(images)} images but {labels_path} holds "
                          f"{len(labels)} labels")
     return images, labels
+
+
+def split_arrays(data_dir: str = DEFAULT_DIR, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """A whole split in memory as the training pipeline yields it: (float32 images [N, 32, 32, 1] in
+    [-1, 1], padded from 28x28 like the training data; int32 labels [N]). For evaluating on every image
+    of a split once (the classifier's test accuracy); raises as :func:`load_fashion_mnist`."""
+    images, labels = load_fashion_mnist(data_dir, split)
+    images = np.pad(images, [(0, 0), (PADDING, PADDING), (PADDING, PADDING)])[..., np.newaxis]
+    return images.astype(np.float32) / 127.5 - 1.0, labels.astype(np.int32)
 
 
 def fashion_mnist_dataset(batch_size: int, data_dir: str = DEFAULT_DIR, split: str = "train",

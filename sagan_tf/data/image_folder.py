@@ -50,6 +50,24 @@ from PIL import Image, ImageOps
 from sagan_tf import files
 from sagan_tf.data import common
 
+__all__ = [
+    "ImageFolderIndex",
+    "image_folder_class_names",
+    "has_class_folders",
+    "scan_image_folder",
+    "check_same_classes_as_run",
+    "format_summary",
+    "load_image",
+    "image_folder_dataset",
+    "IMAGE_EXTENSIONS",
+    "UNREADABLE",
+    "NOT_AN_IMAGE",
+    "LINK_OUTSIDE",
+    "DUPLICATE",
+    "NOT_IN_CLASS",
+    "NOT_SELECTED",
+]
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")

@@ -41,6 +41,20 @@ import tensorflow_datasets as tfds
 from sagan_tf import files
 from sagan_tf.data import common
 
+__all__ = [
+    "tfds_path",
+    "tfds_builder",
+    "Shard",
+    "tfds_dataset",
+    "shard_for",
+    "record_stream",
+    "prepare_dataset",
+    "check_manual_dir",
+    "check_tar",
+    "pipeline_share",
+    "RECORD_SHUFFLE_BUFFER",
+]
+
 IMAGE_KEY = "image"
 LABEL_KEY = "label"
 

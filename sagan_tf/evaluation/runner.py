@@ -41,7 +41,10 @@ __all__ = [
     "format_table",
     "canonical_dataset_name",
     "real_image_source",
+    "real_split_sample_fn",
     "default_reference_split",
+    "run_reference",
+    "ReferenceSplitError",
 ]
 
 #: Metric names, in the order tables list them.
@@ -329,6 +332,30 @@ def run_reference(config, network, model_dir: str, num_reference: int, num_featu
     reference = load_or_compute_reference(cache or run_dir.reference_cache(model_dir), network, real, num_reference,
                                           name, num_features=min(num_features, num_reference), batch_size=batch_size)
     return reference, name, num_reference
+
+
+def real_split_sample_fn(config, split: str, num_images: int, batch_size: int, data_dir: str | None = None,
+                         seed: int = 0, log_fn=print):
+    """:func:`real_sample_fn` over the first `num_images` images of a real split (each image at most once;
+    fewer if the split is smaller), to score real images exactly as samples are scored.
+
+    Raises:
+      ReferenceSplitError: the split cannot be read.
+    """
+    try:
+        source, name, split_size = real_image_source(config, split, batch_size, data_dir)
+    except (ValueError, FileNotFoundError) as error:
+        raise ReferenceSplitError(f"real split {split!r}: {error}") from error
+    wanted = min(num_images, split_size or num_images)
+    images, labels, have = [], [], 0
+    for batch_images, batch_labels in source:
+        images.append(batch_images.numpy()[:wanted - have])
+        labels.append(batch_labels.numpy()[:wanted - have])
+        have += images[-1].shape[0]
+        if have >= wanted:
+            break
+    log_fn(f"scoring {have} real images of {name} in place of a generator")
+    return real_sample_fn(np.concatenate(images), np.concatenate(labels), seed=seed)
 
 
 def real_image_source(config, split: str, batch_size: int, data_dir: str | None = None):
