@@ -34,6 +34,9 @@ Training fields:
   beta1, beta2     Adam betas (paper: 0 and 0.9; the reference code leaves β2 at 0.999).
   n_dis            D updates per G update.
   loss             'hinge' (paper) | 'non_saturating'.
+  g_ortho_reg      BigGAN's orthogonal regularisation of G's spectrally normalised kernels (sagan_tf.losses:
+                   coefficient β of β‖WᵀW ⊙ (1 − I)‖²_F / 2 added to G's loss; BigGAN uses 1e-4); 0 = off (the
+                   paper's SAGAN).
   ema_decay        decay of the EMA of G's weights used for sampling.
   ema_start        G step from which the EMA averages (before: it copies G).
   mixed_precision  'auto' | 'float32' | 'mixed_bfloat16' | 'mixed_float16'; 'auto' (default) is
@@ -77,7 +80,7 @@ def default_config() -> ml_collections.ConfigDict:
         dataset="tfds:imagenet2012", random_flip=False, class_names=(),
         manual_dir=ml_collections.config_dict.placeholder(str), data_prepare_timeout=24 * 3600.0,
         # Optimisation (paper, section 5)
-        batch_size=256, g_lr=1e-4, d_lr=4e-4, beta1=0.0, beta2=0.9, n_dis=1, loss="hinge",
+        batch_size=256, g_lr=1e-4, d_lr=4e-4, beta1=0.0, beta2=0.9, n_dis=1, loss="hinge", g_ortho_reg=0.0,
         ema_decay=0.9999, ema_start=1000,
         # Runtime
         mixed_precision="auto", jit_compile=False, steps_per_execution=1, seed=0,
@@ -144,6 +147,9 @@ def validate_config(config: ml_collections.ConfigDict, num_replicas: int = 1) ->
         _require(config[field] > 0, field, config[field], "a positive learning rate")
     for field in ("beta1", "beta2"):
         _require(0 <= config[field] < 1, field, config[field], "a value in [0, 1)")
+    _require(isinstance(config.g_ortho_reg, (int, float)) and not isinstance(config.g_ortho_reg, bool)
+             and config.g_ortho_reg >= 0, "g_ortho_reg", config.g_ortho_reg,
+             "a coefficient >= 0 (BigGAN uses 1e-4; 0 = off)")
     _require(0 <= config.ema_decay < 1, "ema_decay", config.ema_decay, "a value in [0, 1)")
     _require(config.ema_start >= 0, "ema_start", config.ema_start, "a step >= 0")
     _require(config.data_prepare_timeout > 0, "data_prepare_timeout", config.data_prepare_timeout,

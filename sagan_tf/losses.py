@@ -5,15 +5,22 @@ Hinge (the paper, after Lim & Ye 2017 and Miyato et al. 2018):
 Non-saturating (Goodfellow et al. 2014), as an ablation:
     L_D = E[softplus(−D(x, y))] + E[softplus(D(G(z), y))],  L_G = E[softplus(−D(G(z), y))]
 All computed in float32.
+
+A regulariser of G's weights (BigGAN, Brock et al. 2019, section 3.1), `config.g_ortho_reg`:
+    R_β(W) = β ‖WᵀW ⊙ (1 − I)‖²_F / 2   per kernel W reshaped to [fan_in, filters]
+Only the filters' cosine-like overlaps are penalised, not their norms. Its gradient, 2β W (WᵀW ⊙ (1 − I)),
+is the update BigGAN adds to each G kernel's gradient (their coefficient is 1e-4); it is what keeps a
+generator well behaved under truncated noise.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import tensorflow as tf
 from keras import ops
 
-__all__ = ["hinge_d_loss", "hinge_g_loss", "non_saturating_d_loss", "non_saturating_g_loss", "get_losses"]
+__all__ = ["hinge_d_loss", "hinge_g_loss", "non_saturating_d_loss", "non_saturating_g_loss", "get_losses",
+           "orthogonal_penalty"]
 
 
 def hinge_d_loss(real_logits: tf.Tensor, fake_logits: tf.Tensor) -> tf.Tensor:
@@ -32,6 +39,18 @@ def non_saturating_d_loss(real_logits: tf.Tensor, fake_logits: tf.Tensor) -> tf.
 
 def non_saturating_g_loss(fake_logits: tf.Tensor) -> tf.Tensor:
     return ops.softplus(-ops.cast(fake_logits, "float32"))
+
+
+def orthogonal_penalty(kernels: Sequence[tf.Tensor]) -> tf.Tensor:
+    """Σ over `kernels` of ‖WᵀW ⊙ (1 − I)‖²_F / 2, W = the kernel as [fan_in, filters], in float32 (a
+    Dense kernel is [in, out]; a convolution's [kh, kw, in, out] counts each filter as one column)."""
+    total = tf.constant(0.0, tf.float32)
+    for kernel in kernels:
+        w = tf.reshape(tf.cast(kernel, tf.float32), [-1, tf.shape(kernel)[-1]])
+        gram = tf.matmul(w, w, transpose_a=True)
+        off_diagonal = gram - tf.linalg.diag(tf.linalg.diag_part(gram))
+        total += 0.5 * tf.reduce_sum(tf.square(off_diagonal))
+    return total
 
 
 LOSSES = {

@@ -21,6 +21,7 @@ def test_presets_are_valid(preset):
     ("image_channels", 2, r"config\.image_channels=2"),
     ("n_dis", 0, r"config\.n_dis=0.*positive integer"),
     ("ch", 1, r"config\.ch=1.*multiple of 8"),
+    ("g_ortho_reg", -1e-4, r"config\.g_ortho_reg=-0\.0001.*>= 0.*BigGAN uses 1e-4"),
 ])
 def test_bad_values_are_named(field, value, message):
     config = tiny_config()

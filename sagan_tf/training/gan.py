@@ -22,7 +22,7 @@ import tensorflow as tf
 from keras import ops
 
 from sagan_tf.layers.spectral_norm import SpectralNormalization, power_iteration_paused
-from sagan_tf.losses import hinge_d_loss, hinge_g_loss
+from sagan_tf.losses import hinge_d_loss, hinge_g_loss, orthogonal_penalty
 from sagan_tf.models import Discriminator, Generator
 from sagan_tf.precision import resolve_precision
 from sagan_tf.training.ema import update_ema
@@ -57,11 +57,13 @@ class SAGAN(keras.Model):
     The EMA generator is a copy of `generator` made from its Keras config (`generator.get_config()`), so
     a replacement network only needs to serialise like the Keras layers here. `generator.spec` gives
     z_dim and num_classes. `health=False` makes the train step return only the losses and D outputs (to
-    measure what the health signals cost: benchmarks/monitoring.py).
+    measure what the health signals cost: benchmarks/monitoring.py). `g_ortho_reg` > 0 adds BigGAN's
+    orthogonal regularisation of G's spectrally normalised kernels to G's loss (`losses.orthogonal_penalty`;
+    the logged g_loss stays the adversarial term).
     """
 
     def __init__(self, generator, discriminator, *, n_dis=1, seed=0, ema_decay=0.9999, ema_start=1000,
-                 health=True, **kwargs):
+                 g_ortho_reg=0.0, health=True, **kwargs):
         kwargs.setdefault("name", "sagan")
         super().__init__(**kwargs)
         self.generator, self.discriminator = generator, discriminator
@@ -69,6 +71,7 @@ class SAGAN(keras.Model):
         self.z_dim, self.num_classes = int(generator.spec["z_dim"]), int(generator.spec["num_classes"])
         self.n_dis, self.seed = int(n_dis), int(seed)
         self.ema_decay, self.ema_start = float(ema_decay), int(ema_start)
+        self.g_ortho_reg = float(g_ortho_reg)
         self.health = bool(health)
 
     @classmethod
@@ -76,7 +79,8 @@ class SAGAN(keras.Model):
         """The SAGAN an experiment config (sagan_tf.config) describes: its G and D in its precision policy."""
         dtype = resolve_precision(config.mixed_precision)
         return cls(Generator(config, dtype=dtype), Discriminator(config, dtype=dtype), n_dis=config.n_dis,
-                   seed=config.seed, ema_decay=config.ema_decay, ema_start=config.ema_start, health=health)
+                   seed=config.seed, ema_decay=config.ema_decay, ema_start=config.ema_start,
+                   g_ortho_reg=config.g_ortho_reg, health=health)
 
     def compile(self, g_optimizer, d_optimizer, d_loss_fn=hinge_d_loss, g_loss_fn=hinge_g_loss, **kwargs):
         """Both optimizers (TTUR: each with its own rate) and the per-example losses (sagan_tf.losses:
@@ -160,7 +164,11 @@ class SAGAN(keras.Model):
             fake_logits_g = self.discriminator((self.generator((z, fake_labels), training=True), fake_labels),
                                                training=False)
             g_per_example = self.g_loss_fn(fake_logits_g)
-            scaled_g_loss = self.g_optimizer.scale_loss(tf.nn.compute_average_loss(g_per_example))
+            g_loss = tf.nn.compute_average_loss(g_per_example)
+            if self.g_ortho_reg:  # BigGAN's orthogonal regularisation of G's raw kernels, once over the replicas
+                penalty = orthogonal_penalty([layer.kernel for layer in spectral_norm_layers(self.generator)])
+                g_loss += tf.nn.scale_regularization_loss(self.g_ortho_reg * penalty)
+            scaled_g_loss = self.g_optimizer.scale_loss(g_loss)
         g_grad_norm = self._apply(self.g_optimizer, tape, scaled_g_loss, self.generator.trainable_variables)
 
         # 3. EMA of G (a copy until ema_start).
