@@ -179,7 +179,7 @@ def test_real_split_sample_fn_answers_with_real_images_of_the_requested_class(tm
     images = sample(None, np.array([0, 1, 1, 0]))
     assert images.shape == (4, 32, 32, 1)
     np.testing.assert_array_equal(images[:, 0, 0, 0], [1.0, -1.0, -1.0, 1.0])
-    with pytest.raises(runner.ReferenceSplitError, match=r"real split 'test': .*no splits"):
+    with pytest.raises(runner.ReferenceSplitError, match=r"split 'test': .*no splits"):
         runner.real_split_sample_fn(config, "test", 4, 2, str(tmp_path))
 
 

@@ -322,10 +322,7 @@ def run_reference(config, network, model_dir: str, num_reference: int, num_featu
       ReferenceSplitError: the split cannot be read (unknown split, missing files).
     """
     split = split or default_reference_split(config.dataset)
-    try:
-        real, name, split_size = real_image_source(config, split, batch_size, data_dir)
-    except (ValueError, FileNotFoundError) as error:
-        raise ReferenceSplitError(f"reference split {split!r}: {error}") from error
+    real, name, split_size = real_image_source(config, split, batch_size, data_dir)
     if split_size is not None and num_reference > split_size:
         log_fn(f"{num_reference} real images asked for, but {name} has {split_size}; using {split_size}")
         num_reference = split_size
@@ -342,10 +339,7 @@ def real_split_sample_fn(config, split: str, num_images: int, batch_size: int, d
     Raises:
       ReferenceSplitError: the split cannot be read.
     """
-    try:
-        source, name, split_size = real_image_source(config, split, batch_size, data_dir)
-    except (ValueError, FileNotFoundError) as error:
-        raise ReferenceSplitError(f"real split {split!r}: {error}") from error
+    source, name, split_size = real_image_source(config, split, batch_size, data_dir)
     wanted = min(num_images, split_size or num_images)
     images, labels, have = [], [], 0
     for batch_images, batch_labels in source:
@@ -364,10 +358,16 @@ def real_image_source(config, split: str, batch_size: int, data_dir: str | None 
     The pipeline is :func:`sagan_tf.data.build_dataset` for the split, at the config's resolution
     and channels. Its first `split size` images are each image of the split exactly once (every
     epoch is a permutation). The reference name, e.g. "fashion_mnist_test", names the cache.
+
+    Raises:
+      ReferenceSplitError: the split cannot be read (unknown split, missing files).
     """
     data_config = config.copy_and_resolve_references()
     data_config.batch_size, data_config.random_flip = int(batch_size), False
-    dataset = build_dataset(data_config, data_dir=data_dir, split=split)
+    try:
+        dataset = build_dataset(data_config, data_dir=data_dir, split=split)
+    except (ValueError, FileNotFoundError) as error:
+        raise ReferenceSplitError(f"split {split!r}: {error}") from error
     name = canonical_dataset_name(config.dataset)
     if data_dir and config.dataset == "image_folder":
         name = f"image_folder_{os.fspath(data_dir).rstrip('/').rsplit('/', 1)[-1]}"
