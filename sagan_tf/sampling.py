@@ -10,10 +10,12 @@ labels int32 [B], images float [B, H, W, C] in [-1, 1]. :func:`as_sample_fn` mak
 Noise is drawn with numpy from an explicit seed, so a sheet is reproducible and independent of
 TensorFlow's global RNG state.
 
-Truncation trick (BigGAN, Brock et al. 2019): each coordinate of z is drawn from N(0, 1) and every
-coordinate with ``|z| > t`` is redrawn until it falls inside ``[-t, t]``, which is exactly a
-standard normal truncated to ``[-t, t]``. Smaller t trades variety for fidelity. ``t=None`` (or
-inf) is the plain normal the generator was trained on.
+Truncation (``truncation=t``, see :mod:`sagan_tf.noise`): z ~ N(0, I) truncated to ``[-t, t]``. A Keras
+generator then samples with its batch-norm statistics recomputed for that truncation
+(:func:`sagan_tf.standing_statistics.truncation_statistics`, restored afterwards), as BigGAN does: the
+stored statistics belong to untruncated z. To sample with the stored statistics, pass
+``as_sample_fn(generator)`` instead of the generator; any other callable (an exported generator) is used
+as it is.
 
 Class interpolation: the generator's only class input is an integer label that selects rows of
 the conditional batch-norm gain/bias tables, and it has no public hook that accepts a mixture of
@@ -24,20 +26,24 @@ per label, which is what can be done honestly with the public interface.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import math
-from typing import Callable, Sequence
+import itertools
+from typing import Callable, Iterator, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from sagan_tf.noise import check_truncation, sample_noise, truncate_noise, truncated_normal
+from sagan_tf.standing_statistics import truncation_statistics
 from sagan_tf.visualization import image_grid, to_uint8
 
 __all__ = [
     "SampleFn",
     "Sheet",
     "as_sample_fn",
+    "truncated_sample_fn",
     "truncate_noise",
     "truncated_normal",
     "sample_noise",
@@ -56,66 +62,6 @@ __all__ = [
 
 SampleFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-# Below this truncation a uniform proposal on [-t, t] accepts more often (>= exp(-t^2/2) >= 0.6)
-# than drawing from N(0, 1) (2*Phi(t) - 1 < 0.68).
-_UNIFORM_PROPOSAL_BELOW = 1.0
-
-
-def _check_truncation(truncation):
-    """None for 'no truncation', else the threshold as a float > 0."""
-    if truncation is None:
-        return None
-    t = float(truncation)
-    if math.isnan(t) or t <= 0:
-        raise ValueError(f"truncation must be > 0 (or None/inf for none), got {truncation}")
-    return None if math.isinf(t) else t
-
-
-def _rng(seed) -> np.random.Generator:
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-
-
-def truncate_noise(z, truncation, seed=None) -> np.ndarray:
-    """Return a copy of `z` in which every entry with ``|z| > truncation`` is redrawn inside.
-
-    Entries already inside ``[-t, t]`` are kept. If `z` is standard normal, the result is exactly
-    standard normal truncated to ``[-t, t]``: redrawn entries come from that truncated law
-    (rejection from N(0, 1) for t >= 1; from a uniform proposal on [-t, t] accepted with
-    probability exp(-x^2/2) for small t, where N(0, 1) proposals would rarely land inside).
-    `truncation` None or inf returns `z` unchanged (as float32).
-    """
-    t = _check_truncation(truncation)
-    z = np.array(z, dtype=np.float32, copy=True)
-    if t is None:
-        return z
-    rng = _rng(seed)
-    flat = z.reshape(-1)
-    outside = np.flatnonzero(np.abs(flat) > t)
-    while outside.size:
-        if t < _UNIFORM_PROPOSAL_BELOW:
-            proposal = rng.uniform(-t, t, outside.size)
-            accepted = rng.uniform(size=outside.size) < np.exp(-0.5 * proposal ** 2)
-        else:
-            proposal = rng.standard_normal(outside.size)
-            accepted = np.abs(proposal) <= t
-        flat[outside[accepted]] = proposal[accepted]
-        outside = outside[~accepted]
-    # Rounding to float32 can never leave [-t, t] by more than the float32 rounding of t itself.
-    np.clip(flat, -np.float32(t), np.float32(t), out=flat)
-    return z
-
-
-def truncated_normal(shape, truncation=None, seed=None) -> np.ndarray:
-    """float32 samples of N(0, 1) truncated to ``[-truncation, truncation]`` (plain N(0, 1) for None/inf)."""
-    rng = _rng(seed)
-    return truncate_noise(rng.standard_normal(shape), truncation, rng)
-
-
-def sample_noise(num: int, z_dim: int, truncation=None, seed=None) -> np.ndarray:
-    """z float32 [num, z_dim] for the generator, optionally truncated."""
-    return truncated_normal((int(num), int(z_dim)), truncation, seed)
-
-
 def as_sample_fn(generator) -> SampleFn:
     """``fn(z, labels) -> float32 ndarray images`` for a Keras generator or a callable of that form."""
     if isinstance(generator, keras.Model):
@@ -128,6 +74,19 @@ def as_sample_fn(generator) -> SampleFn:
         return lambda z, labels: np.asarray(generator(np.asarray(z, np.float32), np.asarray(labels, np.int32)),
                                             dtype=np.float32)
     raise TypeError(f"expected a keras generator or a callable fn(z, labels), got {type(generator).__name__}")
+
+
+@contextlib.contextmanager
+def truncated_sample_fn(generator, truncation) -> Iterator[SampleFn]:
+    """The sample function of `generator` for noise truncated at `truncation` (None: untruncated): for a
+    Keras generator and a truncation, the block runs inside `truncation_statistics` (batch-norm
+    statistics of the truncated noise, the generator's own restored on leaving); otherwise it is
+    `as_sample_fn(generator)` as it is."""
+    if isinstance(generator, keras.Model) and check_truncation(truncation) is not None:
+        with truncation_statistics(generator, truncation):
+            yield as_sample_fn(generator)
+    else:
+        yield as_sample_fn(generator)
 
 
 def generate(sample_fn: SampleFn, z, labels, batch_size: int = 64) -> np.ndarray:
@@ -188,9 +147,17 @@ class Sheet:
         return image_grid(to_uint8(flat), self.rows)
 
 
-def _sheet(sample_fn, z, labels, row_names, batch_size):
+def _sheet(generator, z, labels, row_names, batch_size, row_truncations):
+    """The Sheet of z [rows, columns, z_dim] and labels [rows, columns]; row r sampled for the truncation
+    row_truncations[r] (consecutive rows with the same one in one go)."""
     rows, columns = labels.shape
-    images = generate(sample_fn, z.reshape(rows * columns, -1), labels.reshape(-1), batch_size)
+    images = []
+    for truncation, group in itertools.groupby(range(rows), key=lambda row: row_truncations[row]):
+        group = list(group)
+        with truncated_sample_fn(generator, truncation) as sample_fn:
+            images.append(generate(sample_fn, z[group].reshape(len(group) * columns, -1), labels[group].reshape(-1),
+                                   batch_size))
+    images = np.concatenate(images)
     return Sheet(images.reshape((rows, columns) + images.shape[1:]), labels.astype(np.int32),
                  z.astype(np.float32), list(row_names))
 
@@ -210,8 +177,8 @@ def class_sheet(generator, labels: Sequence[int], columns: int, z_dim: int, num_
     else:
         z = sample_noise(len(labels) * columns, z_dim, truncation, rng).reshape(len(labels), columns, z_dim)
     grid_labels = np.repeat(np.asarray(labels, np.int32)[:, None], columns, axis=1)
-    return _sheet(as_sample_fn(generator), np.ascontiguousarray(z), grid_labels,
-                  [f"class {label}" for label in labels], batch_size)
+    return _sheet(generator, np.ascontiguousarray(z), grid_labels, [f"class {label}" for label in labels],
+                  batch_size, [truncation] * len(labels))
 
 
 def class_pair_sheet(generator, labels: Sequence[int], columns: int, z_dim: int, num_classes: int,
@@ -258,7 +225,8 @@ def z_interpolation_sheet(generator, labels: Sequence[int], num_steps: int, z_di
     ends = sample_noise(2 * len(labels), z_dim, truncation, rng).reshape(len(labels), 2, z_dim)
     z = np.stack([interpolate(a, b, num_steps, method) for a, b in ends])
     grid_labels = np.repeat(np.asarray(labels, np.int32)[:, None], num_steps, axis=1)
-    return _sheet(as_sample_fn(generator), z, grid_labels, [f"class {label}" for label in labels], batch_size)
+    return _sheet(generator, z, grid_labels, [f"class {label}" for label in labels], batch_size,
+                  [truncation] * len(labels))
 
 
 def truncation_sheet(generator, truncations: Sequence, columns: int, z_dim: int, num_classes: int,
@@ -277,8 +245,8 @@ def truncation_sheet(generator, truncations: Sequence, columns: int, z_dim: int,
     resample_seed = int(rng.integers(2 ** 31))
     z = np.stack([truncate_noise(base, t, np.random.default_rng(resample_seed)) for t in truncations])
     grid_labels = np.broadcast_to(balanced_labels(columns, labels), (len(truncations), columns))
-    names = ["no truncation" if _check_truncation(t) is None else f"truncation {float(t):g}" for t in truncations]
-    return _sheet(as_sample_fn(generator), z, np.ascontiguousarray(grid_labels), names, batch_size)
+    names = ["no truncation" if check_truncation(t) is None else f"truncation {float(t):g}" for t in truncations]
+    return _sheet(generator, z, np.ascontiguousarray(grid_labels), names, batch_size, list(truncations))
 
 
 def generate_samples(generator, num: int, z_dim: int, num_classes: int, labels: Sequence[int] | None = None,
@@ -294,15 +262,15 @@ def generate_samples(generator, num: int, z_dim: int, num_classes: int, labels: 
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     all_labels = balanced_labels(num, _check_labels(labels if labels is not None else range(max(num_classes, 1)),
                                                     num_classes))
-    sample_fn = as_sample_fn(generator)
     rng = np.random.default_rng(seed)
     images = None
-    for start in range(0, num, batch_size):
-        batch_labels = all_labels[start:start + batch_size]
-        batch = to_uint8(sample_fn(sample_noise(batch_labels.size, z_dim, truncation, rng), batch_labels))
-        if images is None:
-            images = np.empty((num,) + batch.shape[1:], np.uint8)
-        images[start:start + batch.shape[0]] = batch
+    with truncated_sample_fn(generator, truncation) as sample_fn:
+        for start in range(0, num, batch_size):
+            batch_labels = all_labels[start:start + batch_size]
+            batch = to_uint8(sample_fn(sample_noise(batch_labels.size, z_dim, truncation, rng), batch_labels))
+            if images is None:
+                images = np.empty((num,) + batch.shape[1:], np.uint8)
+            images[start:start + batch.shape[0]] = batch
     return images, all_labels
 
 

@@ -229,6 +229,15 @@ def test_sample_cli_npz_from_a_saved_model(tmp_path):
                      "--truncation=0.5")
     assert result.returncode == 0, result.stderr[-3000:]
     check_npz(npz, 7, [0, 1, 2, 0, 1, 2, 0], (32, 32, 1))
+    # Truncated: the export is rebuilt as its Keras generator and sampled with statistics recomputed for
+    # t = 0.5, exactly as sampling.generate_samples does with the generator itself.
+    assert "batch-norm statistics recomputed for the truncation" in result.stdout
+    expected, _ = sampling.generate_samples(generator, 7, config.z_dim, 3, truncation=0.5, seed=0, batch_size=3)
+    with np.load(npz) as data:
+        assert np.abs(data["images"].astype(int) - expected).max() <= 1
+        stored = sampling.generate_samples(sampling.as_sample_fn(generator), 7, config.z_dim, 3, truncation=0.5,
+                                           seed=0, batch_size=3)[0]
+        assert np.abs(data["images"].astype(int) - stored).max() > 1
 
 
 def test_sample_cli_names_bad_values(tmp_path):

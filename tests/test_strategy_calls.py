@@ -17,9 +17,10 @@ from sagan_tf.evaluation.runner import load_or_compute_reference
 from sagan_tf.models import Generator
 from sagan_tf.training import build_model
 from sagan_tf.training import callbacks as cb
-from sagan_tf.training.ema import StandingStatistics, noise_batches
+from sagan_tf.noise import noise_batches
+from sagan_tf.standing_statistics import StandingStatistics
 from sagan_tf.training.gan import spectral_norm_layers
-from sagan_tf.training.strategy import distributed_call
+from sagan_tf.replicas import distributed_call
 from tests.helpers import tiny_config
 
 

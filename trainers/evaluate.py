@@ -37,6 +37,9 @@ flags.DEFINE_integer("num_real_features", 0, "Real features kept for KID and pre
 flags.DEFINE_string("data_dir", None, "Dataset location (default: the config's).")
 flags.DEFINE_integer("batch_size", 100, "Images per generator/feature-network call.", lower_bound=1)
 flags.DEFINE_float("truncation", None, "Truncate z to [-t, t] (default: none).")
+flags.DEFINE_bool("truncation_statistics", True, "With --truncation: sample the EMA generator with its "
+                  "batch-norm statistics recomputed for the truncated noise, as BigGAN does. "
+                  "--notruncation_statistics keeps the stored ones, those of untruncated z.")
 flags.DEFINE_integer("seed", 0, "Seeds the noise and labels.")
 flags.DEFINE_string("real_split", None, "Score real images of this split (e.g. train) instead of the generator: the "
                     "real-vs-real FID and the classifier's conditional accuracy on real data, for comparison.")
@@ -70,7 +73,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     _check_flags()
-    from sagan_tf import files, run_dir
+    from sagan_tf import files, run_dir, sampling
     from sagan_tf.evaluation import load_feature_network, runner
 
     try:
@@ -97,6 +100,8 @@ def main(argv):
         raise app.UsageError(f"--reference_split={FLAGS.reference_split or '(default)'}: {error}") from error
     num_real_features = min(num_real_features, num_reference)
     dataset_name = runner.canonical_dataset_name(config.dataset)
+    if not FLAGS.truncation_statistics:
+        generator = sampling.as_sample_fn(generator)  # a plain callable: sampled with the stored statistics
     metrics = runner.evaluate_generator(generator, network, reference, FLAGS.num_samples, FLAGS.batch_size,
                                         config.num_classes, z_dim=config.z_dim, truncation=FLAGS.truncation,
                                         seed=FLAGS.seed, dataset_name=dataset_name)
@@ -105,6 +110,7 @@ def main(argv):
           f"{reference_name}, feature network {network.name}")
     print(runner.format_table(metrics))
 
+    recomputed = FLAGS.truncation is not None and FLAGS.truncation_statistics and not FLAGS.real_split
     record = {
         "step": step,
         "checkpoint": checkpoint,
@@ -113,6 +119,7 @@ def main(argv):
         "network_fingerprint": getattr(network, "fingerprint", None),
         "num_samples": FLAGS.num_samples,
         "truncation": FLAGS.truncation,
+        "batch_norm_statistics": "recomputed for the truncation" if recomputed else "stored",
         "seed": FLAGS.seed,
         "reference": {"dataset": reference_name, "num": int(reference["num"]),
                       "num_features": num_real_features},

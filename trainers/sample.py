@@ -7,7 +7,7 @@
         --interpolation=slerp --out=interp.png
     # the same z under two classes (see sagan_tf.sampling: no true class interpolation)
     python -m trainers.sample --model_dir=runs/fmnist --mode=interpolate_class --labels=5,7 --out=pair.png
-    # rows of decreasing truncation
+    # rows of decreasing truncation (each row with batch-norm statistics recomputed for its truncation)
     python -m trainers.sample --model_dir=runs/fmnist --mode=truncation --truncations=none,1,0.5 --out=t.png
     # paper-figure-1 attention overlays (needs --model_dir)
     python -m trainers.sample --model_dir=runs/fmnist --mode=attention --query_points="8,8;24,16" --out=att.png
@@ -21,6 +21,11 @@ Exactly one of --model_dir (EMA generator of the latest checkpoint, or --checkpo
 [-1, z_dim] and ``label`` int32 [-1] and returning ``images`` float32 [-1, H, W, C] in [-1, 1]).
 A SavedModel's class count is read from ``assets.extra/sagan_export.json`` (written by
 export.saved_model) when present, else pass --num_classes (or --labels).
+
+Truncated sampling (--truncation, --mode=truncation) recomputes the batch-norm statistics for each
+truncation (sagan_tf.standing_statistics): the stored ones belong to untruncated z, and truncated
+samples degrade badly with them. A --saved_model written by export.saved_model is rebuilt as its
+Keras generator for that; --notruncation_statistics samples with the stored statistics.
 
 --class_name picks classes by name instead of --labels: the names of ``<model_dir>/classes.json``
 (written by trainers.image_folder; else ``class_names`` in config.json), or of the export's
@@ -49,6 +54,10 @@ flags.DEFINE_string("out", None, "PNG output path.")
 flags.DEFINE_float("truncation", None, "Truncate z to [-t, t] (default: none).")
 flags.DEFINE_list("truncations", ["none", "2", "1", "0.5", "0.25"], "Rows of --mode=truncation ('none' = no "
                   "truncation).")
+flags.DEFINE_bool("truncation_statistics", True, "With --truncation or --mode=truncation: sample with the "
+                  "generator's batch-norm statistics recomputed for the truncated noise, as BigGAN does (a "
+                  "--saved_model written by export.saved_model is rebuilt as a Keras generator for it). "
+                  "--notruncation_statistics keeps the stored ones, those of untruncated z.")
 flags.DEFINE_enum("interpolation", "linear", ["linear", "slerp"], "Path between the two z of --mode=interpolate_z.")
 flags.DEFINE_integer("seed", 0, "Seeds the noise.")
 flags.DEFINE_integer("batch_size", 64, "Images per generator call.", lower_bound=1)
@@ -133,9 +142,12 @@ def _class_names():
         raise _source_error(error) from error
 
 
-def _load_generator():
-    """(generator or sample function, z_dim, num_classes or None, step, run config or None) of the flags' source."""
-    from export.exported import ExportedGenerator
+def _load_generator(truncated):
+    """(generator or sample function, z_dim, num_classes or None, step, run config or None) of the flags' source.
+
+    `truncated` (and --truncation_statistics): an export written by export.saved_model is rebuilt as its
+    Keras generator, so that its batch-norm statistics can be recomputed for the truncation."""
+    from export.exported import ExportedGenerator, keras_generator, read_info
     from sagan_tf import run_dir
 
     try:
@@ -144,6 +156,16 @@ def _load_generator():
             print(f"sampling the EMA generator of {restored.checkpoint}")
             config = restored.config
             return restored.generator, int(config.z_dim), int(config.num_classes), restored.step, config
+        if truncated and FLAGS.truncation_statistics and read_info(FLAGS.saved_model).get("model"):
+            generator = keras_generator(FLAGS.saved_model)
+            print(f"sampling the generator of {FLAGS.saved_model}, its batch-norm statistics recomputed for the "
+                  "truncation")
+            return generator, int(generator.spec["z_dim"]), int(generator.spec["num_classes"]), None, None
+        if truncated:
+            why = "it records no model fields to rebuild it from" if FLAGS.truncation_statistics else \
+                "--notruncation_statistics"
+            print(f"note: {FLAGS.saved_model} samples truncated z with the batch-norm statistics it was exported "
+                  f"with ({why})")
         generator = ExportedGenerator(FLAGS.saved_model, FLAGS.num_classes)
         return generator, generator.z_dim, generator.num_classes, None, None
     except ValueError as error:  # RunDirError, NotAnExportError
@@ -165,6 +187,7 @@ def _attention_grid(generator, config, labels, num_classes, query_points):
 
     from sagan_tf import sampling
     from sagan_tf.evaluation.attention_maps import attention_figure
+    from sagan_tf.standing_statistics import truncation_statistics
 
     if not generator.attention_layers:
         raise app.UsageError(f"--mode=attention: the generator of {FLAGS.model_dir} has no attention layer")
@@ -177,7 +200,10 @@ def _attention_grid(generator, config, labels, num_classes, query_points):
             raise app.UsageError(f"--query_points: ({y}, {x}) is outside the {resolution}x{resolution} image")
     rows = labels if labels is not None else sampling.default_rows(num_classes, limit=4)
     z = sampling.sample_noise(len(rows), int(config.z_dim), FLAGS.truncation, FLAGS.seed)
-    return attention_figure(generator, z, np.asarray(rows, np.int32), query_points, FLAGS.layer, scale=FLAGS.scale)
+    truncation = FLAGS.truncation if FLAGS.truncation_statistics else None
+    with truncation_statistics(generator, truncation):
+        return attention_figure(generator, z, np.asarray(rows, np.int32), query_points, FLAGS.layer,
+                                scale=FLAGS.scale)
 
 
 def main(argv):
@@ -193,7 +219,10 @@ def main(argv):
     class_names = _class_names()
     if FLAGS.class_name is not None:
         labels = _labels_by_name(class_names)
-    generator, z_dim, num_classes, step, config = _load_generator()
+    generator, z_dim, num_classes, step, config = _load_generator(
+        truncated=FLAGS.truncation is not None or FLAGS.mode == "truncation")
+    # A plain callable is sampled with the stored statistics (sagan_tf.sampling's module doc).
+    sampled = generator if FLAGS.truncation_statistics else sampling.as_sample_fn(generator)
     if num_classes is None:
         if labels is None:
             raise app.UsageError(f"--saved_model={FLAGS.saved_model} does not record its number of classes: "
@@ -209,7 +238,7 @@ def main(argv):
               + (", ..." if len(shown) > 20 else ""))
 
     if FLAGS.npz:
-        images, npz_labels = sampling.generate_samples(generator, FLAGS.num, z_dim, num_classes, labels,
+        images, npz_labels = sampling.generate_samples(sampled, FLAGS.num, z_dim, num_classes, labels,
                                                        FLAGS.truncation, FLAGS.seed, FLAGS.batch_size)
         files.atomic_save_npz(FLAGS.npz, images=images, labels=npz_labels.astype("int32"))
         print(f"wrote {FLAGS.npz}: images {images.dtype.name} {list(images.shape)}, labels int32 "
@@ -220,7 +249,7 @@ def main(argv):
         grid = _attention_grid(generator, config, labels, num_classes, query_points)
     else:
         try:
-            grid = sampling.sheet(FLAGS.mode, generator, labels, FLAGS.columns, z_dim, num_classes,
+            grid = sampling.sheet(FLAGS.mode, sampled, labels, FLAGS.columns, z_dim, num_classes,
                                   truncation=FLAGS.truncation, truncations=truncations,
                                   interpolation=FLAGS.interpolation, seed=FLAGS.seed,
                                   batch_size=FLAGS.batch_size).grid()

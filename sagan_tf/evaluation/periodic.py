@@ -213,7 +213,7 @@ def make_evaluate_fn(config, feature_network, reference: dict, num_samples: int,
 
     Under a training strategy, pass it as `strategy` (the copy's variables are created in its scope)
     and `call`: ``call(fn) -> sample_fn`` running the row-wise ``fn(z, labels)`` through the strategy
-    (the training run passes ``sagan_tf.training.strategy.distributed_call`` bound to it). Without them
+    (the training run passes ``sagan_tf.replicas.distributed_call`` bound to it). Without them
     the copy lives on the default device and is called directly.
     """
     with strategy.scope() if strategy is not None else contextlib.nullcontext():

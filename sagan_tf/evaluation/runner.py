@@ -27,7 +27,7 @@ from sagan_tf.evaluation.reference_stats import (ReferenceStatsMismatchError, lo
 from sagan_tf import files, run_dir
 from sagan_tf.data import build_dataset
 from sagan_tf.files import atomic_save_npz
-from sagan_tf.sampling import as_sample_fn, sample_noise
+from sagan_tf.sampling import sample_noise, truncated_sample_fn
 
 __all__ = [
     "METRICS",
@@ -95,7 +95,9 @@ def evaluate_generator(generator, feature_network, reference: dict, num_samples:
       reference: dict with ``mu``, ``sigma`` and optionally ``features`` and ``network_name``.
       num_samples, batch_size: how many images, generated and measured how many at a time.
       num_classes: the generator's classes; labels are drawn uniformly from them (0 = unconditional).
-      truncation: optional truncation of z (see :mod:`sagan_tf.sampling`); None = plain N(0, 1).
+      truncation: optional truncation of z (see :mod:`sagan_tf.sampling`); None = plain N(0, 1). A Keras
+        generator is sampled with batch-norm statistics recomputed for it (`sampling.truncated_sample_fn`);
+        pass ``sampling.as_sample_fn(generator)`` to keep the stored ones.
       seed: seeds noise and labels, so two evaluations of the same weights agree exactly.
       dataset_name: the generator's data set, compared with the network's (see
         :func:`network_classes_match`) before reporting conditional accuracy.
@@ -119,20 +121,20 @@ def evaluate_generator(generator, feature_network, reference: dict, num_samples:
         if spec is None:
             raise ValueError("z_dim is required when the generator is not a Keras Generator")
         z_dim = spec["z_dim"]
-    sample_fn = as_sample_fn(generator)
     rng = np.random.default_rng(seed)
 
     features, logits, labels = [], [], []
     accumulator = metrics_lib.GaussianStatsAccumulator()
-    for start in range(0, num_samples, batch_size):
-        n = min(batch_size, num_samples - start)
-        batch_labels = rng.integers(0, max(num_classes, 1), n).astype(np.int32)
-        images = sample_fn(sample_noise(n, z_dim, truncation, rng), batch_labels)
-        batch_features, batch_logits = feature_network(images)
-        accumulator.update(batch_features)
-        features.append(batch_features)
-        logits.append(batch_logits)
-        labels.append(batch_labels)
+    with truncated_sample_fn(generator, truncation) as sample_fn:
+        for start in range(0, num_samples, batch_size):
+            n = min(batch_size, num_samples - start)
+            batch_labels = rng.integers(0, max(num_classes, 1), n).astype(np.int32)
+            images = sample_fn(sample_noise(n, z_dim, truncation, rng), batch_labels)
+            batch_features, batch_logits = feature_network(images)
+            accumulator.update(batch_features)
+            features.append(batch_features)
+            logits.append(batch_logits)
+            labels.append(batch_labels)
     features, logits, labels = np.concatenate(features), np.concatenate(logits), np.concatenate(labels)
 
     results = {"fid": metrics_lib.frechet_distance_from_stats(accumulator.mean, accumulator.covariance,

@@ -5,7 +5,7 @@ The train step itself stays free of logging and I/O: everything here runs betwee
 execution, with the logs of its last step). `StepCounter` counts the step on the host, so no callback
 reads `model.step` from the device after every execution; the cadences (multiples of k, validated by
 sagan_tf.config) then land exactly on their steps. Every network call here goes through the model's
-strategy (`strategy.distributed_call`, `ema.StandingStatistics`), as the train step does.
+strategy (`replicas.distributed_call`, `standing_statistics.StandingStatistics`), as the train step does.
 """
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ import tensorflow as tf
 from sagan_tf import files, stop_signals
 from sagan_tf.evaluation.attention_maps import attention_figure
 from sagan_tf.host_step import HOST_STEP, current_step
+from sagan_tf.noise import noise_batches
+from sagan_tf.replicas import distributed_call
+from sagan_tf.standing_statistics import StandingStatistics
 from sagan_tf.training.checkpointing import NonFiniteError
-from sagan_tf.training.ema import StandingStatistics, noise_batches
-from sagan_tf.training.strategy import distributed_call
 from sagan_tf.visualization import image_grid, save_png, to_uint8
 
 __all__ = [

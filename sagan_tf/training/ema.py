@@ -3,21 +3,16 @@
 The EMA generator's weights are an average of G's, but G's batch-norm running statistics belong to
 G's current weights, not to the average. Before the EMA generator is used in inference mode
 (sample grids, checkpoints that export/evaluation read, periodic evaluation), its statistics are
-recomputed for its own weights from batches of noise ("standing statistics", as in BigGAN).
+recomputed for its own weights from batches of noise (`sagan_tf.standing_statistics`, by the
+`EMAStatistics` callback).
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from sagan_tf.layers.spectral_norm import SpectralNormalization, power_iteration_paused
-from sagan_tf.training.strategy import replica_rows
-
-__all__ = ["update_ema", "noise_batches", "StandingStatistics", "standing_statistics"]
+__all__ = ["update_ema"]
 
 
 def update_ema(ema_model: keras.Model, model: keras.Model, decay: float | tf.Tensor) -> None:
@@ -29,107 +24,3 @@ def update_ema(ema_model: keras.Model, model: keras.Model, decay: float | tf.Ten
         ema_weight.assign(decay * ops.cast(ema_weight, "float32") + (1.0 - decay) * value)
     for ema_weight, weight in zip(ema_model.non_trainable_weights, model.non_trainable_weights):
         ema_weight.assign(weight)
-
-
-def noise_batches(z_dim: int, num_classes: int, num_batches: int = 16, batch_size: int = 64,
-                  seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Fixed (z, labels) batches: z ~ N(0, I), labels uniform over the classes (the first k of n batches
-    are the k batches drawn alone)."""
-    rng = np.random.default_rng(seed)
-    return [(rng.standard_normal((batch_size, z_dim)).astype(np.float32),
-             rng.integers(0, max(num_classes, 1), batch_size).astype(np.int32)) for _ in range(num_batches)]
-
-
-class StandingStatistics:
-    """`StandingStatistics(generator, strategy)(batches)` sets every BatchNormalization's moving mean and
-    variance in `generator` to the average of its batch statistics over `batches` of (z, labels), run in
-    training mode with the generator's own weights, through `strategy` (default: the current one).
-
-    The passes run in one compiled function (kept by the object, so later calls reuse it), through
-    `strategy.run`: each of the N replicas takes one whole batch of a group of N, and its statistics
-    are read in replica context and averaged over all replicas in the graph (`strategy.reduce`: every
-    device and every worker). So `len(batches)` must be a multiple of N, and the result is the
-    single-device average over the same batches. First the spectral-norm u vectors take one power
-    iteration per batch on these weights (as one training-mode pass per batch would); then each pass runs
-    with the power iteration paused, so every batch sees the σ of that final u, the one the inference
-    calls these statistics are for use, and neither the order of the batches nor the replica count
-    matters. Each pass also runs with momentum 0 (the moving statistics become that batch's) and with
-    cross-replica BN switched off (a batch's own statistics, also under sync_bn); both are read when the
-    pass is traced, inside that window.
-    """
-
-    def __init__(self, generator, strategy=None):
-        self.generator = generator
-        self.strategy = strategy or tf.distribute.get_strategy()
-        self.layers = [layer for layer in generator._flatten_layers(include_self=False)
-                       if isinstance(layer, keras.layers.BatchNormalization)]
-        self.sn_layers = [layer for layer in generator._flatten_layers(include_self=False)
-                          if isinstance(layer, SpectralNormalization)]
-        self._pass = self._iteration = None
-
-    def _replica_iteration(self):
-        for layer in self.sn_layers:  # advances u (the same on every replica: the same weights and u)
-            layer.kernel_for_call(training=True)
-
-    def _power_iteration(self):
-        """One power iteration of every u, compiled, through the strategy."""
-        if self._iteration is None:
-            strategy = self.strategy
-            self._iteration = tf.function(lambda: strategy.run(self._replica_iteration))
-        return self._iteration
-
-    def _replica_pass(self, z, labels):
-        z, labels = replica_rows(z, labels)
-        with power_iteration_paused():  # here: MirroredStrategy runs each replica in a thread of its own
-            self.generator((z, labels), training=True)
-        # tf.identity: this replica's copy as a tensor (a variable returned as such would come back as
-        # the mirrored variable itself, i.e. replica 0's copy).
-        return ([tf.identity(layer.moving_mean.value) for layer in self.layers],
-                [tf.identity(layer.moving_variance.value) for layer in self.layers])
-
-    def _compiled_pass(self):
-        if self._pass is None:
-            strategy = self.strategy
-
-            @tf.function
-            def one_pass(z, labels):
-                per_replica = strategy.run(self._replica_pass, args=(z, labels))
-                return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
-
-            self._pass = one_pass
-        return self._pass
-
-    def __call__(self, batches):
-        replicas = self.strategy.num_replicas_in_sync
-        if not batches or len(batches) % replicas:
-            raise ValueError(f"standing statistics over {len(batches)} batches on {replicas} replicas: the number "
-                             f"of batches must be a positive multiple of the replica count")
-        saved = [(layer.momentum, layer.synchronized) for layer in self.layers]
-        means = [np.zeros(layer.moving_mean.shape, np.float64) for layer in self.layers]
-        variances = [np.zeros(layer.moving_variance.shape, np.float64) for layer in self.layers]
-        try:
-            for layer in self.layers:
-                layer.momentum, layer.synchronized = 0.0, False
-            iteration = self._power_iteration()
-            for _ in batches:
-                iteration()
-            one_pass = self._compiled_pass()
-            for first in range(0, len(batches), replicas):
-                group = batches[first:first + replicas]
-                z = np.concatenate([np.asarray(z, np.float32) for z, _ in group])
-                labels = np.concatenate([np.asarray(labels, np.int32) for _, labels in group])
-                batch_means, batch_variances = one_pass(z, labels)
-                for total, value in zip(means + variances, list(batch_means) + list(batch_variances)):
-                    total += value.numpy() * len(group)
-        finally:
-            for layer, (momentum, synchronized) in zip(self.layers, saved):
-                layer.momentum, layer.synchronized = momentum, synchronized
-        for layer, mean, variance in zip(self.layers, means, variances):
-            layer.moving_mean.assign((mean / len(batches)).astype(np.float32))
-            layer.moving_variance.assign((variance / len(batches)).astype(np.float32))
-
-
-def standing_statistics(generator: keras.Model, batches: Sequence[tuple[np.ndarray, np.ndarray]],
-                        strategy: tf.distribute.Strategy | None = None) -> None:
-    """Standing statistics of `generator` over `batches` (see StandingStatistics), compiled for this call."""
-    StandingStatistics(generator, strategy)(batches)

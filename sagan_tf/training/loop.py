@@ -24,11 +24,11 @@ from sagan_tf.data import build_dataset, describe_share, is_tfds, prepare_datase
 from sagan_tf.evaluation.periodic import build_periodic_evaluation
 from sagan_tf.losses import get_losses
 from sagan_tf.precision import resolve_precision
+from sagan_tf.replicas import distributed_call
 from sagan_tf.training import callbacks as cb
 from sagan_tf.training import run_lock
 from sagan_tf.training.checkpointing import CheckpointManager, check_resume_config, make_checkpoint
 from sagan_tf.training.gan import SAGAN
-from sagan_tf.training.strategy import distributed_call
 
 __all__ = [
     "StepCountingLossScaleOptimizer",
