@@ -14,6 +14,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from export.serving_config import WARMUP_DIR
 from sagan_tf import class_map, files
+from sagan_tf.models import Generator
 
 SAVED_MODEL_FILE = "saved_model.pb"
 INFO_FILE = "sagan_export.json"
@@ -114,3 +115,37 @@ class ExportedGenerator:
 
     def __call__(self, z, labels) -> np.ndarray:
         return self._fn(z=tf.constant(z, tf.float32), label=tf.constant(labels, tf.int32))["images"].numpy()
+
+
+def keras_generator(path: str) -> Generator:
+    """The Keras Generator of an export written by `export.saved_model`: built from the model fields it
+    recorded, holding the exported variables (weights, batch-norm statistics, spectral-norm u vectors).
+
+    For what the serving graph cannot do, such as recomputing the batch-norm statistics for a truncation
+    (`sagan_tf.standing_statistics`); `ExportedGenerator` is the graph as served.
+    """
+    if not is_saved_model(path):
+        raise NotAnExportError(f"{path!r} holds no {SAVED_MODEL_FILE}")
+    model = read_info(path).get("model")
+    if not isinstance(model, dict):
+        raise NotAnExportError(f"{path!r} records no model fields in {INFO_FILE}: it was not written by "
+                               f"export.saved_model, so its generator cannot be rebuilt")
+    generator = Generator(model, dtype="float32")
+    generator.build()
+    loaded = tf.saved_model.load(path)
+    # The exported names start with the exported model's name (ema_generator/...), the rebuilt ones with
+    # this one's; the rest of the path is the layer structure.
+    exported = {variable.name.split("/", 1)[-1].rsplit(":", 1)[0]: variable
+                for variable in loaded.signatures[DEFAULT_SIGNATURE].variables}
+    for variable in generator.variables:
+        name = variable.path.split("/", 1)[-1]
+        source = exported.pop(name, None)
+        if source is None or tuple(source.shape) != tuple(variable.shape):
+            raise NotAnExportError(f"{path!r}: the exported variables do not fit the generator its {INFO_FILE} "
+                                   f"describes ({name}: {None if source is None else tuple(source.shape)} exported, "
+                                   f"{tuple(variable.shape)} expected)")
+        variable.assign(source)
+    if exported:
+        raise NotAnExportError(f"{path!r}: exported variables the described generator lacks: {sorted(exported)[:5]}")
+    return generator
+

@@ -2,12 +2,17 @@
 
     python -m export.saved_model --model_dir=runs/fmnist --export_base=runs/fmnist/export \
         [--version=N] [--checkpoint=runs/fmnist/checkpoints/ckpt-600] [--model_name=sagan] [--max_batch=256] \
-        [--serving_base_path=/models/sagan] [--compute_dtype=bfloat16]
+        [--serving_base_path=/models/sagan] [--compute_dtype=bfloat16] [--statistics_truncation=T]
 
 Reads ``<model_dir>/config.json`` and the latest checkpoint in ``<model_dir>/checkpoints/`` (or
 ``--checkpoint``: a checkpoint prefix or a directory), restores only the EMA generator, built in
 float32 whatever precision it was trained in (``--compute_dtype=bfloat16``: bfloat16 compute with
 float32 weights, inputs and images, for serving hardware with bfloat16 units), and writes
+
+``--statistics_truncation=t`` exports batch-norm statistics recomputed for z truncated to [-t, t]
+(`sagan_tf.standing_statistics`) instead of the stored ones (those of untruncated z): for a server whose
+clients sample with that truncation (`generate` with truncation t); other truncations then sample with
+statistics that are not their own. ``sagan_export.json`` records it (``statistics_truncation``).
 
     <export_base>/<version>/                       the SavedModel (signatures: see export.signatures)
     <export_base>/<version>/assets.extra/          tf_serving_warmup_requests, sagan_export.json,
@@ -25,6 +30,7 @@ Every path may be a URI TensorFlow's filesystems know (``gs://``, ``file://``): 
 ``tf.io.gfile``. On an object store the final rename copies objects, so point TF-Serving at the
 bucket only after the export returns (or export locally and copy the version directory).
 """
+import math
 import os
 import re
 import sys
@@ -39,6 +45,7 @@ from export.exported import SAVED_MODEL_FILE
 from export.signatures import GeneratorServing
 from sagan_tf import class_map, files, run_dir
 from sagan_tf.run_dir import RunDirError
+from sagan_tf.standing_statistics import truncation_statistics
 
 INFO_FILE = "sagan_export.json"
 TEMP_PREFIX = ".tmp-export-"
@@ -196,8 +203,10 @@ def _compute_dtype(generator):
     return "bfloat16" if generator.dtype_policy.compute_dtype == "bfloat16" else "float32"
 
 
-def export_run(model_dir, export_base, version=None, checkpoint=None, compute_dtype="float32", **kwargs):
+def export_run(model_dir, export_base, version=None, checkpoint=None, compute_dtype="float32",
+               statistics_truncation=None, **kwargs):
     """Exports the EMA generator of the run in `model_dir`; returns the version directory.
+    `statistics_truncation` t: with batch-norm statistics recomputed for z truncated to [-t, t].
 
     Raises ExportError for a bad request, sagan_tf.run_dir.RunDirError for a run directory without a
     readable config or checkpoint that fits it."""
@@ -211,12 +220,16 @@ def export_run(model_dir, export_base, version=None, checkpoint=None, compute_dt
                               f"--version (next free: {next_version(export_base)}) or remove it.")
     if compute_dtype not in COMPUTE_DTYPES:
         raise ExportError(f"--compute_dtype={compute_dtype!r} is not one of {sorted(COMPUTE_DTYPES)}.")
+    if statistics_truncation is not None and not (statistics_truncation > 0 and math.isfinite(statistics_truncation)):
+        raise ExportError(f"--statistics_truncation={statistics_truncation} must be a finite threshold > 0 "
+                          "(omit it for the stored statistics, those of untruncated z).")
     path = run_dir.find_checkpoint(model_dir, checkpoint)
     generator = run_dir.restore_ema_generator(config, path, dtype=COMPUTE_DTYPES[compute_dtype])
     info = {"model_dir": files.absolute(model_dir), "checkpoint": files.absolute(path), "step": run_dir.step_of(path),
-            "training_precision": config.get("mixed_precision")}
-    return export_generator(generator, export_base, version, info=info,
-                            class_names=list(config.get("class_names") or ()), **kwargs)
+            "training_precision": config.get("mixed_precision"), "statistics_truncation": statistics_truncation}
+    with truncation_statistics(generator, statistics_truncation):
+        return export_generator(generator, export_base, version, info=info,
+                                class_names=list(config.get("class_names") or ()), **kwargs)
 
 
 def main(argv=None):
@@ -230,6 +243,9 @@ def main(argv=None):
     flags.DEFINE_enum("compute_dtype", "float32", sorted(COMPUTE_DTYPES), "The generator's compute dtype in the "
                       "graph (z, labels and images stay float32): bfloat16 for CPUs with AMX, TPUs and GPUs "
                       "with bfloat16 units.")
+    flags.DEFINE_float("statistics_truncation", None, "Export batch-norm statistics recomputed for z truncated to "
+                       "[-t, t], for clients that sample with that truncation (default: the stored ones, those of "
+                       "untruncated z).")
     flags.DEFINE_integer("max_batch", 256, "Largest batch any signature accepts (also batching max_batch_size).",
                          lower_bound=1)
     flags.DEFINE_string("serving_base_path", None, "base_path written to models.config (e.g. the path inside a "
@@ -245,7 +261,8 @@ def main(argv=None):
     def run(_):
         try:
             path = export_run(FLAGS.model_dir, FLAGS.export_base, FLAGS.version, FLAGS.checkpoint,
-                              compute_dtype=FLAGS.compute_dtype, model_name=FLAGS.model_name, max_batch=FLAGS.max_batch,
+                              compute_dtype=FLAGS.compute_dtype, statistics_truncation=FLAGS.statistics_truncation,
+                              model_name=FLAGS.model_name, max_batch=FLAGS.max_batch,
                               serving_base_path=FLAGS.serving_base_path,
                               batching=dict(num_batch_threads=FLAGS.num_batch_threads,
                                             batch_timeout_micros=FLAGS.batch_timeout_micros))

@@ -224,6 +224,26 @@ def test_fresh_process_serving_default_and_attention_equal_the_keras_ema_generat
     np.testing.assert_allclose(out["session_serving"], images.numpy(), atol=1e-5)
 
 
+def test_keras_generator_rebuilds_the_exported_ema_generator_variable_for_variable(tmp_path):
+    from export.exported import NotAnExportError, keras_generator
+
+    _, version_dir = exported()
+    rebuilt, ema = keras_generator(version_dir), keras_ema()
+    assert len(rebuilt.variables) == len(ema.variables)
+    for mine, theirs in zip(rebuilt.variables, ema.variables):  # the same layers in the same order
+        assert mine.path.split("/", 1)[1] == theirs.path.split("/", 1)[1]
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+    z, labels = sample_inputs()
+    np.testing.assert_allclose(rebuilt((z, labels), training=False).numpy(),
+                               ema((z, labels), training=False).numpy(), atol=1e-6)
+    # A SavedModel that does not record its model fields cannot be rebuilt, and says so.
+    foreign = str(tmp_path / "foreign")
+    shutil.copytree(version_dir, foreign)
+    os.remove(os.path.join(foreign, "assets.extra", "sagan_export.json"))
+    with pytest.raises(NotAnExportError, match="records no model fields"):
+        keras_generator(foreign)
+
+
 def test_fresh_process_generate_is_deterministic_per_seed_and_truncates():
     out, _ = fresh_process_results()
     a = out["gen_a"]
@@ -362,6 +382,26 @@ def test_existing_version_is_refused_before_any_work():
     with pytest.raises(export_lib.ExportError, match=pattern):
         export_lib.export_run(model_dir, base, version=1)
     assert export_lib.existing_versions(base) == [1]
+
+
+def test_statistics_truncation_exports_the_statistics_of_truncated_z(tmp_path):
+    from sagan_tf.standing_statistics import truncation_statistics
+
+    model_dir, _ = trained_run()
+    with pytest.raises(export_lib.ExportError, match=r"--statistics_truncation=-1.0 must be a finite threshold"):
+        export_lib.export_run(model_dir, str(tmp_path / "bad"), statistics_truncation=-1.0)
+    assert not (tmp_path / "bad").exists()
+    version_dir = export_lib.export_run(model_dir, str(tmp_path / "export"), statistics_truncation=0.5)
+    loaded = tf.saved_model.load(version_dir)
+    z, labels = sample_inputs()
+    served = loaded.signatures["serving_default"](z=tf.constant(z), label=tf.constant(labels))["images"].numpy()
+    ema = run_dir.load_ema_generator(model_dir).generator
+    with truncation_statistics(ema, 0.5):
+        expected = ema((z, labels), training=False).numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    assert np.abs(served - ema((z, labels), training=False).numpy()).max() > 1e-3  # the stored ones differ
+    with open(os.path.join(version_dir, "assets.extra", "sagan_export.json")) as f:
+        assert json.load(f)["statistics_truncation"] == 0.5
 
 
 def test_cli_errors_name_the_missing_path(tmp_path):
