@@ -1,0 +1,185 @@
+"""The truncation trade-off: FID, KID, precision/recall, IS and conditional accuracy against the truncation
+threshold, with the batch-norm statistics recomputed for each truncation and with the stored ones.
+
+    python scripts/truncation_sweep.py --saved_model=pretrained/fashion_mnist/1 \
+        --feature_network=classifier:pretrained/fashion_mnist_classifier \
+        --reference_cache=runs/reference_stats --json=runs/truncation.json --plot=docs/figures/truncation.png
+    python scripts/truncation_sweep.py --model_dir=runs/results/attention ...   # a run's EMA generator
+
+Each cell is `runner.evaluate_generator` on --num_samples samples (labels uniform, seeded) against the
+reference split of the generator's data set (the test set for Fashion-MNIST), as trainers.evaluate
+scores. "recomputed" samples inside `standing_statistics.truncation_statistics`; "stored" with the
+statistics the checkpoint or export holds (those of untruncated z). Prints a markdown table, writes
+every cell to --json (atomically, after each cell: an interrupted sweep keeps what it measured) and
+draws --plot (needs matplotlib, in the dev extra).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+STATISTICS = ("recomputed", "stored")
+COLUMNS = (("fid", "FID"), ("kid", "KID"), ("precision", "precision"), ("recall", "recall"), ("is", "IS"),
+           ("conditional_accuracy", "cond. acc."))
+
+
+def parse_truncations(text: str) -> list[float | None]:
+    values = []
+    for item in text.split(","):
+        item = item.strip().lower()
+        if item in ("none", "inf"):
+            values.append(None)
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--truncations: {item!r} is not a number or 'none'") from None
+        if not value > 0 or math.isinf(value):
+            raise argparse.ArgumentTypeError(f"--truncations: {item!r} must be a finite number > 0, or 'none'")
+        values.append(value)
+    return values
+
+
+def parse_statistics(text: str) -> list[str]:
+    chosen = [item.strip() for item in text.split(",") if item.strip()]
+    bad = [item for item in chosen if item not in STATISTICS]
+    if bad or not chosen:
+        raise argparse.ArgumentTypeError(f"--statistics={text!r}: expected a comma list of {list(STATISTICS)}")
+    return chosen
+
+
+def cells(truncations, statistics):
+    """(truncation, statistics) pairs to measure: without truncation the two are the same generator, once."""
+    pairs = []
+    for t in truncations:
+        for mode in (statistics if t is not None else statistics[:1]):
+            pairs.append((t, mode if t is not None else "stored"))
+    return pairs
+
+
+def value(metrics: dict, metric: str):
+    found = [v for key, v in metrics.items() if key.split("/", 1)[0] == metric]
+    return found[0] if found else None
+
+
+def markdown_table(records) -> str:
+    lines = ["| truncation | BN statistics | " + " | ".join(title for _, title in COLUMNS) + " |",
+             "|---|---|" + "---:|" * len(COLUMNS)]
+    for record in records:
+        t = "none" if record["truncation"] is None else f"{record['truncation']:g}"
+        cells_ = [f"{v:.4g}" if v is not None else "" for v in (value(record["metrics"], m) for m, _ in COLUMNS)]
+        lines.append(f"| {t} | {record['statistics']} | " + " | ".join(cells_) + " |")
+    return "\n".join(lines)
+
+
+def plot(records, out: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    thresholds = sorted({r["truncation"] for r in records if r["truncation"] is not None}, reverse=True)
+    positions = {t: i for i, t in enumerate(thresholds)}
+    untruncated = [r for r in records if r["truncation"] is None]
+    figure, (fid_axis, pr_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for mode, style in zip(STATISTICS, ("-", "--")):
+        rows = sorted((r for r in records if r["statistics"] == mode and r["truncation"] is not None),
+                      key=lambda r: positions[r["truncation"]])
+        if not rows:
+            continue
+        x = [positions[r["truncation"]] for r in rows]
+        fid_axis.plot(x, [value(r["metrics"], "fid") for r in rows], "o" + style, label=f"BN statistics {mode}")
+        for metric, colour in (("precision", "C0"), ("recall", "C1")):
+            pr_axis.plot(x, [value(r["metrics"], metric) for r in rows], "o" + style, color=colour,
+                         label=f"{metric}, {mode}")
+    for record in untruncated:
+        fid_axis.axhline(value(record["metrics"], "fid"), color="grey", lw=0.8, label="no truncation")
+        for metric, colour in (("precision", "C0"), ("recall", "C1")):
+            pr_axis.axhline(value(record["metrics"], metric), color=colour, lw=0.8, alpha=0.5)
+    for axis in (fid_axis, pr_axis):
+        axis.set_xticks(range(len(thresholds)), [f"{t:g}" for t in thresholds])
+        axis.set_xlabel("truncation threshold t (z truncated to [-t, t])")
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=7)
+    fid_axis.set(ylabel="FID (classifier features)", yscale="log")
+    pr_axis.set(ylabel="precision / recall", ylim=(0, 1))
+    figure.suptitle(title)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    figure.savefig(out, dpi=100)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model_dir", help="training run: its latest EMA checkpoint")
+    source.add_argument("--saved_model", help="an export of export.saved_model (its generator is rebuilt)")
+    parser.add_argument("--preset", default="fashion_mnist",
+                        help="configs/<preset>.py names the real data set of a --saved_model (default fashion_mnist)")
+    parser.add_argument("--feature_network", required=True, help="classifier:<dir>, savedmodel:<dir> or ...")
+    parser.add_argument("--reference_cache", default=None, help="cache of the real statistics (directory or .npz)")
+    parser.add_argument("--truncations", type=parse_truncations, default=parse_truncations("none,2,1.5,1,0.75,0.5"))
+    parser.add_argument("--statistics", type=parse_statistics, default=list(STATISTICS))
+    parser.add_argument("--num_samples", type=int, default=10000)
+    parser.add_argument("--batch_size", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="every cell's record (a JSON list)")
+    parser.add_argument("--plot", default=None, help="PNG of FID and precision/recall against the threshold")
+    parser.add_argument("--title", default="Fashion-MNIST 32x32, EMA generator, 10k samples vs test set")
+    args = parser.parse_args(argv)
+    if args.num_samples < 2:
+        parser.error(f"--num_samples={args.num_samples} must be >= 2")
+    for path, flag in ((args.model_dir, "--model_dir"), (args.saved_model, "--saved_model")):
+        if path is not None and not os.path.isdir(path):
+            parser.error(f"{flag}={path} is not a directory")
+
+    from export import exported
+    from sagan_tf import files, run_dir, sampling
+    from sagan_tf.evaluation import load_feature_network, runner
+
+    try:
+        if args.model_dir:
+            restored = run_dir.load_ema_generator(args.model_dir)
+            generator, config, source = restored.generator, restored.config, restored.checkpoint
+        else:
+            generator = exported.keras_generator(args.saved_model)
+            config = importlib.import_module(f"configs.{args.preset}").get_config()
+            source = args.saved_model
+    except (ValueError, ModuleNotFoundError) as error:  # RunDirError, NotAnExportError, an unknown preset
+        parser.error(str(error))
+    network = load_feature_network(args.feature_network)
+    cache = args.reference_cache or os.path.join(args.model_dir or os.path.dirname(args.saved_model),
+                                                 "reference_stats")
+    reference, reference_name, _ = runner.run_reference(config, network, args.model_dir or "", args.num_samples,
+                                                        args.num_samples, args.batch_size, cache=cache)
+    dataset_name = runner.canonical_dataset_name(config.dataset)
+    print(f"{source}: {args.num_samples} samples per cell vs {reference_name}, feature network {network.name}")
+
+    records = []
+    for t, mode in cells(args.truncations, args.statistics):
+        start = time.time()
+        sampled = generator if mode == "recomputed" else sampling.as_sample_fn(generator)
+        metrics = runner.evaluate_generator(sampled, network, reference, args.num_samples, args.batch_size,
+                                            int(generator.spec["num_classes"]), z_dim=int(generator.spec["z_dim"]),
+                                            truncation=t, seed=args.seed, dataset_name=dataset_name)
+        records.append({"truncation": t, "statistics": mode, "metrics": metrics, "source": source,
+                        "num_samples": args.num_samples, "seed": args.seed, "reference": reference_name,
+                        "seconds": round(time.time() - start, 1)})
+        print(f"truncation {'none' if t is None else f'{t:g}'}, {mode}: FID {value(metrics, 'fid'):.4g} "
+              f"({records[-1]['seconds']:.0f} s)", flush=True)
+        if args.json:
+            files.atomic_write_json(args.json, records, indent=2)
+    print(markdown_table(records))
+    if args.plot:
+        plot(records, args.plot, args.title)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

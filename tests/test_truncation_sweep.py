@@ -1,0 +1,72 @@
+"""scripts/truncation_sweep.py: the cells it measures, its table, and a sweep of a real (tiny) export."""
+import argparse
+import importlib.util
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from export.exported import keras_generator
+from sagan_tf import sampling
+from sagan_tf.evaluation import classifier as classifier_lib
+from sagan_tf.evaluation import load_feature_network, runner
+from tests.shared_runs import exported
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "truncation_sweep.py"
+spec = importlib.util.spec_from_file_location("truncation_sweep", SCRIPT)
+sweep = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sweep)
+
+
+def test_truncations_and_statistics_are_parsed_and_bad_values_named():
+    assert sweep.parse_truncations("none, 2,0.5,inf") == [None, 2.0, 0.5, None]
+    for bad in ("0", "-1", "nan", "1e999", "big"):
+        with pytest.raises(argparse.ArgumentTypeError, match=repr(bad)):
+            sweep.parse_truncations(f"1,{bad}")
+    assert sweep.parse_statistics("stored") == ["stored"]
+    with pytest.raises(argparse.ArgumentTypeError, match="'fresh'"):
+        sweep.parse_statistics("recomputed,fresh")
+
+
+def test_no_truncation_is_measured_once():
+    assert sweep.cells([None, 1.0], ["recomputed", "stored"]) == [(None, "stored"), (1.0, "recomputed"),
+                                                                 (1.0, "stored")]
+
+
+def test_a_sweep_of_an_export_scores_each_cell_as_the_runner_does(tmp_path):
+    """The tiny export against real Fashion-MNIST test images with an (untrained) classifier: the recomputed
+    cell is runner.evaluate_generator of the rebuilt Keras generator, the stored one that of its plain
+    sample function, and the two differ."""
+    _, version_dir = exported()
+    network_dir = tmp_path / "classifier"
+    model = classifier_lib.build_classifier(image_size=32, image_channels=1, num_classes=10, width=4, feature_dim=8)
+    classifier_lib.save_classifier(model, str(network_dir), dataset_name="fashion_mnist")
+    out = tmp_path / "sweep.json"
+    assert sweep.main([f"--saved_model={version_dir}", f"--feature_network=classifier:{network_dir}",
+                       f"--reference_cache={tmp_path / 'refs'}", "--num_samples=48", "--batch_size=16",
+                       "--truncations=none,0.5", f"--json={out}"]) == 0
+    records = json.loads(out.read_text())
+    assert [(r["truncation"], r["statistics"]) for r in records] == [(None, "stored"), (0.5, "recomputed"),
+                                                                     (0.5, "stored")]
+    network = load_feature_network(f"classifier:{network_dir}")
+    from configs.fashion_mnist import get_config
+    reference, _, _ = runner.run_reference(get_config(), network, "", 48, 48, 16, cache=str(tmp_path / "refs"))
+    generator = keras_generator(version_dir)
+    common = dict(z_dim=generator.spec["z_dim"], truncation=0.5, seed=0, dataset_name="fashion_mnist")
+    recomputed = runner.evaluate_generator(generator, network, reference, 48, 16, 3, **common)
+    stored = runner.evaluate_generator(sampling.as_sample_fn(generator), network, reference, 48, 16, 3, **common)
+    assert records[1]["metrics"] == pytest.approx(recomputed, rel=1e-6)
+    assert records[2]["metrics"] == pytest.approx(stored, rel=1e-6)
+    assert not np.isclose(recomputed["fid/fashion_mnist_classifier"], stored["fid/fashion_mnist_classifier"])
+    table = sweep.markdown_table(records).splitlines()
+    assert len(table) == 5 and table[3].startswith("| 0.5 | recomputed | ")
+
+
+def test_bad_sources_are_named(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        sweep.main([f"--saved_model={tmp_path / 'missing'}", "--feature_network=classifier:x"])
+    assert "missing is not a directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sweep.main([f"--saved_model={tmp_path}", "--feature_network=classifier:x"])
+    assert "holds no saved_model.pb" in capsys.readouterr().err
