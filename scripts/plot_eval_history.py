@@ -1,20 +1,32 @@
-"""Plot FID (and conditional accuracy) against G step for one or more training runs.
+"""Plot FID (and conditional accuracy) against G step for one or more training runs, and tabulate
+them over seeds.
 
     python scripts/plot_eval_history.py --out docs/figures/fid_vs_step.png \
         "attention 16x16=runs/fmnist_attn" "no attention=runs/fmnist_noattn"
+    # three seeds per row: the plot shows mean ± standard deviation, the table is at step 4000
+    python scripts/plot_eval_history.py --out fid.png --table_step=4000 \
+        "default=runs/s0/attn,runs/s1/attn,runs/s2/attn" "no attention=runs/s0/none,runs/s1/none,runs/s2/none"
 
-Each argument is ``label=run_dir`` (or just ``run_dir``); the points come from the run's
+Each argument is ``label=run_dir[,run_dir...]`` (or just ``run_dir``); the points come from each run's
 ``eval_history.jsonl``, which periodic evaluation (``--config.eval_every``) appends to. When a
-resumed run evaluated a step twice, the last record wins. Needs matplotlib (in the ``dev`` extra).
+resumed run evaluated a step twice, the last record wins. Several runs under one label (seeds) are
+drawn as their mean ± sample standard deviation at the steps every one of them evaluated, and
+``--table_step`` prints a markdown table of mean ± standard deviation at that step (every run must
+have evaluated it). Needs matplotlib (in the ``dev`` extra) for the plot; ``--out`` may be left out
+when only the table is wanted.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import statistics
 import sys
 
 HISTORY_FILE = "eval_history.jsonl"  # sagan_tf.evaluation.periodic.HISTORY_FILE, without importing TF
+TABLE_METRICS = (("fid", "FID ↓"), ("kid", "KID ↓"), ("is", "IS ↑"), ("precision", "precision"),
+                 ("recall", "recall"), ("conditional_accuracy", "conditional accuracy"))
 
 
 def read_history(run_dir: str) -> dict[int, dict]:
@@ -46,34 +58,88 @@ def metric_series(history: dict[int, dict], metric: str) -> tuple[list[int], lis
     return steps, values
 
 
-def parse_run(argument: str) -> tuple[str, str]:
-    label, sep, path = argument.partition("=")
-    return (label, path) if sep else (os.path.basename(os.path.normpath(argument)), argument)
+def parse_run(argument: str) -> tuple[str, list[str]]:
+    """(label, run directories) of ``label=dir[,dir...]``; a bare directory is its own label."""
+    label, sep, paths = argument.partition("=")
+    if not sep:
+        return os.path.basename(os.path.normpath(argument)), [argument]
+    return label, [path for path in paths.split(",") if path]
+
+
+def seed_series(histories: list[dict[int, dict]], metric: str) -> tuple[list[int], list[float], list[float]]:
+    """Steps every history evaluated `metric` at, with the mean and sample standard deviation (0 for one
+    run) of the values there."""
+    series = [dict(zip(*metric_series(history, metric))) for history in histories]
+    steps = sorted(set.intersection(*(set(values) for values in series))) if series else []
+    means, stds = [], []
+    for step in steps:
+        values = [values[step] for values in series]
+        means.append(statistics.fmean(values))
+        stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+    return steps, means, stds
+
+
+def seed_table(groups: list[tuple[str, list[str], list[dict[int, dict]]]], step: int) -> str:
+    """Markdown: one row per label, each metric as mean ± standard deviation over its runs at `step`."""
+    lines = [f"| run (step {step}) | seeds | " + " | ".join(title for _, title in TABLE_METRICS) + " |",
+             "|---|---:|" + "---:|" * len(TABLE_METRICS)]
+    for label, paths, histories in groups:
+        missing = [path for path, history in zip(paths, histories) if step not in history]
+        if missing:
+            raise ValueError(f"{label}: {', '.join(missing)} did not evaluate step {step}")
+        cells = []
+        for metric, _ in TABLE_METRICS:
+            values = [found[0] for found in (metric_series({step: h[step]}, metric)[1] for h in histories) if found]
+            if len(values) < len(histories):
+                cells.append("")
+                continue
+            mean = statistics.fmean(values)
+            std = statistics.stdev(values) if len(values) > 1 else math.nan
+            digits = 3 if abs(mean) < 10 else 1
+            cells.append(f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if len(values) > 1 else ""))
+        lines.append(f"| {label} | {len(histories)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="label=run_dir or run_dir")
-    parser.add_argument("--out", required=True, help="PNG to write")
+    parser.add_argument("runs", nargs="+", help="label=run_dir[,run_dir...] or run_dir")
+    parser.add_argument("--out", default=None, help="PNG to write")
+    parser.add_argument("--table_step", type=int, default=None, help="print the mean ± std table at this step")
     parser.add_argument("--title", default="Fashion-MNIST 32x32, EMA generator, 10k samples vs test set")
     args = parser.parse_args(argv)
+    if args.out is None and args.table_step is None:
+        parser.error("nothing to do: pass --out and/or --table_step")
+
+    groups = []
+    for label, paths in (parse_run(argument) for argument in args.runs):
+        if not paths:
+            parser.error(f"{label!r} names no run directory")
+        try:
+            groups.append((label, paths, [read_history(path) for path in paths]))
+        except (FileNotFoundError, ValueError) as error:
+            parser.error(str(error))
+    if args.table_step is not None:
+        try:
+            print(seed_table(groups, args.table_step))
+        except ValueError as error:
+            parser.error(str(error))
+    if args.out is None:
+        return 0
 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [parse_run(argument) for argument in args.runs]
-    histories = []
-    for label, path in runs:
-        try:
-            histories.append((label, read_history(path)))
-        except (FileNotFoundError, ValueError) as error:
-            parser.error(str(error))
-
     figure, (fid_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for label, history in histories:
-        fid_axis.plot(*metric_series(history, "fid"), marker="o", markersize=3, label=label)
-        accuracy_axis.plot(*metric_series(history, "conditional_accuracy"), marker="o", markersize=3, label=label)
+    for label, _, histories in groups:
+        name = label if len(histories) == 1 else f"{label} ({len(histories)} seeds, mean ± std)"
+        for axis, metric in ((fid_axis, "fid"), (accuracy_axis, "conditional_accuracy")):
+            steps, means, stds = seed_series(histories, metric)
+            line, = axis.plot(steps, means, marker="o", markersize=3, label=name)
+            if len(histories) > 1:
+                axis.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                                  color=line.get_color(), alpha=0.2)
     fid_axis.set(xlabel="G step", ylabel="FID (classifier features)", yscale="log")
     accuracy_axis.set(xlabel="G step", ylabel="conditional accuracy", ylim=(0, 1))
     for axis in (fid_axis, accuracy_axis):

@@ -3,6 +3,7 @@ import importlib.util
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 from sagan_tf.evaluation import periodic
@@ -44,6 +45,42 @@ def test_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     write_history(tmp_path / "a", [{"step": s, "metrics": {"fid/net": 10.0 / s}} for s in (1, 2, 3)])
     out = tmp_path / "fig.png"
-    assert plot.main([f"run a={tmp_path / 'a'}", f"--out={out}"]) == 0
+    assert plot.main([f"run a={tmp_path / 'a'}", f"two={tmp_path / 'a'},{tmp_path / 'a'}", f"--out={out}"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert plot.parse_run("x=y/z") == ("x", "y/z") and plot.parse_run("runs/abc/") == ("abc", "runs/abc/")
+    assert plot.parse_run("x=y/z") == ("x", ["y/z"]) and plot.parse_run("runs/abc/") == ("abc", ["runs/abc/"])
+    assert plot.parse_run("seeds=r/0,r/1,r/2") == ("seeds", ["r/0", "r/1", "r/2"])
+
+
+def three_seeds(tmp_path):
+    """Three runs of one recipe: seed 2 was not evaluated at step 1000."""
+    values = {0: (30.0, 4.0, 0.80), 1: (20.0, 5.0, 0.85), 2: (None, 3.0, 0.90)}
+    for seed, (fid_1000, fid_2000, accuracy) in values.items():
+        records = [{"step": 2000, "metrics": {"fid/net": fid_2000, "conditional_accuracy/net": accuracy,
+                                              "kid/net": fid_2000 / 100}}]
+        if fid_1000 is not None:
+            records.insert(0, {"step": 1000, "metrics": {"fid/net": fid_1000}})
+        write_history(tmp_path / f"s{seed}", records)
+    return [str(tmp_path / f"s{seed}") for seed in values]
+
+
+def test_seeds_are_the_mean_and_sample_std_at_the_steps_all_of_them_evaluated(tmp_path):
+    histories = [plot.read_history(path) for path in three_seeds(tmp_path)]
+    steps, means, stds = plot.seed_series(histories, "fid")
+    assert steps == [2000]  # step 1000 is missing from seed 2
+    assert means == pytest.approx([np.mean([4.0, 5.0, 3.0])]) and stds == pytest.approx([np.std([4.0, 5.0, 3.0],
+                                                                                                  ddof=1)])
+    table = plot.seed_table([("default", ["a", "b", "c"], histories)], 2000)
+    row = table.splitlines()[2]
+    assert row.startswith("| default | 3 | 4.000 ± 1.000 | 0.040 ± 0.010 |  |")  # IS was never measured
+    assert row.endswith("| 0.850 ± 0.050 |")
+    with pytest.raises(ValueError, match=r"default: a, b did not evaluate step 2000"):
+        plot.seed_table([("default", ["a", "b", "c"], [{}, {}, histories[0]])], 2000)
+
+
+def test_the_cli_prints_the_seed_table_without_a_plot(tmp_path, capsys):
+    paths = three_seeds(tmp_path)
+    assert plot.main([f"default={','.join(paths)}", "--table_step=2000"]) == 0
+    assert "| default | 3 | 4.000 ± 1.000 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        plot.main([f"default={','.join(paths)}", "--table_step=1000"])
+    assert "did not evaluate step 1000" in capsys.readouterr().err
