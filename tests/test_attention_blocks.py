@@ -19,6 +19,7 @@ def _input(size, batch=2, seed=0):
 
 
 def _reference_layer(x, pooled=True):
+    keras.utils.set_random_seed(0)  # the same weights on every run: the comparisons' margins depend on them
     layer = SelfAttention(pooled=pooled, init="normal")
     layer(x, training=True)  # build, advance u once
     layer.gamma.assign(0.7)  # γ = 0 would hide the attention branch from y and from every kernel gradient
@@ -46,8 +47,9 @@ def _output_and_gradients(layer, x):
     return tf.cast(y, tf.float32).numpy(), {n: tf.cast(g, tf.float32).numpy() for n, g in zip(names, grads)}
 
 
-def _assert_close(actual, expected, rtol, what):
-    scale = np.abs(expected).max()
+def _assert_close(actual, expected, rtol, what, scale=None):
+    """|actual - expected| <= rtol·(|expected| + scale); scale defaults to max |expected|."""
+    scale = np.abs(expected).max() if scale is None else scale
     assert scale > 0, what
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=what)
 
@@ -68,8 +70,13 @@ def test_blocked_attention_equals_the_single_einsum(size, pooled, block, recompu
     y1, g1 = _output_and_gradients(blocked, x)
     assert np.abs(y0 - x.numpy()).max() > 1e-2  # the attention branch contributes
     _assert_close(y1, y0, 1e-5, "y")
+    # d loss / d γ = Σ o·w over every element, a sum that largely cancels: float32 rounding is relative
+    # to Σ |o·w| (with o = (y - x) / γ), not to the small result.
+    w = np.random.default_rng(1).normal(size=x.shape).astype(np.float32)
+    gamma_terms = float(np.abs((y0 - x.numpy()) * w).sum() / abs(plain.gamma.numpy()))
     for name in g0:
-        _assert_close(g1[name], g0[name], 1e-5, f"d loss / d {name}")
+        scale = gamma_terms if name.endswith("gamma") else None
+        _assert_close(g1[name], g0[name], 1e-5, f"d loss / d {name}", scale)
 
 
 def _attention_shaped_tensors(fn, n, m):
@@ -146,13 +153,18 @@ def test_blocked_attention_under_mixed_bfloat16():
         results[block] = _output_and_gradients(layer, x)
     (y0, g0), (y1, g1) = results[0], results[48]
 
-    def error(actual, expected):
-        return np.abs(actual - expected).max() / np.abs(expected).max()
+    def error(actual, expected, scale=None):
+        return np.abs(actual - expected).max() / (np.abs(expected).max() if scale is None else scale)
 
     assert 0 < error(y0, y32) <= 2e-2  # bf16 really ran
     assert error(y1, y0) <= 2e-2 and error(y1, y32) <= 2e-2
+    # d loss / d γ is a largely cancelling sum: its rounding is relative to Σ |o·w|, not to the result.
+    w = np.random.default_rng(1).normal(size=x.shape).astype(np.float32)
+    gamma_terms = float(np.abs((y32 - x.numpy()) * w).sum() / abs(reference.gamma.numpy()))
     for name in g32:  # (the ratio depends on rounding order; up to 1.33 seen over whole-suite runs)
-        assert error(g1[name], g32[name]) <= 1.5 * error(g0[name], g32[name]) + 1e-4, name
+        scale = gamma_terms if name.endswith("gamma") else None
+        blocked, plain = error(g1[name], g32[name], scale), error(g0[name], g32[name], scale)
+        assert blocked <= 1.5 * plain + 1e-4, (name, blocked, plain)
 
 
 def test_query_block_serialisation_and_bad_values():
