@@ -142,8 +142,19 @@ def truncation_statistics(generator: keras.Model, truncation, num_batches: int =
                             batch_size, seed, truncation=truncation)
     saved = [(variable, variable.numpy()) for variable in generator.non_trainable_variables]
     try:
-        StandingStatistics(generator, strategy)(batches)
+        _kept(generator, strategy)(batches)
         yield
     finally:
         for variable, value in saved:
             variable.assign(value)
+
+
+# The last StandingStatistics made here, so that a sheet of several truncations or a sweep compiles the
+# passes once rather than once per truncation. One entry: it holds its generator, which it keeps alive.
+_LAST: list = []
+
+
+def _kept(generator: keras.Model, strategy: tf.distribute.Strategy) -> StandingStatistics:
+    if not (_LAST and _LAST[0].generator is generator and _LAST[0].strategy is strategy):
+        _LAST[:] = [StandingStatistics(generator, strategy)]
+    return _LAST[0]

@@ -50,7 +50,8 @@ def parse_statistics(text: str) -> list[str]:
     chosen = [item.strip() for item in text.split(",") if item.strip()]
     bad = [item for item in chosen if item not in STATISTICS]
     if bad or not chosen:
-        raise argparse.ArgumentTypeError(f"--statistics={text!r}: expected a comma list of {list(STATISTICS)}")
+        raise argparse.ArgumentTypeError(f"--statistics={text!r}: {', '.join(map(repr, bad)) or 'nothing'} is not "
+                                         f"a comma list of {list(STATISTICS)}")
     return chosen
 
 
