@@ -8,7 +8,8 @@
   current step and checkpoints (exit 0).
 * A second signal, at any time, exits at once with 128 + signum (143 for SIGTERM, 130 for SIGINT)
   after running the registered cleanups (the lock). Checkpoints are written atomically, so the last
-  complete one stays usable.
+  complete one stays usable. "Second" means after the first was handled (its message printed): Python
+  records a pending signal as a flag, so two that both arrive during one TensorFlow call count as one.
 * Inside :func:`deferred` (taking or releasing the run lock) signals are recorded and handled on
   leaving it, so that a stop can never fall between "the lock file exists" and "the process knows it
   holds it" and leave the file behind.

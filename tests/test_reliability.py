@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -214,6 +215,11 @@ def test_sigterm_before_training_starts_stops_cleanly_and_a_second_signal_exits_
     for phase in ("as soon as the lock is taken (building, restoring, data)", "during training, twice"):
         process = subprocess.Popen(trainer_command(image_folder, model_dir, 100000, 1000), cwd=ROOT, env=ENV,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        streams = {"out": [], "err": []}  # read as they come, so the test can wait for a line
+        readers = [threading.Thread(target=lambda pipe=pipe, lines=lines: lines.extend(pipe), daemon=True)
+                   for pipe, lines in ((process.stdout, streams["out"]), (process.stderr, streams["err"]))]
+        for reader in readers:
+            reader.start()
         try:
             if phase.startswith("as soon"):
                 _wait(lambda: _lock_pid(model_dir) == process.pid or process.poll() is not None, 240, "the lock")
@@ -223,14 +229,20 @@ def test_sigterm_before_training_starts_stops_cleanly_and_a_second_signal_exits_
                 _wait(lambda: max(logged_steps(model_dir), default=0) > seen or process.poll() is not None, 240,
                       "a training step")
                 process.send_signal(signal.SIGTERM)
-                time.sleep(0.05)
+                # The second signal once the first was seen (as a user presses Ctrl-C again after the message):
+                # two signals that both arrive during one TensorFlow call reach Python's handler as one.
+                _wait(lambda: any("checkpointing and stopping" in line for line in streams["out"])
+                      or process.poll() is not None, 120, "the first signal's message")
                 sent = time.monotonic()
                 process.send_signal(signal.SIGTERM)
-            out, err = process.communicate(timeout=120)
+            process.wait(timeout=120)
+            for reader in readers:
+                reader.join(timeout=30)
+            out, err = "".join(streams["out"]), "".join(streams["err"])
         finally:
             if process.poll() is None:
                 process.kill()
-                process.communicate()
+                process.wait()
         outcomes.append((phase, process.returncode))
         assert not (model_dir / ".lock").exists(), phase
         if phase.startswith("as soon"):
