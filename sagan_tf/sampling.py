@@ -77,16 +77,18 @@ def as_sample_fn(generator) -> SampleFn:
 
 
 @contextlib.contextmanager
-def truncated_sample_fn(generator, truncation) -> Iterator[SampleFn]:
+def truncated_sample_fn(generator, truncation, sample_fn: SampleFn | None = None) -> Iterator[SampleFn]:
     """The sample function of `generator` for noise truncated at `truncation` (None: untruncated): for a
     Keras generator and a truncation, the block runs inside `truncation_statistics` (batch-norm
     statistics of the truncated noise, the generator's own restored on leaving); otherwise it is
-    `as_sample_fn(generator)` as it is."""
+    `as_sample_fn(generator)` as it is. `sample_fn`: that function, made once by the caller (a sheet
+    of several truncations then traces the generator once)."""
+    sample_fn = sample_fn or as_sample_fn(generator)
     if isinstance(generator, keras.Model) and check_truncation(truncation) is not None:
         with truncation_statistics(generator, truncation):
-            yield as_sample_fn(generator)
+            yield sample_fn
     else:
-        yield as_sample_fn(generator)
+        yield sample_fn
 
 
 def generate(sample_fn: SampleFn, z, labels, batch_size: int = 64) -> np.ndarray:
@@ -151,10 +153,10 @@ def _sheet(generator, z, labels, row_names, batch_size, row_truncations):
     """The Sheet of z [rows, columns, z_dim] and labels [rows, columns]; row r sampled for the truncation
     row_truncations[r] (consecutive rows with the same one in one go)."""
     rows, columns = labels.shape
-    images = []
+    images, plain = [], as_sample_fn(generator)
     for truncation, group in itertools.groupby(range(rows), key=lambda row: row_truncations[row]):
         group = list(group)
-        with truncated_sample_fn(generator, truncation) as sample_fn:
+        with truncated_sample_fn(generator, truncation, plain) as sample_fn:
             images.append(generate(sample_fn, z[group].reshape(len(group) * columns, -1), labels[group].reshape(-1),
                                    batch_size))
     images = np.concatenate(images)
