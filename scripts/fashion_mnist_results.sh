@@ -2,13 +2,13 @@
 # Reproduces docs/results.md: the Fashion-MNIST classifier, the default recipe with and without
 # self-attention (run side by side, one CPU core each, so both see the same machine), their
 # evaluation on 10k EMA samples, the real-vs-real reference, the figures and the pretrained export.
-#   bash scripts/fashion_mnist_results.sh [OUT=runs/results] [STEPS=12000] [extra trainer flags...]
+#   bash scripts/fashion_mnist_results.sh [OUT=runs/results] [STEPS=4000] [extra trainer flags...]
 # Stages whose output already exists are skipped, so an interrupted run can simply be restarted
 # (training resumes from its last checkpoint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/results}
-STEPS=${2:-12000}
+STEPS=${2:-4000}
 shift $(( $# > 2 ? 2 : $# ))
 EXTRA=("$@")
 PY=${PYTHON:-python}

@@ -384,6 +384,7 @@ def test_existing_version_is_refused_before_any_work():
     assert export_lib.existing_versions(base) == [1]
 
 
+@pytest.mark.slow
 def test_statistics_truncation_exports_the_statistics_of_truncated_z(tmp_path):
     from sagan_tf.standing_statistics import truncation_statistics
 

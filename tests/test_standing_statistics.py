@@ -163,6 +163,7 @@ class MomentsNetwork:
         return features.astype(np.float32), np.zeros((len(x), 7), np.float32)
 
 
+@pytest.mark.slow
 def test_evaluating_a_truncated_keras_generator_scores_the_recomputed_statistics(generator):
     t, network, spec = 0.5, MomentsNetwork(), generator.spec
     real = np.tanh(np.random.default_rng(1).standard_normal((64, 32, 32, 1))).astype(np.float32)

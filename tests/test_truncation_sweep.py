@@ -38,6 +38,7 @@ def test_no_truncation_is_measured_once():
                                                                  (1.0, "stored")]
 
 
+@pytest.mark.slow
 def test_a_sweep_of_an_export_scores_each_cell_as_the_runner_does(tmp_path):
     """A tiny export against real Fashion-MNIST test images with an (untrained) classifier: the recomputed
     cell is runner.evaluate_generator of the rebuilt Keras generator, the stored one that of its plain
