@@ -139,6 +139,20 @@ def tiny_config(**overrides):
     return config
 
 
+def class_sensitive_generator(num_classes=3, seed=0):
+    """A tiny float32 Generator whose CBN class tables are random: at init every class has gain 1 and
+    bias 0, so labels would not change the image and a label mix-up could not be seen."""
+    from sagan_tf.models import Generator
+
+    generator = Generator(tiny_config(num_classes=num_classes), dtype="float32")
+    generator.build()
+    rng = np.random.default_rng(seed)
+    for weight in generator.weights:
+        if "embeddings" in weight.path:
+            weight.assign(1.0 + 0.5 * rng.standard_normal(weight.shape).astype(np.float32))
+    return generator
+
+
 def count_params(model):
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
 

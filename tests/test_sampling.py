@@ -9,7 +9,7 @@ from scipy import stats
 
 from sagan_tf import sampling
 from sagan_tf.models import Generator
-from tests.helpers import run_cli, tiny_config
+from tests.helpers import class_sensitive_generator, run_cli, tiny_config
 from tests.shared_runs import tiny_run
 
 NUM_CLASSES = 10
@@ -152,20 +152,10 @@ def test_generate_samples_cycles_labels_in_batches():
 # The real tiny Generator
 # ----------------------------------------------------------------------------------------------
 
-def class_sensitive_generator():
-    """A tiny Generator whose CBN class tables are random (at init every class has gain 1, bias 0,
-    so labels would not change the image and a label mix-up could not be seen)."""
-    generator = Generator(tiny_config(num_classes=NUM_CLASSES), dtype="float32")
-    generator.build()
-    rng = np.random.default_rng(0)
-    for weight in generator.weights:
-        if "embeddings" in weight.path:
-            weight.assign(1.0 + 0.5 * rng.standard_normal(weight.shape).astype(np.float32))
-    return generator
 
 
 def test_sheet_rows_equal_generating_their_labels_directly():
-    generator = class_sensitive_generator()
+    generator = class_sensitive_generator(NUM_CLASSES)
     z_dim = generator.spec["z_dim"]
     sheet = sampling.class_sheet(generator, [2, 0, 9], columns=3, z_dim=z_dim, num_classes=NUM_CLASSES, seed=1,
                                  shared_noise=True, batch_size=4)

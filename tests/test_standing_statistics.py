@@ -7,11 +7,10 @@ from scipy import stats
 
 from sagan_tf import sampling
 from sagan_tf.evaluation import metrics, runner
-from sagan_tf.models import Generator
 from sagan_tf.noise import noise_batches
 from sagan_tf.standing_statistics import StandingStatistics, truncation_statistics
 from sagan_tf.visualization import to_uint8
-from tests.helpers import tiny_config
+from tests.helpers import class_sensitive_generator
 
 NUM_CLASSES = 3
 
@@ -25,12 +24,7 @@ def bn_layers(generator):
 def generator():
     """A tiny float32 Generator whose class tables are random (so labels matter) and whose stored
     statistics are the standing statistics of untruncated z, as a trained run's EMA generator's are."""
-    generator = Generator(tiny_config(num_classes=NUM_CLASSES), dtype="float32")
-    generator.build()
-    rng = np.random.default_rng(0)
-    for weight in generator.weights:
-        if "embeddings" in weight.path:
-            weight.assign(1.0 + 0.5 * rng.standard_normal(weight.shape).astype(np.float32))
+    generator = class_sensitive_generator(NUM_CLASSES)
     StandingStatistics(generator)(noise_batches(generator.spec["z_dim"], NUM_CLASSES, 4, 32, seed=5))
     return generator
 

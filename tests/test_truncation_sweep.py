@@ -12,10 +12,9 @@ from export.exported import keras_generator
 from sagan_tf import sampling
 from sagan_tf.evaluation import classifier as classifier_lib
 from sagan_tf.evaluation import load_feature_network, runner
-from sagan_tf.models import Generator
 from sagan_tf.noise import noise_batches
 from sagan_tf.standing_statistics import StandingStatistics
-from tests.helpers import tiny_config
+from tests.helpers import class_sensitive_generator
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "truncation_sweep.py"
 spec = importlib.util.spec_from_file_location("truncation_sweep", SCRIPT)
@@ -43,12 +42,7 @@ def test_a_sweep_of_an_export_scores_each_cell_as_the_runner_does(tmp_path):
     """A tiny export against real Fashion-MNIST test images with an (untrained) classifier: the recomputed
     cell is runner.evaluate_generator of the rebuilt Keras generator, the stored one that of its plain
     sample function, and the two differ."""
-    generator = Generator(tiny_config(num_classes=3), dtype="float32")
-    generator.build()
-    rng = np.random.default_rng(0)
-    for weight in generator.weights:  # class tables that differ per class, stored standing statistics
-        if "embeddings" in weight.path:
-            weight.assign(1.0 + 0.5 * rng.standard_normal(weight.shape).astype(np.float32))
+    generator = class_sensitive_generator(3)  # with stored standing statistics, as an exported run has
     StandingStatistics(generator)(noise_batches(generator.spec["z_dim"], 3, 4, 32, seed=5))
     version_dir = export_lib.export_generator(generator, str(tmp_path / "export"))
     network_dir = tmp_path / "classifier"
