@@ -1,0 +1,90 @@
+"""scripts/fashion_mnist_seeds.sh: which runs it starts, with what config, and how it refuses a bad row.
+
+The trainer is replaced by a stub that records its arguments; the recorded flags are then parsed the
+way trainers.fashion_mnist parses them (the real preset, ml_collections' --config.<field> overrides), so
+a row whose flags do not make the config it names fails here.
+"""
+import pathlib
+import subprocess
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "fashion_mnist_seeds.sh"
+STUB = """#!/usr/bin/env bash
+printf '%s\\n' "$@" > "$RECORD/$$"
+"""
+
+
+def run_script(tmp_path, seed, rows=None, precision=None, extra=()):
+    record = tmp_path / "record"
+    record.mkdir()
+    stub = tmp_path / "python"
+    stub.write_text(STUB)
+    stub.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(stub), "RECORD": str(record)}
+    if rows is not None:
+        env["ROWS"] = rows
+    if precision is not None:
+        env["PRECISION"] = precision
+    out = tmp_path / "out"
+    result = subprocess.run(["bash", str(SCRIPT), str(seed), str(out), "300", *extra], env=env,
+                            capture_output=True, text=True, timeout=60)
+    calls = [path.read_text().splitlines() for path in sorted(record.iterdir())]
+    return result, calls, out
+
+
+def parse(argv):
+    """The config and model_dir trainers.fashion_mnist would get from `argv` (after `-m module`)."""
+    assert argv[:2] == ["-m", "trainers.fashion_mnist"]
+    argv = ["trainer", *argv[2:]]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", str(ROOT / "configs" / "fashion_mnist.py"), flag_values=values,
+                                    sys_argv=argv)  # the --config.<field> overrides are read from sys_argv
+    flags.DEFINE_string("model_dir", None, "", flag_values=values)
+    flags.DEFINE_integer("train_steps", None, "", flag_values=values)
+    values(argv)
+    return values.config, values.model_dir, values.train_steps
+
+
+def by_run(calls):
+    parsed = [parse(argv) for argv in calls]
+    return {pathlib.Path(model_dir).name: (config, steps) for config, model_dir, steps in parsed}
+
+
+def test_default_rows_are_the_default_recipe_and_no_attention(tmp_path):
+    result, calls, out = run_script(tmp_path, seed=2)
+    assert result.returncode == 0, result.stderr
+    runs = by_run(calls)
+    assert sorted(runs) == ["attention_s2", "no_attention_s2"]
+    attention, steps = runs["attention_s2"]
+    assert steps == 300
+    assert (tuple(attention.g_attention), tuple(attention.d_attention)) == ((16,), (16,))
+    assert attention.seed == 2 and attention.mixed_precision == "float32" and attention.g_ortho_reg == 0
+    assert attention.eval_every == 1000
+    assert attention.eval_reference_cache == f"{out}/reference_stats"
+    none, _ = runs["no_attention_s2"]
+    assert (tuple(none.g_attention), tuple(none.d_attention)) == ((), ())
+    assert none.seed == 2
+
+
+def test_placement_and_regulariser_rows(tmp_path):
+    result, calls, _ = run_script(tmp_path, seed=0, rows="g32_d16 g32 ortho", precision="mixed_bfloat16",
+                                  extra=("--config.log_every=7",))
+    assert result.returncode == 0, result.stderr
+    runs = by_run(calls)
+    assert sorted(runs) == ["g32_d16_s0", "g32_s0", "ortho_s0"]
+    placements = {name: (tuple(c.g_attention), tuple(c.d_attention)) for name, (c, _) in runs.items()}
+    assert placements == {"g32_d16_s0": ((32,), (16,)), "g32_s0": ((32,), ()), "ortho_s0": ((16,), (16,))}
+    assert [c.g_ortho_reg for name, (c, _) in sorted(runs.items())] == [0, 0, pytest.approx(1e-4)]
+    assert {c.mixed_precision for c, _ in runs.values()} == {"mixed_bfloat16"}
+    assert {c.log_every for c, _ in runs.values()} == {7}  # extra trainer flags reach every run
+
+
+def test_unknown_row_is_refused_before_any_run(tmp_path):
+    result, calls, _ = run_script(tmp_path, seed=0, rows="attention g64")
+    assert result.returncode != 0
+    assert "unknown row 'g64'" in result.stderr
+    assert calls == []
