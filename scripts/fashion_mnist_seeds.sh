@@ -42,15 +42,16 @@ row_flags() {  # row name -> the trainer flags that make it
 }
 for row in "${ROW_NAMES[@]}"; do row_flags "$row" > /dev/null; done  # refuse a bad ROWS before training
 
-train() {  # core, row
+train() {  # core, row; run in the background, it becomes the trainer (exec), so its PID is the trainer's
   local core=$1 row=$2 flags
   flags=$(row_flags "$row")
   # shellcheck disable=SC2086  # the row's flags are words without spaces
-  taskset -c "$core" $PY -m trainers.fashion_mnist --model_dir="$OUT/${row}_s$SEED" --train_steps="$STEPS" \
+  exec taskset -c "$core" $PY -m trainers.fashion_mnist --model_dir="$OUT/${row}_s$SEED" --train_steps="$STEPS" \
     --config.seed="$SEED" --config.mixed_precision="${PRECISION:-float32}" $EVAL $flags "${EXTRA[@]}" \
     >> "$OUT/${row}_s$SEED.log" 2>&1
 }
 # Two at a time; both may compute the shared test-set reference at start-up (its cache is written atomically).
+# A SIGTERM to this script reaches the trainers themselves, so each saves a checkpoint before it exits.
 pids=()
 trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait' TERM INT
 for ((i = 0; i < ${#ROW_NAMES[@]}; i += 2)); do

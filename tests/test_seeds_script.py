@@ -5,7 +5,9 @@ way trainers.fashion_mnist parses them (the real preset, ml_collections' --confi
 a row whose flags do not make the config it names fails here.
 """
 import pathlib
+import signal
 import subprocess
+import time
 
 import pytest
 from absl import flags
@@ -14,26 +16,34 @@ from ml_collections import config_flags
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "fashion_mnist_seeds.sh"
 STUB = """#!/usr/bin/env bash
-printf '%s\\n' "$@" > "$RECORD/$$"
+trap 'touch "$RECORD/$$.terminated"; kill $! 2>/dev/null; exit 0' TERM
+printf '%s\\n' "$@" > "$RECORD/$$.args"
+[ -z "$HOLD" ] || { sleep 60 & wait; }
 """
 
 
-def run_script(tmp_path, seed, rows=None, precision=None, extra=()):
+def script_env(tmp_path, **variables):
+    """The environment that makes the script run the recording stub instead of the trainer."""
     record = tmp_path / "record"
     record.mkdir()
     stub = tmp_path / "python"
     stub.write_text(STUB)
     stub.chmod(0o755)
     env = {"PATH": "/usr/bin:/bin", "PYTHON": str(stub), "RECORD": str(record)}
-    if rows is not None:
-        env["ROWS"] = rows
-    if precision is not None:
-        env["PRECISION"] = precision
+    env.update({name: value for name, value in variables.items() if value is not None})
+    return env, record
+
+
+def recorded_calls(record):
+    return [path.read_text().splitlines() for path in sorted(record.glob("*.args"))]
+
+
+def run_script(tmp_path, seed, rows=None, precision=None, extra=()):
+    env, record = script_env(tmp_path, ROWS=rows, PRECISION=precision)
     out = tmp_path / "out"
     result = subprocess.run(["bash", str(SCRIPT), str(seed), str(out), "300", *extra], env=env,
                             capture_output=True, text=True, timeout=60)
-    calls = [path.read_text().splitlines() for path in sorted(record.iterdir())]
-    return result, calls, out
+    return result, recorded_calls(record), out
 
 
 def parse(argv):
@@ -88,3 +98,22 @@ def test_unknown_row_is_refused_before_any_run(tmp_path):
     assert result.returncode != 0
     assert "unknown row 'g64'" in result.stderr
     assert calls == []
+
+
+def test_sigterm_reaches_both_trainers(tmp_path):
+    """A SIGTERM to the script must reach the trainers themselves (they checkpoint on it), not only the
+    shells that started them: killing those would leave both trainers running."""
+    env, record = script_env(tmp_path, HOLD="1")
+    script = subprocess.Popen(["bash", str(SCRIPT), "0", str(tmp_path / "out")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while len(recorded_calls(record)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(recorded_calls(record)) == 2, "the script did not start both trainers"
+        script.send_signal(signal.SIGTERM)
+        script.wait(timeout=20)
+    finally:
+        if script.poll() is None:
+            script.kill()
+    assert len(list(record.glob("*.terminated"))) == 2, script.stderr.read()
