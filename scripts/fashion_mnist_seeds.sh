@@ -53,7 +53,7 @@ train() {  # core, row; run in the background, it becomes the trainer (exec), so
 # Two at a time; both may compute the shared test-set reference at start-up (its cache is written atomically).
 # A SIGTERM to this script reaches the trainers themselves, so each saves a checkpoint before it exits.
 pids=()
-trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait' TERM INT
+trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait; exit 143' TERM INT  # and start no further rows
 for ((i = 0; i < ${#ROW_NAMES[@]}; i += 2)); do
   pids=()
   train 0 "${ROW_NAMES[i]}" & pids+=($!)

@@ -103,7 +103,7 @@ def test_unknown_row_is_refused_before_any_run(tmp_path):
 def test_sigterm_reaches_both_trainers(tmp_path):
     """A SIGTERM to the script must reach the trainers themselves (they checkpoint on it), not only the
     shells that started them: killing those would leave both trainers running."""
-    env, record = script_env(tmp_path, HOLD="1")
+    env, record = script_env(tmp_path, HOLD="1", ROWS="attention no_attention g32")
     script = subprocess.Popen(["bash", str(SCRIPT), "0", str(tmp_path / "out")], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -117,3 +117,4 @@ def test_sigterm_reaches_both_trainers(tmp_path):
         if script.poll() is None:
             script.kill()
     assert len(list(record.glob("*.terminated"))) == 2, script.stderr.read()
+    assert len(recorded_calls(record)) == 2  # the stopped script started no further row
