@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# One seed of rows of the results table, two runs at a time side by side, one CPU core each (so both
-# see the same machine), evaluated every 1000 steps with the committed classifier. Rerun the same
-# command to resume (every run continues from its last checkpoint; a SIGTERM makes each save one first).
-#   [ROWS="attention no_attention"] [PRECISION=float32] \
+# One seed of rows of the results table, one run per CPU core side by side (so they see the same
+# machine), evaluated every 1000 steps with the committed classifier. Rerun the same command to resume
+# (every run continues from its last checkpoint; a SIGTERM makes each save one first).
+#   [ROWS="attention no_attention"] [CORES="0 1"] [PRECISION=float32] \
 #     bash scripts/fashion_mnist_seeds.sh SEED [OUT=runs/seeds] [STEPS=4000] [extra trainer flags...]
+# CORES are the CPU cores to pin to: the rows are dealt to them in turn, and each core runs its rows one
+# after another without waiting for the other core (CORES=1 ROWS=g32 starts one run on the idle core).
 # ROWS names the runs (each is written to OUT/<row>_s<SEED>); the rows the results page uses:
 #   attention     the default recipe: self-attention at 16² in G and D
 #   no_attention  no self-attention
@@ -25,6 +27,8 @@ shift $(( $# > 3 ? 3 : $# ))
 EXTRA=("$@")
 PY=${PYTHON:-python}
 read -r -a ROW_NAMES <<< "${ROWS:-attention no_attention}"
+read -r -a CORE_IDS <<< "${CORES:-0 1}"
+((${#CORE_IDS[@]} > 0)) || { echo "fashion_mnist_seeds.sh: CORES is empty" >&2; exit 2; }
 CLS=pretrained/fashion_mnist_classifier
 mkdir -p "$OUT"
 EVAL="--config.eval_every=1000 --config.eval_feature_network=classifier:$CLS --config.eval_reference_cache=$OUT/reference_stats"
@@ -50,15 +54,22 @@ train() {  # core, row; run in the background, it becomes the trainer (exec), so
     --config.seed="$SEED" --config.mixed_precision="${PRECISION:-float32}" $EVAL $flags "${EXTRA[@]}" \
     >> "$OUT/${row}_s$SEED.log" 2>&1
 }
-# Two at a time; both may compute the shared test-set reference at start-up (its cache is written atomically).
-# A SIGTERM to this script reaches the trainers themselves, so each saves a checkpoint before it exits.
-pids=()
-trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait; exit 143' TERM INT  # and start no further rows
-for ((i = 0; i < ${#ROW_NAMES[@]}; i += 2)); do
-  pids=()
-  train 0 "${ROW_NAMES[i]}" & pids+=($!)
-  if ((i + 1 < ${#ROW_NAMES[@]})); then train 1 "${ROW_NAMES[i + 1]}" & pids+=($!); fi
-  status=0
-  for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
-  ((status == 0)) || exit "$status"
+queue() {  # core, rows...: this core's rows in order; a SIGTERM reaches the running trainer itself
+  local core=$1 row; shift
+  trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 143' TERM  # and start no further row
+  for row in "$@"; do
+    train "$core" "$row" & child=$!
+    wait "$child"
+  done
+}
+# The runs may compute the shared test-set reference together at start-up (its cache is written atomically).
+queues=()
+trap 'kill -TERM "${queues[@]}" 2>/dev/null; wait; exit 143' TERM INT
+for ((c = 0; c < ${#CORE_IDS[@]} && c < ${#ROW_NAMES[@]}; c++)); do
+  mine=()
+  for ((i = c; i < ${#ROW_NAMES[@]}; i += ${#CORE_IDS[@]})); do mine+=("${ROW_NAMES[i]}"); done
+  queue "${CORE_IDS[c]}" "${mine[@]}" & queues+=($!)
 done
+status=0
+for pid in "${queues[@]}"; do wait "$pid" || status=$?; done
+exit "$status"

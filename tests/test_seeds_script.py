@@ -17,8 +17,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "fashion_mnist_seeds.sh"
 STUB = """#!/usr/bin/env bash
 trap 'touch "$RECORD/$$.terminated"; kill $! 2>/dev/null; exit 0' TERM
+for arg in "$@"; do case $arg in --model_dir=*) run=${arg##*/} ;; esac; done
 printf '%s\\n' "$@" > "$RECORD/$$.args"
-[ -z "$HOLD" ] || { sleep 60 & wait; }
+sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/$$/status > "$RECORD/$run.cores"
+case " $HOLD " in *" all "* | *" $run "*) sleep 60 & wait ;; esac  # HOLD: the runs that keep running
+case " $FAIL " in *" $run "*) exit 3 ;; esac  # FAIL: the runs that crash
 """
 
 
@@ -38,8 +41,8 @@ def recorded_calls(record):
     return [path.read_text().splitlines() for path in sorted(record.glob("*.args"))]
 
 
-def run_script(tmp_path, seed, rows=None, precision=None, extra=()):
-    env, record = script_env(tmp_path, ROWS=rows, PRECISION=precision)
+def run_script(tmp_path, seed, rows=None, precision=None, extra=(), fail=None):
+    env, record = script_env(tmp_path, ROWS=rows, PRECISION=precision, FAIL=fail)
     out = tmp_path / "out"
     result = subprocess.run(["bash", str(SCRIPT), str(seed), str(out), "300", *extra], env=env,
                             capture_output=True, text=True, timeout=60)
@@ -103,7 +106,7 @@ def test_unknown_row_is_refused_before_any_run(tmp_path):
 def test_sigterm_reaches_both_trainers(tmp_path):
     """A SIGTERM to the script must reach the trainers themselves (they checkpoint on it), not only the
     shells that started them: killing those would leave both trainers running."""
-    env, record = script_env(tmp_path, HOLD="1", ROWS="attention no_attention g32")
+    env, record = script_env(tmp_path, HOLD="all", ROWS="attention no_attention g32")
     script = subprocess.Popen(["bash", str(SCRIPT), "0", str(tmp_path / "out")], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -118,3 +121,30 @@ def test_sigterm_reaches_both_trainers(tmp_path):
             script.kill()
     assert len(list(record.glob("*.terminated"))) == 2, script.stderr.read()
     assert len(recorded_calls(record)) == 2  # the stopped script started no further row
+
+
+def test_rows_are_dealt_to_the_cores_and_each_core_goes_on_alone(tmp_path):
+    """CORES="1 0" deals attention and g32 to core 1, no_attention to core 0; g32 starts as soon as
+    attention ends, while no_attention (held) is still running on the other core."""
+    env, record = script_env(tmp_path, HOLD="no_attention_s0", ROWS="attention no_attention g32", CORES="1 0")
+    script = subprocess.Popen(["bash", str(SCRIPT), "0", str(tmp_path / "out")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while len(list(record.glob("*.cores"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cores = {path.stem: path.read_text().strip() for path in record.glob("*.cores")}
+        assert cores == {"attention_s0": "1", "no_attention_s0": "0", "g32_s0": "1"}, script.stderr.read()
+        assert script.poll() is None  # no_attention is still running
+        script.send_signal(signal.SIGTERM)
+        assert script.wait(timeout=20) == 143
+    finally:
+        if script.poll() is None:
+            script.kill()
+    assert [path.stem for path in record.glob("*.terminated")] != []  # the held run was stopped
+
+
+def test_a_crashed_run_stops_its_core_only_and_fails_the_script(tmp_path):
+    result, calls, _ = run_script(tmp_path, seed=0, rows="attention no_attention g32 g32_d16", fail="attention_s0")
+    assert result.returncode == 3
+    assert sorted(by_run(calls)) == ["attention_s0", "g32_d16_s0", "no_attention_s0"]  # g32 was after it on core 0
