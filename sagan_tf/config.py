@@ -41,7 +41,8 @@ Training fields:
   ema_start        G step from which the EMA averages (before: it copies G).
   mixed_precision  'auto' | 'float32' | 'mixed_bfloat16' | 'mixed_float16'; 'auto' (default) is
                    mixed_bfloat16 where the hardware has native bf16 (AMX CPU, TPU, GPU ≥ sm_80), else
-                   float32 (sagan_tf.precision); the run's config.json records the resolved name.
+                   float32 (sagan_tf.precision); the run's config.json records the resolved name, and a
+                   resume with 'auto' keeps that one on any machine (an explicit name switches it).
   jit_compile      compile the train step with XLA.
   steps_per_execution  train steps per call of the compiled train function (Keras `compile`; default 1).
                    Callbacks run between executions, so checkpoint_every, sample_every, log_every and

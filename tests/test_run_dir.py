@@ -198,6 +198,42 @@ def test_resume_with_another_model_config_names_each_field_and_changes_nothing(r
     assert json.loads((run / "config.json").read_text())["ch"] == 4
 
 
+def test_a_resume_with_auto_keeps_the_recorded_precision_on_a_bfloat16_machine(run, monkeypatch, capsys):
+    from sagan_tf import precision
+    monkeypatch.setattr(precision, "native_bfloat16", lambda strategy=None: True)  # AMX here: auto = bfloat16
+    assert precision.resolve_precision("auto") == "mixed_bfloat16"
+    assert json.loads((run / "config.json").read_text())["mixed_precision"] == "float32"
+    config = tiny_config(**{**CONFIG, "train_steps": 5, "mixed_precision": "auto"})
+    model = train(config, str(run), dataset_fn=random_dataset_fn(config), verbose=0)
+    assert model.generator.dtype_policy.name == "float32"
+    assert json.loads((run / "config.json").read_text())["mixed_precision"] == "float32"
+    assert "resuming in the run's recorded precision 'float32'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("requested, recorded, native, expected, message", [
+    ("auto", "float32", True, "float32", "would pick 'mixed_bfloat16'"),
+    ("auto", "mixed_bfloat16", False, "mixed_bfloat16", "would pick 'float32'"),
+    ("auto", "float32", False, "float32", None),                 # same choice: nothing to say
+    ("mixed_bfloat16", "float32", False, "mixed_bfloat16", "continues in mixed_precision='mixed_bfloat16'"),
+    ("auto", None, True, "mixed_bfloat16", None),                # no checkpoints: a new run, auto decides
+])
+def test_resume_precision(run, tmp_path, monkeypatch, capsys, requested, recorded, native, expected, message):
+    from sagan_tf import precision
+    from sagan_tf.training.checkpointing import resume_precision
+    monkeypatch.setattr(precision, "native_bfloat16", lambda strategy=None: native)
+    if recorded is None:
+        model_dir = tmp_path / "new"
+        model_dir.mkdir()
+        (model_dir / "config.json").write_text(json.dumps({"mixed_precision": "float32"}))  # but no checkpoints
+    else:
+        model_dir = run
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**config, "mixed_precision": recorded}))
+    assert resume_precision(requested, str(model_dir)) == expected
+    out = capsys.readouterr().out
+    assert (message in out) if message else out == ""
+
+
 def test_export_errors_name_the_checkpoint_and_the_cause(run, tmp_path):
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "ch": 8}))

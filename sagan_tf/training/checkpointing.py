@@ -30,10 +30,11 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf import files, run_dir
+from sagan_tf.precision import AUTO, resolve_precision
 from sagan_tf.run_dir import CHECKPOINT_INDEX, UNREADABLE_DIR, checkpoint_files, unreadable_reason
 
 __all__ = ["NonFiniteError", "ConfigMismatchError", "CheckpointManager", "make_checkpoint", "non_finite_weights",
-           "check_resume_config"]
+           "check_resume_config", "resume_precision"]
 
 
 class NonFiniteError(RuntimeError):
@@ -219,20 +220,29 @@ def _plain(value):
     return value
 
 
-def check_resume_config(config: ml_collections.ConfigDict, model_dir: str) -> None:
-    """Raises ConfigMismatchError naming every model field that differs from the run's config.json, when
-    `model_dir` holds checkpoints (a run without any may change anything). Reads only."""
+def _recorded_config(model_dir: str) -> dict | None:
+    """The config.json of the run whose checkpoints are in `model_dir`; None when it has no checkpoints
+    (a run without any may change anything) or no config.json (restore still checks the variables)."""
     checkpoints = run_dir.checkpoint_dir(model_dir)
     if not (checkpoint_files(checkpoints) or files.exists(files.join(checkpoints, CHECKPOINT_INDEX))):
-        return
+        return None
     path = run_dir.config_file(model_dir)
     if not files.exists(path):
-        return  # nothing to compare with; restore still checks the variables
+        return None
     try:
-        stored = files.read_json(path)
+        return files.read_json(path)
     except (OSError, ValueError, tf.errors.OpError) as error:
         raise ConfigMismatchError(f"{path} cannot be read ({error}); it describes the checkpoints in {checkpoints}. "
                                   "Nothing was changed; repair or remove it.") from error
+
+
+def check_resume_config(config: ml_collections.ConfigDict, model_dir: str) -> None:
+    """Raises ConfigMismatchError naming every model field that differs from the run's config.json, when
+    `model_dir` holds checkpoints. Reads only."""
+    stored = _recorded_config(model_dir)
+    if stored is None:
+        return
+    path = run_dir.config_file(model_dir)
     differing = [f"{name}: the run has {_plain(stored.get(name))!r}, this config {_plain(config[name])!r} "
                  f"(--config.{name})"
                  for name in RESUME_FIXED_FIELDS
@@ -242,3 +252,28 @@ def check_resume_config(config: ml_collections.ConfigDict, model_dir: str) -> No
             f"cannot resume {model_dir} with another model config; differing fields: {'; '.join(differing)}. "
             f"Its checkpoints hold the networks of {path}. Nothing in {model_dir} was changed: drop the override(s) "
             "to resume, or use another --model_dir for the new config.")
+
+
+def resume_precision(requested: str, model_dir: str, strategy=None) -> str:
+    """The Keras policy a run (re)started with ``mixed_precision=requested`` trains in.
+
+    "auto" picks for the hardware (sagan_tf.precision) only for a new run: a resume keeps the policy
+    its config.json recorded, so a run moved to a machine with (or without) native bfloat16 keeps its
+    arithmetic. An explicit policy is obeyed, with a message when it changes the run's.
+    """
+    stored = _recorded_config(model_dir)
+    recorded = (stored or {}).get("mixed_precision")
+    if recorded is None:
+        return resolve_precision(requested, strategy)
+    if requested == AUTO:
+        here = resolve_precision(AUTO, strategy)
+        if here != recorded:
+            print(f"{model_dir}: resuming in the run's recorded precision {recorded!r}; mixed_precision='auto' "
+                  f"would pick {here!r} on this machine for a new run (pass --config.mixed_precision={here} "
+                  "to switch this run).", flush=True)
+        return resolve_precision(recorded)
+    policy = resolve_precision(requested, strategy)
+    if policy != recorded:
+        print(f"{model_dir}: the run trained in {recorded!r}; it continues in mixed_precision={policy!r} "
+              "as asked.", flush=True)
+    return policy

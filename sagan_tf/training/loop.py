@@ -27,7 +27,8 @@ from sagan_tf.precision import resolve_precision
 from sagan_tf.replicas import distributed_call
 from sagan_tf.training import callbacks as cb
 from sagan_tf.training import run_lock
-from sagan_tf.training.checkpointing import CheckpointManager, check_resume_config, make_checkpoint
+from sagan_tf.training.checkpointing import (CheckpointManager, check_resume_config, make_checkpoint,
+                                            resume_precision)
 from sagan_tf.training.gan import SAGAN
 
 __all__ = [
@@ -212,7 +213,8 @@ def _train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, ver
     """
     strategy = strategy or tf.distribute.get_strategy()
     validate_config(config, strategy.num_replicas_in_sync)
-    config.mixed_precision = resolve_precision(config.mixed_precision, strategy)  # config.json names the policy
+    # config.json names the policy; "auto" keeps a resumed run's (a resume on another CPU changes nothing)
+    config.mixed_precision = resume_precision(config.mixed_precision, model_dir, strategy)
     chief = is_chief(strategy)
     if dataset_fn is None:  # before anything is written; other workers wait here while the chief prepares
         ready = prepare_dataset(config, data_dir=data_dir, wait=not chief)
