@@ -22,13 +22,18 @@ mkdir -p "$OUT" "$FIG"
 # 2. The two runs, pinned to one core each, evaluated every 1000 steps (FID curve, best checkpoint).
 #    Both write the same test-set reference into the shared cache (atomically) at start-up.
 EVAL="--config.eval_every=1000 --config.eval_feature_network=classifier:$CLS --config.eval_reference_cache=$OUT/reference_stats"
-train() {  # core, run name, extra flags...
+train() {  # core, run name, extra flags...; run in the background, it becomes the trainer (exec)
   local core=$1 name=$2; shift 2
-  taskset -c "$core" $PY -m trainers.fashion_mnist --model_dir="$OUT/$name" --train_steps="$STEPS" $EVAL "${EXTRA[@]}" "$@" \
-    > "$OUT/$name.log" 2>&1
+  exec taskset -c "$core" $PY -m trainers.fashion_mnist --model_dir="$OUT/$name" --train_steps="$STEPS" $EVAL \
+    "${EXTRA[@]}" "$@" > "$OUT/$name.log" 2>&1
 }
-train 0 attention & train 1 no_attention --config.g_attention='()' --config.d_attention='()' &
-wait
+pids=()
+trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait; exit 143' TERM INT  # each trainer checkpoints and exits
+train 0 attention & pids+=($!)
+train 1 no_attention --config.g_attention='()' --config.d_attention='()' & pids+=($!)
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+((status == 0)) || exit "$status"  # a failed run stops the script before its evaluation
 
 # 3. Final numbers: 10k EMA samples of the last checkpoint vs the 10k test images; real train images likewise.
 for name in attention no_attention; do

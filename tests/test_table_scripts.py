@@ -1,4 +1,6 @@
-"""scripts/fashion_mnist_seeds.sh: which runs it starts, with what config, and how it refuses a bad row.
+"""The scripts that train the results table's runs (scripts/fashion_mnist_seeds.sh, and stage 2 of
+scripts/fashion_mnist_results.sh): which runs they start, with what config, how a bad row is refused
+and how a SIGTERM reaches the trainers.
 
 The trainer is replaced by a stub that records its arguments; the recorded flags are then parsed the
 way trainers.fashion_mnist parses them (the real preset, ml_collections' --config.<field> overrides), so
@@ -15,6 +17,7 @@ from ml_collections import config_flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "fashion_mnist_seeds.sh"
+RESULTS_SCRIPT = ROOT / "scripts" / "fashion_mnist_results.sh"
 STUB = """#!/usr/bin/env bash
 trap 'touch "$RECORD/$$.terminated"; kill $! 2>/dev/null; exit 0' TERM
 for arg in "$@"; do case $arg in --model_dir=*) run=${arg##*/} ;; esac; done
@@ -148,3 +151,24 @@ def test_a_crashed_run_stops_its_core_only_and_fails_the_script(tmp_path):
     result, calls, _ = run_script(tmp_path, seed=0, rows="attention no_attention g32 g32_d16", fail="attention_s0")
     assert result.returncode == 3
     assert sorted(by_run(calls)) == ["attention_s0", "g32_d16_s0", "no_attention_s0"]  # g32 was after it on core 0
+
+
+def test_results_script_stops_both_trainers_on_sigterm_and_evaluates_nothing(tmp_path):
+    env, record = script_env(tmp_path, HOLD="attention no_attention")
+    script = subprocess.Popen(["bash", str(RESULTS_SCRIPT), str(tmp_path / "out"), "300"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while len(recorded_calls(record)) < 3 and time.monotonic() < deadline:  # classifier + 2 trainers
+            time.sleep(0.05)
+        trainers = [argv for argv in recorded_calls(record) if argv[:2] == ["-m", "trainers.fashion_mnist"]]
+        runs = by_run(trainers)
+        assert sorted(runs) == ["attention", "no_attention"], script.stderr.read()
+        assert tuple(runs["no_attention"][0].g_attention) == () and tuple(runs["attention"][0].g_attention) == (16,)
+        script.send_signal(signal.SIGTERM)
+        assert script.wait(timeout=20) == 143
+    finally:
+        if script.poll() is None:
+            script.kill()
+    assert len(list(record.glob("*.terminated"))) == 2  # both trainers got the SIGTERM (and checkpoint on it)
+    assert len(recorded_calls(record)) == 3  # no evaluation, figure or export after the stop
