@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-__all__ = ["check_truncation", "truncate_noise", "truncated_normal", "sample_noise", "noise_batches"]
+__all__ = ["check_truncation", "parse_truncations", "truncate_noise", "truncated_normal", "sample_noise", "noise_batches"]
 
 # Below this truncation a uniform proposal on [-t, t] accepts more often (>= exp(-t^2/2) >= 0.6)
 # than drawing from N(0, 1) (2*Phi(t) - 1 < 0.68).
@@ -29,6 +29,25 @@ def check_truncation(truncation):
     if math.isnan(t) or t <= 0:
         raise ValueError(f"truncation must be > 0 (or None/inf for none), got {truncation}")
     return None if math.isinf(t) else t
+
+
+def parse_truncations(items) -> list[float | None]:
+    """Thresholds from text items ("none"/"inf" = no truncation, else a finite number > 0); the
+    ValueError names the offending item."""
+    values = []
+    for item in items:
+        text = item.strip().lower()
+        if text in ("none", "inf"):
+            values.append(None)
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{item.strip()!r} is not a number or 'none'") from None
+        if not value > 0 or math.isinf(value):
+            raise ValueError(f"{item.strip()!r} must be a finite number > 0, or 'none'")
+        values.append(value)
+    return values
 
 
 def _rng(seed) -> np.random.Generator:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import os
 import sys
 import time
@@ -30,20 +29,11 @@ COLUMNS = (("fid", "FID"), ("kid", "KID"), ("precision", "precision"), ("recall"
 
 
 def parse_truncations(text: str) -> list[float | None]:
-    values = []
-    for item in text.split(","):
-        item = item.strip().lower()
-        if item in ("none", "inf"):
-            values.append(None)
-            continue
-        try:
-            value = float(item)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--truncations: {item!r} is not a number or 'none'") from None
-        if not value > 0 or math.isinf(value):
-            raise argparse.ArgumentTypeError(f"--truncations: {item!r} must be a finite number > 0, or 'none'")
-        values.append(value)
-    return values
+    from sagan_tf.noise import parse_truncations as parse
+    try:
+        return parse(text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--truncations: {error}") from None
 
 
 def parse_statistics(text: str) -> list[str]:

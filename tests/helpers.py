@@ -58,7 +58,10 @@ class _CliServer:
             out, err = os.path.join(work, "stdout"), os.path.join(work, "stderr")
             self.process.stdin.write(json.dumps({"argv": argv, "stdout": out, "stderr": err}) + "\n")
             self.process.stdin.flush()
-            pid = self._reply(60)["pid"]
+            started = self._reply(timeout)  # the first request also waits for the server's TF import
+            if started is None:
+                raise subprocess.TimeoutExpired(argv, timeout, output="the CLI fork server started no child")
+            pid = started["pid"]
             reply = self._reply(timeout)
             if reply is None:  # as subprocess.run does on a timeout: kill the child, then raise
                 os.kill(pid, signal.SIGKILL)

@@ -55,6 +55,14 @@ def test_no_truncation_is_plain_normal(t):
     assert stats.kstest(z.astype(np.float64), stats.norm.cdf).pvalue > 1e-3
 
 
+def test_truncation_lists_are_parsed_and_a_bad_item_named():
+    from sagan_tf.noise import parse_truncations
+    assert parse_truncations(["none", " 2", "0.5", "INF"]) == [None, 2.0, 0.5, None]
+    for bad in ("0", "-1", "nan", "1e999", "big", ""):
+        with pytest.raises(ValueError, match=f"^{bad!r}"):
+            parse_truncations(["1", bad])
+
+
 @pytest.mark.parametrize("t", [0, -1.0, float("nan")])
 def test_bad_truncation_is_rejected(t):
     with pytest.raises(ValueError, match="truncation"):
@@ -235,3 +243,6 @@ def test_sample_cli_names_bad_values(tmp_path):
     assert result.returncode != 0 and f"--model_dir={tmp_path}" in result.stderr
     result = run_cli("trainers.sample", f"--model_dir={tmp_path}", "--mode=mosaic")
     assert result.returncode != 0 and "mosaic" in result.stderr
+    (tmp_path / "config.json").write_text("{}")  # a run directory: the flags are checked before it is read
+    result = run_cli("trainers.sample", f"--model_dir={tmp_path}", "--mode=truncation", "--truncations=none,1,1e999")
+    assert result.returncode != 0 and "--truncations: '1e999' must be a finite number > 0" in result.stderr

@@ -77,19 +77,12 @@ def _parse_labels():
 
 
 def _parse_truncations():
-    values = []
-    for item in FLAGS.truncations:
-        if item.lower() in ("none", "inf"):
-            values.append(None)
-            continue
-        try:
-            value = float(item)
-        except ValueError as error:
-            raise app.UsageError(f"--truncations: {item!r} is not a number or 'none'") from error
-        if not value > 0:
-            raise app.UsageError(f"--truncations: {item!r} must be > 0")
-        values.append(value)
-    return values
+    from sagan_tf.noise import parse_truncations
+
+    try:
+        return parse_truncations(FLAGS.truncations)
+    except ValueError as error:
+        raise app.UsageError(f"--truncations: {error}") from error
 
 
 def _parse_query_points():
