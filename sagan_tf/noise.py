@@ -14,7 +14,8 @@ import math
 
 import numpy as np
 
-__all__ = ["check_truncation", "parse_truncations", "truncate_noise", "truncated_normal", "sample_noise", "noise_batches"]
+__all__ = ["check_truncation", "parse_truncations", "truncate_noise", "truncated_normal", "sample_noise",
+           "noise_batches"]
 
 # Below this truncation a uniform proposal on [-t, t] accepts more often (>= exp(-t^2/2) >= 0.6)
 # than drawing from N(0, 1) (2*Phi(t) - 1 < 0.68).
