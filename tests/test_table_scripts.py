@@ -6,6 +6,7 @@ The trainer is replaced by a stub that records its arguments; the recorded flags
 way trainers.fashion_mnist parses them (the real preset, ml_collections' --config.<field> overrides), so
 a row whose flags do not make the config it names fails here.
 """
+import contextlib
 import pathlib
 import signal
 import subprocess
@@ -106,22 +107,38 @@ def test_unknown_row_is_refused_before_any_run(tmp_path):
     assert calls == []
 
 
+@contextlib.contextmanager
+def started(script, *args, env):
+    """`bash script args...` running in the background; killed on the way out if it still runs."""
+    process = subprocess.Popen(["bash", str(script), *map(str, args)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def wait_until(condition, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def stop(process):
+    """SIGTERM, as a session's end or a scheduler sends it; the script's exit status."""
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=20)
+
+
 def test_sigterm_reaches_both_trainers(tmp_path):
     """A SIGTERM to the script must reach the trainers themselves (they checkpoint on it), not only the
     shells that started them: killing those would leave both trainers running."""
     env, record = script_env(tmp_path, HOLD="all", ROWS="attention no_attention g32")
-    script = subprocess.Popen(["bash", str(SCRIPT), "0", str(tmp_path / "out")], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while len(recorded_calls(record)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(recorded_calls(record)) == 2, "the script did not start both trainers"
-        script.send_signal(signal.SIGTERM)
-        script.wait(timeout=20)
-    finally:
-        if script.poll() is None:
-            script.kill()
+    with started(SCRIPT, 0, tmp_path / "out", env=env) as script:
+        assert wait_until(lambda: len(recorded_calls(record)) == 2), "the script did not start both trainers"
+        assert stop(script) == 143
     assert len(list(record.glob("*.terminated"))) == 2, script.stderr.read()
     assert len(recorded_calls(record)) == 2  # the stopped script started no further row
 
@@ -130,21 +147,13 @@ def test_rows_are_dealt_to_the_cores_and_each_core_goes_on_alone(tmp_path):
     """CORES="1 0" deals attention and g32 to core 1, no_attention to core 0; g32 starts as soon as
     attention ends, while no_attention (held) is still running on the other core."""
     env, record = script_env(tmp_path, HOLD="no_attention_s0", ROWS="attention no_attention g32", CORES="1 0")
-    script = subprocess.Popen(["bash", str(SCRIPT), "0", str(tmp_path / "out")], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while len(list(record.glob("*.cores"))) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with started(SCRIPT, 0, tmp_path / "out", env=env) as script:
+        wait_until(lambda: len(list(record.glob("*.cores"))) == 3)
         cores = {path.stem: path.read_text().strip() for path in record.glob("*.cores")}
         assert cores == {"attention_s0": "1", "no_attention_s0": "0", "g32_s0": "1"}, script.stderr.read()
         assert script.poll() is None  # no_attention is still running
-        script.send_signal(signal.SIGTERM)
-        assert script.wait(timeout=20) == 143
-    finally:
-        if script.poll() is None:
-            script.kill()
-    assert [path.stem for path in record.glob("*.terminated")] != []  # the held run was stopped
+        assert stop(script) == 143
+    assert len(list(record.glob("*.terminated"))) == 1  # the held run was stopped
 
 
 def test_a_crashed_run_stops_its_core_only_and_fails_the_script(tmp_path):
@@ -155,20 +164,11 @@ def test_a_crashed_run_stops_its_core_only_and_fails_the_script(tmp_path):
 
 def test_results_script_stops_both_trainers_on_sigterm_and_evaluates_nothing(tmp_path):
     env, record = script_env(tmp_path, HOLD="attention no_attention")
-    script = subprocess.Popen(["bash", str(RESULTS_SCRIPT), str(tmp_path / "out"), "300"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while len(recorded_calls(record)) < 3 and time.monotonic() < deadline:  # classifier + 2 trainers
-            time.sleep(0.05)
-        trainers = [argv for argv in recorded_calls(record) if argv[:2] == ["-m", "trainers.fashion_mnist"]]
-        runs = by_run(trainers)
-        assert sorted(runs) == ["attention", "no_attention"], script.stderr.read()
+    with started(RESULTS_SCRIPT, tmp_path / "out", 300, env=env) as script:
+        assert wait_until(lambda: len(recorded_calls(record)) == 3), script.stderr.read()  # classifier + 2 trainers
+        runs = by_run([argv for argv in recorded_calls(record) if argv[:2] == ["-m", "trainers.fashion_mnist"]])
+        assert sorted(runs) == ["attention", "no_attention"]
         assert tuple(runs["no_attention"][0].g_attention) == () and tuple(runs["attention"][0].g_attention) == (16,)
-        script.send_signal(signal.SIGTERM)
-        assert script.wait(timeout=20) == 143
-    finally:
-        if script.poll() is None:
-            script.kill()
+        assert stop(script) == 143
     assert len(list(record.glob("*.terminated"))) == 2  # both trainers got the SIGTERM (and checkpoint on it)
     assert len(recorded_calls(record)) == 3  # no evaluation, figure or export after the stop
