@@ -203,7 +203,8 @@ def test_a_resume_with_auto_keeps_the_recorded_precision_on_a_bfloat16_machine(r
     monkeypatch.setattr(precision, "native_bfloat16", lambda strategy=None: True)  # AMX here: auto = bfloat16
     assert precision.resolve_precision("auto") == "mixed_bfloat16"
     assert json.loads((run / "config.json").read_text())["mixed_precision"] == "float32"
-    config = tiny_config(**{**CONFIG, "train_steps": 5, "mixed_precision": "auto"})
+    # train_steps = the run's step: the model is built and restored, config.json rewritten, nothing trained
+    config = tiny_config(**{**CONFIG, "train_steps": 4, "mixed_precision": "auto"})
     model = train(config, str(run), dataset_fn=random_dataset_fn(config), verbose=0)
     assert model.generator.dtype_policy.name == "float32"
     assert json.loads((run / "config.json").read_text())["mixed_precision"] == "float32"
