@@ -235,6 +235,16 @@ def test_resume_precision(run, tmp_path, monkeypatch, capsys, requested, recorde
     assert (message in out) if message else out == ""
 
 
+@pytest.mark.parametrize("recorded", ["auto", "float16", 32])
+def test_resume_precision_names_the_file_with_a_malformed_recorded_policy(run, recorded):
+    from sagan_tf.training.checkpointing import ConfigMismatchError, resume_precision
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "mixed_precision": recorded}))
+    with pytest.raises(ConfigMismatchError, match=rf"config\.json records mixed_precision={recorded!r}.*Nothing was changed"):
+        resume_precision("auto", str(run))
+    assert json.loads((run / "config.json").read_text())["mixed_precision"] == recorded
+
+
 def test_export_errors_name_the_checkpoint_and_the_cause(run, tmp_path):
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "ch": 8}))

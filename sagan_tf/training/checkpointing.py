@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf import files, run_dir
-from sagan_tf.precision import AUTO, resolve_precision
+from sagan_tf.precision import AUTO, POLICIES, resolve_precision
 from sagan_tf.run_dir import CHECKPOINT_INDEX, UNREADABLE_DIR, checkpoint_files, unreadable_reason
 
 __all__ = ["NonFiniteError", "ConfigMismatchError", "CheckpointManager", "make_checkpoint", "non_finite_weights",
@@ -265,6 +265,10 @@ def resume_precision(requested: str, model_dir: str, strategy=None) -> str:
     recorded = (stored or {}).get("mixed_precision")
     if recorded is None:
         return resolve_precision(requested, strategy)
+    if recorded not in POLICIES:
+        raise ConfigMismatchError(f"{run_dir.config_file(model_dir)} records mixed_precision={recorded!r}, which is not "
+                                  f"one of {list(POLICIES)}; it describes the checkpoints in "
+                                  f"{run_dir.checkpoint_dir(model_dir)}. Nothing was changed; repair it.")
     if requested == AUTO:
         here = resolve_precision(AUTO, strategy)
         if here != recorded:
