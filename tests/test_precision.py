@@ -1,5 +1,6 @@
 """'auto' precision: bfloat16 only where the hardware multiplies it natively; config.json records the choice."""
 import json
+import types
 
 import pytest
 
@@ -10,11 +11,25 @@ AMX_CPU = "processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_bf16 amx_t
 AVX512_CPU = "processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 avx512_fp16\n"
 
 
-def test_amx_is_read_from_the_cpu_flags_only():
-    assert precision.cpu_has_amx_bf16(AMX_CPU)
-    assert not precision.cpu_has_amx_bf16(AVX512_CPU)  # avx512_bf16 converts, it does not tile-multiply
-    assert not precision.cpu_has_amx_bf16("model name\t: amx_bf16 lookalike\nflags\t\t: fpu\n")
-    assert not precision.cpu_has_amx_bf16("")
+def test_bfloat16_kind_is_read_from_the_cpu_flags_only():
+    assert precision.cpu_bfloat16_kind(AMX_CPU) == "amx"
+    assert precision.cpu_bfloat16_kind(AVX512_CPU) == "avx512_bf16"
+    assert precision.cpu_bfloat16_kind("model name\t: amx_bf16 avx512_bf16 lookalike\nflags\t\t: fpu\n") is None
+    assert precision.cpu_bfloat16_kind("flags\t\t: fpu avx2 fma\n") is None
+    assert precision.cpu_bfloat16_kind("") is None
+
+
+def test_the_probe_speedup_is_the_ratio_of_median_times():
+    # medians, so one slow round (another process woke up) does not decide
+    assert precision.median_speedup([2.0, 2.0, 9.0, 2.1, 1.9], [1.0, 1.0, 1.0, 0.2, 1.1]) == pytest.approx(2.0)
+    assert precision.median_speedup([1.0, 1.0, 1.0], [1.6, 1.6, 5.0]) == pytest.approx(1 / 1.6)
+
+
+def test_the_probe_measures_this_cpu_once_per_process():
+    speedup = precision.bfloat16_matmul_speedup()
+    assert 0.02 < speedup < 50  # a ratio of two timings of the same matmul, whatever this CPU is
+    assert precision.bfloat16_matmul_speedup() == speedup  # cached: the second call times nothing
+    assert precision.bfloat16_matmul_speedup.cache_info().hits >= 1
 
 
 @pytest.mark.parametrize("native, expected", [(True, "mixed_bfloat16"), (False, "float32")])
@@ -32,17 +47,22 @@ class _FakeGPU:
         self.name = name
 
 
-@pytest.mark.parametrize("cpuinfo, gpus, expected", [
-    (AMX_CPU, [], True),                                  # AMX CPU, no GPU
-    (AVX512_CPU, [], False),                              # bfloat16 only emulated
-    (AVX512_CPU, [(8, 0), (9, 0)], True),                 # A100 + H100: native on every GPU
-    (AMX_CPU, [(7, 0)], False),                           # V100: the GPU decides, not the host CPU
-    (AVX512_CPU, [(8, 0), (7, 5)], False),                # one T4 in the mix: not on every replica
+@pytest.mark.parametrize("cpuinfo, gpus, speedup, expected", [
+    (AMX_CPU, [], None, True),                            # AMX CPU, no GPU: no need to measure
+    (AVX512_CPU, [], 0.6, False),                         # avx512_bf16, measured slower (the Xeon)
+    (AVX512_CPU, [], 1.1, False),                         # within the noise margin: float32
+    (AVX512_CPU, [], 1.5, True),                          # avx512_bf16, measured faster (the Zen 5 EPYC)
+    ("flags\t\t: fpu avx2 fma\n", [], None, False),       # no bfloat16 instructions at all
+    (AVX512_CPU, [(8, 0), (9, 0)], None, True),           # A100 + H100: native on every GPU
+    (AMX_CPU, [(7, 0)], None, False),                     # V100: the GPU decides, not the host CPU
+    (AVX512_CPU, [(8, 0), (7, 5)], None, False),          # one T4 in the mix: not on every replica
 ])
-def test_native_bfloat16_on_faked_hardware(monkeypatch, cpuinfo, gpus, expected):
+def test_native_bfloat16_on_faked_hardware(monkeypatch, capsys, cpuinfo, gpus, speedup, expected):
     import tensorflow as tf
 
     monkeypatch.setattr(precision, "_read_cpuinfo", lambda: cpuinfo)
+    probe = FakeProbe(speedup)
+    monkeypatch.setattr(precision, "bfloat16_matmul_speedup", probe)
     devices = [_FakeGPU(f"/physical_device:GPU:{i}") for i in range(len(gpus))]
     details = {d.name: {"compute_capability": c} for d, c in zip(devices, gpus)}
     real_list = tf.config.list_physical_devices
@@ -51,6 +71,29 @@ def test_native_bfloat16_on_faked_hardware(monkeypatch, cpuinfo, gpus, expected)
     monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda device: details[device.name])
     assert precision.native_bfloat16() is expected
     assert precision.resolve_precision("auto") == ("mixed_bfloat16" if expected else "float32")
+    assert probe.calls == (2 if speedup is not None else 0)  # measured only where the flags cannot tell
+    out = capsys.readouterr().out
+    if speedup is not None:  # said once, with the measured figure and the choice
+        assert out.count(f"ran {speedup:.2f}× as fast") == 1, out
+        assert f"auto means {'mixed_bfloat16' if expected else 'float32'!r}" in out
+    else:
+        assert out == ""
+
+
+class FakeProbe:
+    """Stands in for bfloat16_matmul_speedup: a fixed figure, an lru_cache-like cache_info."""
+
+    def __init__(self, speedup):
+        self.speedup, self.calls = speedup, 0
+
+    def __call__(self):
+        if self.speedup is None:
+            raise AssertionError("the probe ran where the CPU flags decide")
+        self.calls += 1
+        return self.speedup
+
+    def cache_info(self):
+        return types.SimpleNamespace(currsize=min(self.calls, 1))
 
 
 def test_training_records_the_resolved_policy():
