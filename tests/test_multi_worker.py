@@ -353,6 +353,32 @@ def test_workers_restoring_different_steps_fail_with_a_clear_error(tmp_path):
     assert not os.path.exists(prefix + "1/checkpoints")
 
 
+WORKER_1_HAS_NATIVE_BFLOAT16 = """
+import json, os, runpy, sys
+from sagan_tf import precision
+index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+precision.native_bfloat16 = lambda strategy=None, native=index == 1: native  # "auto": bf16 on worker 1 only
+sys.argv = ["fashion_mnist", *sys.argv[1:]]
+runpy.run_module("trainers.fashion_mnist", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_workers_resolving_auto_differently_all_train_in_float32(tmp_path):
+    model_dir = str(tmp_path / "run")
+    rc, output, _ = launch(tmp_path, 2, "-c", WORKER_1_HAS_NATIVE_BFLOAT16, f"--model_dir={model_dir}",
+                           "--strategy=multi_worker_mirrored", "--train_steps=2",
+                           *[flag for flag in TINY if "mixed_precision" not in flag], "--config.mixed_precision=auto")
+    assert rc == 0, output[-3000:]
+    for worker in (0, 1):
+        assert re.search(rf"\[worker {worker}\] mixed_precision: 1 of 2 replicas resolved 'mixed_bfloat16', the "
+                         r"others 'float32'; every worker trains in 'float32'", output), output[-3000:]
+    with open(os.path.join(model_dir, "config.json")) as f:
+        assert json.load(f)["mixed_precision"] == "float32"
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-2")
+
+
 @pytest.mark.slow
 def test_tfds_imagenet_on_two_workers_chief_prepares_each_reads_its_share(tmp_path):
     # A --data_dir that does not exist yet: the chief prepares the miniature ILSVRC2012 there while the

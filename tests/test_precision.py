@@ -145,3 +145,17 @@ def test_mixed_bfloat16_matches_float32_within_tolerance():
     np.testing.assert_allclose(beta16.numpy().sum(-1), 1.0, rtol=1e-5)
     assert np.abs(images16 - images32).max() <= 0.1
     assert np.abs(images16 - images32).mean() <= 1e-2  # images are in [-1, 1], mean |x| ≈ 0.3
+
+
+@pytest.mark.parametrize("policy, replicas, bfloat16, expected", [
+    ("mixed_bfloat16", 4, 4, "mixed_bfloat16"),  # all agree
+    ("float32", 4, 0, "float32"),
+    ("mixed_bfloat16", 4, 3, "float32"),          # one worker disagrees: all fall back to float32
+    ("float32", 4, 1, "float32"),
+    ("mixed_float16", 2, 0, "mixed_float16"),     # asked for by name on every worker
+])
+def test_workers_agree_on_one_policy(policy, replicas, bfloat16, expected):
+    from sagan_tf.training.loop import agree_on_precision, agreed_precision
+    assert agreed_precision(policy, replicas, bfloat16) == expected
+    import tensorflow as tf
+    assert agree_on_precision(tf.distribute.get_strategy(), policy) == policy  # one process: nothing to agree

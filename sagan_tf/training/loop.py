@@ -37,6 +37,7 @@ __all__ = [
     "build_model",
     "is_chief",
     "check_same_start_step",
+    "agree_on_precision",
     "num_workers",
     "training_data",
     "execution_segments",
@@ -124,6 +125,29 @@ def check_same_start_step(strategy: tf.distribute.Strategy, start: int, model_di
         raise RuntimeError(f"the workers restored different steps (this one: {start}, mean {total / n:g}) from "
                            f"{model_dir}/checkpoints: --model_dir must be storage every worker reads "
                            f"(GCS, NFS), the same on all of them.")
+
+
+def agreed_precision(policy: str, replicas: int, bfloat16_replicas: int) -> str:
+    """The policy every worker trains in, given how many of the `replicas` resolved mixed_bfloat16: theirs
+    when they agree, float32 (what every CPU and GPU computes natively) when they do not."""
+    if bfloat16_replicas in (0, replicas):
+        return policy
+    return "float32"
+
+
+def agree_on_precision(strategy: tf.distribute.Strategy, policy: str) -> str:
+    """Multi-worker runs only: "auto" is resolved on each worker's own hardware (and, on an avx512_bf16
+    CPU, by a timing), so workers may disagree; they must all train one policy."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return policy
+    values = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant([1.0, float(policy == "mixed_bfloat16")], tf.float64))
+    replicas, bfloat16 = strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None).numpy()
+    agreed = agreed_precision(policy, int(replicas), int(bfloat16))
+    if 0 < bfloat16 < replicas:  # said on every worker, the chief's log included
+        print(f"mixed_precision: {int(bfloat16)} of {int(replicas)} replicas resolved 'mixed_bfloat16', the others "
+              f"'float32'; every worker trains in {agreed!r} (pass --config.mixed_precision to choose).", flush=True)
+    return agreed
 
 
 def num_workers(strategy: tf.distribute.Strategy) -> int:
@@ -214,7 +238,7 @@ def _train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, ver
     strategy = strategy or tf.distribute.get_strategy()
     validate_config(config, strategy.num_replicas_in_sync)
     # config.json names the policy; "auto" keeps a resumed run's (a resume on another CPU changes nothing)
-    config.mixed_precision = resume_precision(config.mixed_precision, model_dir, strategy)
+    config.mixed_precision = agree_on_precision(strategy, resume_precision(config.mixed_precision, model_dir, strategy))
     chief = is_chief(strategy)
     if dataset_fn is None:  # before anything is written; other workers wait here while the chief prepares
         ready = prepare_dataset(config, data_dir=data_dir, wait=not chief)
