@@ -14,6 +14,8 @@
 #   ortho         the default with BigGAN's orthogonal regulariser on G (g_ortho_reg=1e-4)
 # PRECISION is pinned (not the preset's `auto`) so a run resumed on another CPU keeps its arithmetic
 # and every cell of the table is comparable; every run here so far is float32.
+# RECORDS=dir copies each finished run's eval_history.jsonl and config.json to dir/<row>_s<SEED>/ (the
+# results page keeps them in docs/records/seeds, committed: run directories are not).
 # Then the table over the seeds and the mean curves:
 #   python scripts/plot_eval_history.py --table_step=4000 --out=docs/figures/fid_vs_step.png \
 #     "default=runs/seeds/attention_s0,runs/seeds/attention_s1,runs/seeds/attention_s2" \
@@ -54,12 +56,19 @@ train() {  # core, row; run in the background, it becomes the trainer (exec), so
     --config.seed="$SEED" --config.mixed_precision="${PRECISION:-float32}" $EVAL $flags "${EXTRA[@]}" \
     >> "$OUT/${row}_s$SEED.log" 2>&1
 }
+record() {  # row: a finished run's scores and config, copied to RECORDS (when set)
+  local run=${1}_s$SEED
+  [[ -n ${RECORDS:-} ]] || return 0
+  mkdir -p "$RECORDS/$run"
+  cp "$OUT/$run/eval_history.jsonl" "$OUT/$run/config.json" "$RECORDS/$run/"
+}
 queue() {  # core, rows...: this core's rows in order; a SIGTERM reaches the running trainer itself
   local core=$1 row; shift
   trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 143' TERM  # and start no further row
   for row in "$@"; do
     train "$core" "$row" & child=$!
     wait "$child"
+    record "$row"
   done
 }
 # The runs may compute the shared test-set reference together at start-up (its cache is written atomically).

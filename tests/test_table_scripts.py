@@ -21,9 +21,10 @@ SCRIPT = ROOT / "scripts" / "fashion_mnist_seeds.sh"
 RESULTS_SCRIPT = ROOT / "scripts" / "fashion_mnist_results.sh"
 STUB = """#!/usr/bin/env bash
 trap 'touch "$RECORD/$$.terminated"; kill $! 2>/dev/null; exit 0' TERM
-for arg in "$@"; do case $arg in --model_dir=*) run=${arg##*/} ;; esac; done
+for arg in "$@"; do case $arg in --model_dir=*) run=${arg##*/} dir=${arg#--model_dir=} ;; esac; done
 printf '%s\\n' "$@" > "$RECORD/$$.args"
-sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/$$/status > "$RECORD/$run.cores"
+mkdir -p "$dir" && echo "{\\"run\\": \\"$run\\"}" > "$dir/config.json" && echo "{\\"step\\": 1}" > "$dir/eval_history.jsonl"
+sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/$$/status > "$RECORD/$run.tmp" && mv "$RECORD/$run.tmp" "$RECORD/$run.cores"
 case " $HOLD " in *" all "* | *" $run "*) sleep 60 & wait ;; esac  # HOLD: the runs that keep running
 case " $FAIL " in *" $run "*) exit 3 ;; esac  # FAIL: the runs that crash
 """
@@ -45,8 +46,8 @@ def recorded_calls(record):
     return [path.read_text().splitlines() for path in sorted(record.glob("*.args"))]
 
 
-def run_script(tmp_path, seed, rows=None, precision=None, extra=(), fail=None):
-    env, record = script_env(tmp_path, ROWS=rows, PRECISION=precision, FAIL=fail)
+def run_script(tmp_path, seed, rows=None, precision=None, extra=(), fail=None, records=None):
+    env, record = script_env(tmp_path, ROWS=rows, PRECISION=precision, FAIL=fail, RECORDS=records)
     out = tmp_path / "out"
     result = subprocess.run(["bash", str(SCRIPT), str(seed), str(out), "300", *extra], env=env,
                             capture_output=True, text=True, timeout=60)
@@ -172,3 +173,21 @@ def test_results_script_stops_both_trainers_on_sigterm_and_evaluates_nothing(tmp
         assert stop(script) == 143
     assert len(list(record.glob("*.terminated"))) == 2  # both trainers got the SIGTERM (and checkpoint on it)
     assert len(recorded_calls(record)) == 3  # no evaluation, figure or export after the stop
+
+
+def test_records_keep_the_scores_of_finished_runs_only(tmp_path):
+    records = tmp_path / "records"
+    result, _, out = run_script(tmp_path, seed=1, rows="attention no_attention g32", fail="no_attention_s1",
+                                records=str(records))
+    assert result.returncode == 3
+    assert sorted(path.name for path in records.iterdir()) == ["attention_s1", "g32_s1"]  # not the crashed run
+    for run in ("attention_s1", "g32_s1"):
+        assert sorted(path.name for path in (records / run).iterdir()) == ["config.json", "eval_history.jsonl"]
+        assert (records / run / "config.json").read_text() == (out / run / "config.json").read_text()
+        assert (records / run / "config.json").read_text().strip() == f'{{"run": "{run}"}}'
+    (tmp_path / "held").mkdir()
+    env, record = script_env(tmp_path / "held", HOLD="all", RECORDS=str(tmp_path / "held_records"))
+    with started(SCRIPT, 0, tmp_path / "held_out", env=env) as script:
+        assert wait_until(lambda: len(recorded_calls(record)) == 2)
+        assert stop(script) == 143
+    assert not (tmp_path / "held_records").exists()  # a stopped run has not finished: nothing recorded
