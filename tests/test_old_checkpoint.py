@@ -31,7 +31,9 @@ def test_the_old_ema_generator_restores_and_draws_the_same_images(old_run):
     restored = run_dir.load_ema_generator(str(old_run))
     assert restored.step == 2 and restored.checkpoint.endswith("checkpoints/ckpt-2")
     images = restored.generator((expected["z"], expected["labels"]), training=False).numpy()
-    np.testing.assert_allclose(images, expected["images"], atol=1e-6)
+    # float32 on another CPU: oneDNN's kernels there sum in another order (1.1e-6 seen on a Zen 5 EPYC);
+    # a wrong or missing variable moves these tanh outputs by far more than 1e-5
+    np.testing.assert_allclose(images, expected["images"], atol=1e-5)
 
 
 def test_a_resume_restores_every_variable_of_the_old_checkpoint(old_run):
