@@ -5,7 +5,7 @@ units), on TPUs and on GPUs of compute capability ≥ 8.0 — and *slower* where
 The ``avx512_bf16`` flag alone does not tell which: on an Intel Xeon with it (and no AMX) the
 Fashion-MNIST step took 1.1 s in mixed_bfloat16 vs 0.7 s in float32, on an AMD EPYC (Zen 5) with it
 mixed_bfloat16 was 1.4–1.5× *faster* (docs/performance.md). So on such a CPU "auto" measures:
-one bfloat16 and one float32 matmul, timed interleaved (≈ 0.1 s, once per process), and bfloat16 wins
+one bfloat16 and one float32 1024² matmul, timed interleaved (≈ 0.6 s, once per process), and bfloat16 wins
 only if it is at least ``PROBE_MIN_SPEEDUP`` faster.
 
 The presets ask for ``"auto"``, which :func:`resolve_precision` turns into a concrete Keras policy name
