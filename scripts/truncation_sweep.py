@@ -5,18 +5,24 @@ threshold, with the batch-norm statistics recomputed for each truncation and wit
         --feature_network=classifier:pretrained/fashion_mnist_classifier \
         --reference_cache=runs/reference_stats --json=runs/truncation.json --plot=docs/figures/truncation.png
     python scripts/truncation_sweep.py --model_dir=runs/results/attention ...   # a run's EMA generator
+    # two sweeps on one figure (nothing is measured): with and without the orthogonal regulariser
+    python scripts/truncation_sweep.py --from_json "default=runs/attention.json" "g_ortho_reg=runs/ortho.json" \
+        --statistics=recomputed --plot=docs/figures/truncation_ortho.png
 
 Each cell is `runner.evaluate_generator` on --num_samples samples (labels uniform, seeded) against the
 reference split of the generator's data set (the test set for Fashion-MNIST), as trainers.evaluate
 scores. "recomputed" samples inside `standing_statistics.truncation_statistics`; "stored" with the
 statistics the checkpoint or export holds (those of untruncated z). Prints a markdown table, writes
 every cell to --json (atomically, after each cell: an interrupted sweep keeps what it measured) and
-draws --plot (needs matplotlib, in the dev extra).
+draws --plot (needs matplotlib, in the dev extra): FID, precision and recall against the threshold, one
+colour per sweep, solid for recomputed statistics and dashed for stored ones. --from_json tabulates and
+draws sweeps measured before (``label=path``, the --json of each), --statistics picking the cells shown.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 import time
@@ -24,6 +30,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 STATISTICS = ("recomputed", "stored")
+PLOTTED = (("fid", "FID (classifier features)"), ("precision", "precision"), ("recall", "recall"))
 COLUMNS = (("fid", "FID"), ("kid", "KID"), ("precision", "precision"), ("recall", "recall"), ("is", "IS"),
            ("conditional_accuracy", "cond. acc."))
 
@@ -59,50 +66,75 @@ def value(metrics: dict, metric: str):
     return found[0] if found else None
 
 
-def markdown_table(records) -> str:
-    lines = ["| truncation | BN statistics | " + " | ".join(title for _, title in COLUMNS) + " |",
-             "|---|---|" + "---:|" * len(COLUMNS)]
+def parse_sweep(text: str) -> tuple[str, list[dict]]:
+    """``label=path`` (or just ``path``) of a --json written before -> (label, its records)."""
+    label, _, path = text.rpartition("=")
+    label = label or os.path.splitext(os.path.basename(path))[0]
+    try:
+        with open(path) as f:
+            records = json.load(f)
+    except (OSError, ValueError) as error:
+        raise argparse.ArgumentTypeError(f"--from_json {text!r}: {error}") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) and {"truncation", "statistics", "metrics"}
+                                                <= r.keys() for r in records):
+        raise argparse.ArgumentTypeError(f"--from_json {text!r}: {path} is not a list of this script's records")
+    return label, records
+
+
+def markdown_table(records, label: str | None = None) -> str:
+    """One row per cell; with a label (several sweeps in one table) a first column names the sweep."""
+    first = "| sweep " if label is not None else ""
+    lines = [first + "| truncation | BN statistics | " + " | ".join(title for _, title in COLUMNS) + " |",
+             ("|---" if label is not None else "") + "|---|---|" + "---:|" * len(COLUMNS)]
     for record in records:
         t = "none" if record["truncation"] is None else f"{record['truncation']:g}"
         cells_ = [f"{v:.4g}" if v is not None else "" for v in (value(record["metrics"], m) for m, _ in COLUMNS)]
-        lines.append(f"| {t} | {record['statistics']} | " + " | ".join(cells_) + " |")
+        lines.append((f"| {label} " if label is not None else "") + f"| {t} | {record['statistics']} | "
+                     + " | ".join(cells_) + " |")
     return "\n".join(lines)
 
 
-def plot(records, out: str, title: str) -> None:
+def plot(series, out: str, title: str):
+    """series: [(label, records)]. FID, precision and recall against the threshold (largest first), a
+    colour per sweep, solid for recomputed and dashed for stored statistics; each sweep's untruncated
+    cell is a thin horizontal line in its colour. Returns the figure (its axes hold the drawn data)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
-    thresholds = sorted({r["truncation"] for r in records if r["truncation"] is not None}, reverse=True)
+    thresholds = sorted({r["truncation"] for _, records in series for r in records if r["truncation"] is not None},
+                        reverse=True)
     positions = {t: i for i, t in enumerate(thresholds)}
-    untruncated = [r for r in records if r["truncation"] is None]
-    figure, (fid_axis, pr_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for mode, style in zip(STATISTICS, ("-", "--")):
-        rows = sorted((r for r in records if r["statistics"] == mode and r["truncation"] is not None),
-                      key=lambda r: positions[r["truncation"]])
-        if not rows:
-            continue
-        x = [positions[r["truncation"]] for r in rows]
-        fid_axis.plot(x, [value(r["metrics"], "fid") for r in rows], "o" + style, label=f"BN statistics {mode}")
-        for metric, colour in (("precision", "C0"), ("recall", "C1")):
-            pr_axis.plot(x, [value(r["metrics"], metric) for r in rows], "o" + style, color=colour,
-                         label=f"{metric}, {mode}")
-    for record in untruncated:
-        fid_axis.axhline(value(record["metrics"], "fid"), color="grey", lw=0.8, label="no truncation")
-        for metric, colour in (("precision", "C0"), ("recall", "C1")):
-            pr_axis.axhline(value(record["metrics"], metric), color=colour, lw=0.8, alpha=0.5)
-    for axis in (fid_axis, pr_axis):
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for (label, records), colour in zip(series, (f"C{i}" for i in range(10))):
+        name = f"{label}, " if len(series) > 1 else ""
+        for mode, style in zip(STATISTICS, ("-", "--")):
+            rows = sorted((r for r in records if r["statistics"] == mode and r["truncation"] is not None),
+                          key=lambda r: positions[r["truncation"]])
+            if rows:
+                for axis, (metric, _) in zip(axes, PLOTTED):
+                    axis.plot([positions[r["truncation"]] for r in rows], [value(r["metrics"], metric) for r in rows],
+                              "o" + style, color=colour, label=f"{name}BN statistics {mode}")
+        for record in (r for r in records if r["truncation"] is None):
+            for axis, (metric, _) in zip(axes, PLOTTED):
+                axis.axhline(value(record["metrics"], metric), color=colour, lw=0.8, alpha=0.6,
+                             label=f"{name}no truncation")
+    for axis, (metric, ylabel) in zip(axes, PLOTTED):
         axis.set_xticks(range(len(thresholds)), [f"{t:g}" for t in thresholds])
         axis.set_xlabel("truncation threshold t (z truncated to [-t, t])")
+        axis.set_ylabel(ylabel)
         axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=7)
-    fid_axis.set(ylabel="FID (classifier features)", yscale="log")
-    pr_axis.set(ylabel="precision / recall", ylim=(0, 1))
+    axes[0].set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "125" else "")  # not 2×10⁰
+    axes[0].yaxis.set_major_formatter(plain)
+    axes[0].yaxis.set_minor_formatter(plain)
+    axes[0].legend(fontsize=7)
     figure.suptitle(title)
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     figure.savefig(out, dpi=100)
+    return figure
 
 
 def main(argv=None) -> int:
@@ -110,9 +142,11 @@ def main(argv=None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model_dir", help="training run: its latest EMA checkpoint")
     source.add_argument("--saved_model", help="an export of export.saved_model (its generator is rebuilt)")
+    source.add_argument("--from_json", nargs="+", type=parse_sweep, metavar="LABEL=JSON",
+                        help="sweeps measured before (their --json): tabulate and --plot them, measure nothing")
     parser.add_argument("--preset", default="fashion_mnist",
                         help="configs/<preset>.py names the real data set of a --saved_model (default fashion_mnist)")
-    parser.add_argument("--feature_network", required=True, help="classifier:<dir>, savedmodel:<dir> or ...")
+    parser.add_argument("--feature_network", help="classifier:<dir>, savedmodel:<dir> or ... (needed to measure)")
     parser.add_argument("--reference_cache", default=None, help="cache of the real statistics (directory or .npz)")
     parser.add_argument("--truncations", type=parse_truncations, default=parse_truncations("none,2,1.5,1,0.75,0.5"))
     parser.add_argument("--statistics", type=parse_statistics, default=list(STATISTICS))
@@ -123,6 +157,10 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", default=None, help="PNG of FID and precision/recall against the threshold")
     parser.add_argument("--title", default="Fashion-MNIST 32x32, EMA generator, 10k samples vs test set")
     args = parser.parse_args(argv)
+    if args.from_json:
+        return show(args.from_json, args.statistics, args.plot, args.title)
+    if not args.feature_network:
+        parser.error("--feature_network is required to measure a sweep")
     if args.num_samples < 2:
         parser.error(f"--num_samples={args.num_samples} must be >= 2")
     for path, flag in ((args.model_dir, "--model_dir"), (args.saved_model, "--saved_model")):
@@ -167,8 +205,23 @@ def main(argv=None) -> int:
             files.atomic_write_json(args.json, records, indent=2)
     print(markdown_table(records))
     if args.plot:
-        plot(records, args.plot, args.title)
+        plot([("", records)], args.plot, args.title)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def show(series, statistics, out: str | None, title: str) -> int:
+    """--from_json: the cells of each sweep with the chosen statistics (and its untruncated cell), one table
+    and, with --plot, one figure."""
+    chosen = [(label, [r for r in records if r["truncation"] is None or r["statistics"] in statistics])
+              for label, records in series]
+    lines = markdown_table([], label="").splitlines()  # the header
+    for label, records in chosen:
+        lines += markdown_table(records, label=label).splitlines()[2:]
+    print("\n".join(lines))
+    if out:
+        plot(chosen, out, title)
+        print(f"wrote {out}")
     return 0
 
 

@@ -76,3 +76,54 @@ def test_bad_sources_are_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         sweep.main([f"--saved_model={tmp_path}", "--feature_network=classifier:x"])
     assert "holds no saved_model.pb" in capsys.readouterr().err
+
+
+def sweep_records(fids, precisions, recalls, statistics="recomputed"):
+    """Records as --json writes them: an untruncated cell, then one per threshold 2, 1, 0.5."""
+    records = []
+    for t, fid, p, r in zip((None, 2.0, 1.0, 0.5), fids, precisions, recalls):
+        metrics = {"fid/fashion_mnist_classifier": fid, "precision/fashion_mnist_classifier": p,
+                   "recall/fashion_mnist_classifier": r}
+        records.append({"truncation": t, "statistics": "stored" if t is None else statistics, "metrics": metrics})
+    return records
+
+
+def test_sweeps_from_json_are_tabulated_and_drawn_one_colour_each(tmp_path, capsys):
+    plain = sweep_records([2.0, 1.9, 2.4, 4.1], [0.91, 0.92, 0.93, 0.94], [0.48, 0.45, 0.32, 0.18])
+    ortho = sweep_records([2.2, 2.0, 2.1, 2.9], [0.90, 0.92, 0.94, 0.95], [0.47, 0.46, 0.36, 0.25])
+    stored = sweep_records([2.0, 3.4, 25.0, 55.0], [0.9] * 4, [0.4] * 4, statistics="stored")[1:]
+    (tmp_path / "plain.json").write_text(json.dumps(plain + stored))
+    (tmp_path / "ortho.json").write_text(json.dumps(ortho))
+    out = tmp_path / "figure.png"
+    series = [sweep.parse_sweep(f"default={tmp_path / 'plain.json'}"), sweep.parse_sweep(str(tmp_path / "ortho.json"))]
+    assert [label for label, _ in series] == ["default", "ortho"]  # a bare path is labelled by its file name
+    assert sweep.show(series, ["recomputed"], str(out), "t") == 0
+    assert out.stat().st_size > 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| sweep | truncation | BN statistics | FID |")
+    assert table[2] == "| default | none | stored | 2 |  | 0.91 | 0.48 |  |  |"  # FID, KID, P, R, IS, acc
+    assert [row.split(" | ")[:3] for row in table[2:10]] == (
+        [["| default", t, s] for t, s in (("none", "stored"), ("2", "recomputed"), ("1", "recomputed"),
+                                         ("0.5", "recomputed"))]
+        + [["| ortho", t, s] for t, s in (("none", "stored"), ("2", "recomputed"), ("1", "recomputed"),
+                                       ("0.5", "recomputed"))])
+    assert len(table) == 11 and table[10] == f"wrote {out}"  # the stored cells of 'default' were left out
+
+    figure = sweep.plot(series, str(out), "t")
+    fid_axis, precision_axis, recall_axis = figure.axes
+    drawn = [(line.get_color(), list(line.get_xdata()), list(line.get_ydata())) for line in fid_axis.get_lines()
+             if len(line.get_xdata()) > 2]
+    assert drawn == [("C0", [0, 1, 2], [1.9, 2.4, 4.1]), ("C0", [0, 1, 2], [3.4, 25.0, 55.0]),
+                     ("C1", [0, 1, 2], [2.0, 2.1, 2.9])]
+    assert [line.get_linestyle() for line in fid_axis.get_lines() if len(line.get_xdata()) > 2] == ["-", "--", "-"]
+    assert [list(line.get_ydata()) for line in recall_axis.get_lines() if len(line.get_xdata()) > 2][2] == [
+        0.46, 0.36, 0.25]
+    assert [tick.get_text() for tick in precision_axis.get_xticklabels()] == ["2", "1", "0.5"]
+
+
+def test_from_json_names_a_file_that_is_not_a_sweep(tmp_path):
+    (tmp_path / "bad.json").write_text(json.dumps({"fid": 1.0}))
+    with pytest.raises(argparse.ArgumentTypeError, match="bad.json is not a list of this script's records"):
+        sweep.parse_sweep(f"x={tmp_path / 'bad.json'}")
+    with pytest.raises(argparse.ArgumentTypeError, match="missing.json"):
+        sweep.parse_sweep(f"x={tmp_path / 'missing.json'}")
