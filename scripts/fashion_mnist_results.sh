@@ -1,59 +1,98 @@
 #!/usr/bin/env bash
-# Reproduces docs/results.md: the Fashion-MNIST classifier, the default recipe with and without
-# self-attention (run side by side, one CPU core each, so both see the same machine), their
-# evaluation on 10k EMA samples, the real-vs-real reference, the figures and the pretrained export.
-#   bash scripts/fashion_mnist_results.sh [OUT=runs/results] [STEPS=4000] [extra trainer flags...]
-# Stages whose output already exists are skipped, so an interrupted run can simply be restarted
-# (training resumes from its last checkpoint).
+# Reproduces docs/results.md with the committed classifier (pretrained/fashion_mnist_classifier, whose
+# features every score on that page uses): the seed table (four attention placements × seeds 0, 1, 2),
+# the run with the orthogonal regulariser, the truncation sweeps with and without it, the table, the
+# figures, the sample sheets and the pretrained export.
+#   [SEEDS="0 1 2"] [EXPORT_RUN=attention_s0] [RECORDS=docs/records/seeds] [FIGURES=docs/figures] \
+#   [PRETRAINED=pretrained/fashion_mnist] \
+#     bash scripts/fashion_mnist_results.sh [OUT=runs/seeds] [STEPS=4000] [extra trainer flags...]
+# The runs are scripts/fashion_mnist_seeds.sh's (one pinned to each core, float32): 13 runs of about an
+# hour each on a Zen 5 EPYC core, so about 6.5 h on 2 cores. Rerun the same command after an
+# interruption: a finished run is "already at step 4000", a stopped one resumes from its checkpoint, and
+# a truncation sweep already written is not measured again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${1:-runs/results}
+OUT=${1:-runs/seeds}
 STEPS=${2:-4000}
 shift $(( $# > 2 ? 2 : $# ))
 EXTRA=("$@")
 PY=${PYTHON:-python}
-CLS=$OUT/classifier
-FIG=docs/figures
+read -r -a SEED_LIST <<< "${SEEDS:-0 1 2}"
+EXPORT_RUN=${EXPORT_RUN:-attention_s0}  # the committed generator (docs/results.md says why this run)
+CLS=pretrained/fashion_mnist_classifier
+FIG=${FIGURES:-docs/figures}
+EXPORT=${PRETRAINED:-pretrained/fashion_mnist}
+PLACEMENTS="attention no_attention g32_d16 g32"
 mkdir -p "$OUT" "$FIG"
 
-# 1. The feature network: a small Fashion-MNIST classifier (both cores, ~6 min).
-[ -f "$CLS/classifier.keras" ] || $PY -m trainers.classifier --dataset=fashion_mnist --model_dir="$CLS" --steps=3000
+# A SIGTERM (or ^C) reaches the running stage: the seeds script checkpoints and stops its trainers, a
+# sweep stops (the cells it measured stay in its .tmp.json); no later stage starts.
+children=
+trap '[[ -z $children ]] || { kill -TERM $children 2>/dev/null; wait; }; exit 143' TERM INT
 
-# 2. The two runs, pinned to one core each, evaluated every 1000 steps (FID curve, best checkpoint).
-#    Both write the same test-set reference into the shared cache (atomically) at start-up.
-EVAL="--config.eval_every=1000 --config.eval_feature_network=classifier:$CLS --config.eval_reference_cache=$OUT/reference_stats"
-train() {  # core, run name, extra flags...; run in the background, it becomes the trainer (exec)
-  local core=$1 name=$2; shift 2
-  exec taskset -c "$core" $PY -m trainers.fashion_mnist --model_dir="$OUT/$name" --train_steps="$STEPS" $EVAL \
-    "${EXTRA[@]}" "$@" > "$OUT/$name.log" 2>&1
-}
-pids=()
-trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait; exit 143' TERM INT  # each trainer checkpoints and exits
-train 0 attention & pids+=($!)
-train 1 no_attention --config.g_attention='()' --config.d_attention='()' & pids+=($!)
-status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
-((status == 0)) || exit "$status"  # a failed run stops the script before its evaluation
-
-# 3. Final numbers: 10k EMA samples of the last checkpoint vs the 10k test images; real train images likewise.
-for name in attention no_attention; do
-  $PY -m trainers.evaluate --model_dir="$OUT/$name" --feature_network=classifier:"$CLS" \
-    --reference_cache="$OUT/reference_stats" --num_samples=10000 --json="$OUT/$name/eval_final.json"
+# 1. The runs. Seed 0 also trains the default with the orthogonal regulariser (the truncation curve's).
+for seed in "${SEED_LIST[@]}"; do
+  rows=$PLACEMENTS
+  [[ $seed != 0 ]] || rows="$rows ortho"
+  ROWS=$rows bash scripts/fashion_mnist_seeds.sh "$seed" "$OUT" "$STEPS" "${EXTRA[@]}" & children=$!
+  wait "$children"
 done
-$PY -m trainers.evaluate --model_dir="$OUT/attention" --feature_network=classifier:"$CLS" \
+
+# 2. The truncation trade-off of the default (seed 0) with and without the regulariser, one core each.
+sweep() {  # core, run: its sweep to OUT/run/truncation.json, unless that is there already
+  local core=$1 run=$2 sweeper
+  [[ ! -f $OUT/$run/truncation.json ]] || return 0
+  taskset -c "$core" $PY scripts/truncation_sweep.py --model_dir="$OUT/$run" \
+    --feature_network=classifier:$CLS --reference_cache="$OUT/reference_stats" \
+    --truncations=none,2,1.5,1,0.75,0.5,0.25 --json="$OUT/$run/truncation.tmp.json" > "$OUT/$run.truncation.log" 2>&1 &
+  sweeper=$!
+  trap 'kill -TERM "$sweeper" 2>/dev/null; wait "$sweeper"; exit 143' TERM
+  wait "$sweeper"
+  mv "$OUT/$run/truncation.tmp.json" "$OUT/$run/truncation.json"
+}
+sweep 0 attention_s0 & children=$!
+sweep 1 ortho_s0 & children="$children $!"
+for pid in $children; do wait "$pid"; done
+children=
+both=("default=$OUT/attention_s0/truncation.json" "g_ortho_reg=1e-4=$OUT/ortho_s0/truncation.json")
+$PY scripts/truncation_sweep.py --from_json "${both[@]}" --plot=$FIG/truncation.png
+$PY scripts/truncation_sweep.py --from_json "${both[@]}" --statistics=recomputed --plot=$FIG/truncation_ortho.png
+
+# 3. The table over the seeds at step STEPS and the mean curves.
+runs() {  # row -> OUT/row_s<seed> for every seed, comma-separated
+  local seed list=()
+  for seed in "${SEED_LIST[@]}"; do list+=("$OUT/${1}_s$seed"); done
+  (IFS=,; echo "${list[*]}")
+}
+$PY scripts/plot_eval_history.py --table_step="$STEPS" --out=$FIG/fid_vs_step.png \
+  "default (16² in G and D)=$(runs attention)" "no attention=$(runs no_attention)" \
+  "32² in G, 16² in D=$(runs g32_d16)" "32² in G only=$(runs g32)" "default + g_ortho_reg, seed 0=$OUT/ortho_s0"
+
+# 4. The committed generator's figures, the real-vs-real reference (10k train images against the test
+#    set) and the pretrained EMA generator (float32 SavedModel) under pretrained/, replaced whole.
+$PY -m trainers.evaluate --model_dir="$OUT/$EXPORT_RUN" --feature_network=classifier:"$CLS" \
   --reference_cache="$OUT/reference_stats" --num_samples=10000 --real_split=train --json="$OUT/real_train.json"
-
-# 4. Figures.
-$PY scripts/plot_eval_history.py --out=$FIG/fid_vs_step.png "self-attention 16x16=$OUT/attention" \
-  "no attention=$OUT/no_attention"
-$PY -m trainers.sample --model_dir="$OUT/attention" --mode=sheet --columns=10 --out=$FIG/sample_sheet.png
-$PY -m trainers.sample --model_dir="$OUT/no_attention" --mode=sheet --columns=10 --out=$FIG/sample_sheet_no_attention.png
-$PY -m trainers.sample --model_dir="$OUT/attention" --mode=interpolate_z --labels=0,5,7,9 --columns=10 \
+$PY -m trainers.sample --model_dir="$OUT/$EXPORT_RUN" --mode=sheet --columns=10 --out=$FIG/sample_sheet.png
+$PY -m trainers.sample --model_dir="$OUT/no_attention_${EXPORT_RUN##*_}" --mode=sheet --columns=10 \
+  --out=$FIG/sample_sheet_no_attention.png
+$PY -m trainers.sample --model_dir="$OUT/$EXPORT_RUN" --mode=interpolate_z --labels=0,5,7,9 --columns=10 \
   --interpolation=slerp --out=$FIG/interpolation.png
-$PY -m trainers.sample --model_dir="$OUT/attention" --mode=attention --scale=6 --out=$FIG/attention.png
-
-# 5. The pretrained EMA generator (float32 SavedModel) committed under pretrained/.
-rm -rf pretrained/fashion_mnist
-$PY -m export.saved_model --model_dir="$OUT/attention" --export_base=pretrained/fashion_mnist --version=1 \
+$PY -m trainers.sample --model_dir="$OUT/$EXPORT_RUN" --mode=attention --scale=6 --out=$FIG/attention.png
+for statistics in truncation_statistics notruncation_statistics; do  # left recomputed, right stored
+  $PY -m trainers.sample --model_dir="$OUT/$EXPORT_RUN" --mode=truncation --truncations=none,2,1,0.5,0.25 \
+    --columns=10 --labels=0,5,7,9,2 --$statistics --out="$OUT/$statistics.png"
+done
+$PY - "$OUT/truncation_statistics.png" "$OUT/notruncation_statistics.png" $FIG/truncation_sheet.png <<'EOF'
+import sys
+from PIL import Image
+left, right = (Image.open(path) for path in sys.argv[1:3])
+sheet = Image.new(left.mode, (left.width + 16 + right.width, max(left.height, right.height)), "white")
+sheet.paste(left, (0, 0))
+sheet.paste(right, (left.width + 16, 0))
+sheet.save(sys.argv[3])
+EOF
+rm -rf "$EXPORT.tmp"
+$PY -m export.saved_model --model_dir="$OUT/$EXPORT_RUN" --export_base="$EXPORT.tmp" --version=1 \
   --serving_base_path=/models/sagan
-du -sh pretrained/fashion_mnist/1
+rm -rf "$EXPORT" && mv "$EXPORT.tmp" "$EXPORT"
+du -sh "$EXPORT/1"

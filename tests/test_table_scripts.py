@@ -1,6 +1,6 @@
-"""The scripts that train the results table's runs (scripts/fashion_mnist_seeds.sh, and stage 2 of
-scripts/fashion_mnist_results.sh): which runs they start, with what config, how a bad row is refused
-and how a SIGTERM reaches the trainers.
+"""The scripts that make the results table (scripts/fashion_mnist_seeds.sh, and
+scripts/fashion_mnist_results.sh built on it): which runs they start, with what config, how a bad row is
+refused, how a SIGTERM reaches the trainers, and what the results script does after the runs.
 
 The trainer is replaced by a stub that records its arguments; the recorded flags are then parsed the
 way trainers.fashion_mnist parses them (the real preset, ml_collections' --config.<field> overrides), so
@@ -21,8 +21,14 @@ SCRIPT = ROOT / "scripts" / "fashion_mnist_seeds.sh"
 RESULTS_SCRIPT = ROOT / "scripts" / "fashion_mnist_results.sh"
 STUB = """#!/usr/bin/env bash
 trap 'touch "$RECORD/$$.terminated"; kill $! 2>/dev/null; exit 0' TERM
-for arg in "$@"; do case $arg in --model_dir=*) run=${arg##*/} dir=${arg#--model_dir=} ;; esac; done
-printf '%s\\n' "$@" > "$RECORD/$$.args"
+for arg in "$@"; do case $arg in
+  --model_dir=*) run=${arg##*/} dir=${arg#--model_dir=} ;;
+  --json=*) json=${arg#--json=} ;;  # an evaluation or sweep writes its JSON there
+  --export_base=*) mkdir -p "${arg#--export_base=}/1" ;;
+esac; done
+printf '%s\\n' "$@" > "$RECORD/$(date +%s%N).$$.args"  # in the order they were started
+[ -z "${json:-}" ] || { mkdir -p "$(dirname "$json")" && echo "[]" > "$json"; }
+[ -n "${dir:-}" ] || exit 0  # not a run (a plot, a sample sheet): nothing more to record
 mkdir -p "$dir" && echo "{\\"run\\": \\"$run\\"}" > "$dir/config.json" && echo "{\\"step\\": 1}" > "$dir/eval_history.jsonl"
 sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/$$/status > "$RECORD/$run.tmp" && mv "$RECORD/$run.tmp" "$RECORD/$run.cores"
 case " $HOLD " in *" all "* | *" $run "*) sleep 60 & wait ;; esac  # HOLD: the runs that keep running
@@ -164,15 +170,71 @@ def test_a_crashed_run_stops_its_core_only_and_fails_the_script(tmp_path):
 
 
 def test_results_script_stops_both_trainers_on_sigterm_and_evaluates_nothing(tmp_path):
-    env, record = script_env(tmp_path, HOLD="attention no_attention")
+    env, record = script_env(tmp_path, HOLD="attention_s0 no_attention_s0", PRETRAINED=str(tmp_path / "pre"),
+                             FIGURES=str(tmp_path / "figures"))
     with started(RESULTS_SCRIPT, tmp_path / "out", 300, env=env) as script:
-        assert wait_until(lambda: len(recorded_calls(record)) == 3), script.stderr.read()  # classifier + 2 trainers
-        runs = by_run([argv for argv in recorded_calls(record) if argv[:2] == ["-m", "trainers.fashion_mnist"]])
-        assert sorted(runs) == ["attention", "no_attention"]
-        assert tuple(runs["no_attention"][0].g_attention) == () and tuple(runs["attention"][0].g_attention) == (16,)
+        assert wait_until(lambda: len(recorded_calls(record)) == 2), script.stderr.read()
+        runs = by_run(recorded_calls(record))
+        assert sorted(runs) == ["attention_s0", "no_attention_s0"]
+        assert tuple(runs["no_attention_s0"][0].g_attention) == () and tuple(runs["attention_s0"][0].g_attention) == (16,)
         assert stop(script) == 143
     assert len(list(record.glob("*.terminated"))) == 2  # both trainers got the SIGTERM (and checkpoint on it)
-    assert len(recorded_calls(record)) == 3  # no evaluation, figure or export after the stop
+    assert len(recorded_calls(record)) == 2  # no further run, sweep, figure or export after the stop
+    assert not (tmp_path / "pre").exists()
+
+
+def flag(argv, name):
+    return next((arg.split("=", 1)[1] for arg in argv if arg.startswith(f"--{name}=")), None)
+
+
+def test_results_script_trains_every_cell_then_sweeps_tabulates_and_exports(tmp_path):
+    """Every placement for each seed and the regulariser for seed 0; the two sweeps (skipped when rerun);
+    the table over exactly those runs; the export replacing the old one whole."""
+    pretrained = tmp_path / "pre"
+    (pretrained / "1").mkdir(parents=True)
+    (pretrained / "1" / "old_model").write_text("")
+    env, record = script_env(tmp_path, SEEDS="0 1", PRETRAINED=str(pretrained), FIGURES=str(tmp_path / "fig"))
+    out = tmp_path / "out"
+    result = subprocess.run(["bash", str(RESULTS_SCRIPT), str(out), "300"], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    calls = recorded_calls(record)
+    trainers = [argv for argv in calls if argv[:2] == ["-m", "trainers.fashion_mnist"]]
+    runs = by_run(trainers)
+    placements = ["attention", "g32", "g32_d16", "no_attention"]
+    assert sorted(runs) == sorted([f"{row}_s{seed}" for seed in (0, 1) for row in placements] + ["ortho_s0"])
+    assert len(trainers) == 9 and all(steps == 300 for _, steps in runs.values())
+    assert runs["ortho_s0"][0].g_ortho_reg == 1e-4 and runs["attention_s0"][0].g_ortho_reg == 0
+    assert {tuple(runs[f"g32_d16_s{seed}"][0].d_attention) for seed in (0, 1)} == {(16,)}
+    assert calls.index(trainers[-1]) < min(calls.index(argv) for argv in calls if argv not in trainers)
+
+    sweeps = [argv for argv in calls if argv[0] == "scripts/truncation_sweep.py"]
+    measured = [flag(argv, "model_dir") for argv in sweeps if flag(argv, "model_dir")]
+    assert sorted(measured) == [str(out / "attention_s0"), str(out / "ortho_s0")]
+    shown = [argv for argv in sweeps if "--from_json" in argv]
+    assert [argv[argv.index("--from_json") + 1:argv.index("--from_json") + 3] for argv in shown] == [[
+        f"default={out / 'attention_s0' / 'truncation.json'}",
+        f"g_ortho_reg=1e-4={out / 'ortho_s0' / 'truncation.json'}"]] * 2
+    assert (out / "ortho_s0" / "truncation.json").is_file() and not (out / "ortho_s0" / "truncation.tmp.json").exists()
+
+    [table] = [argv for argv in calls if argv[0] == "scripts/plot_eval_history.py"]
+    assert flag(table, "table_step") == "300"
+    rows = dict(arg.rsplit("=", 1) for arg in table if not arg.startswith("--") and "=" in arg)
+    assert rows["no attention"] == f"{out / 'no_attention_s0'},{out / 'no_attention_s1'}"
+    assert rows["32² in G only"] == f"{out / 'g32_s0'},{out / 'g32_s1'}"
+    assert rows["default + g_ortho_reg, seed 0"] == str(out / "ortho_s0")
+
+    [export] = [argv for argv in calls if argv[:2] == ["-m", "export.saved_model"]]
+    assert flag(export, "model_dir") == str(out / "attention_s0")
+    assert sorted(p.name for p in pretrained.iterdir()) == ["1"] and not (pretrained / "1" / "old_model").exists()
+    assert not pathlib.Path(f"{pretrained}.tmp").exists()
+
+    for path in record.glob("*.args"):
+        path.unlink()
+    rerun = subprocess.run(["bash", str(RESULTS_SCRIPT), str(out), "300"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert not [argv for argv in recorded_calls(record) if flag(argv, "model_dir") and argv[0].endswith("sweep.py")]
 
 
 def test_records_keep_the_scores_of_finished_runs_only(tmp_path):
