@@ -193,7 +193,8 @@ def test_results_script_trains_every_cell_then_sweeps_tabulates_and_exports(tmp_
     pretrained = tmp_path / "pre"
     (pretrained / "1").mkdir(parents=True)
     (pretrained / "1" / "old_model").write_text("")
-    env, record = script_env(tmp_path, SEEDS="0 1", PRETRAINED=str(pretrained), FIGURES=str(tmp_path / "fig"))
+    env, record = script_env(tmp_path, SEEDS="0 1", PRETRAINED=str(pretrained), FIGURES=str(tmp_path / "fig"),
+                             EXPORT_RUN="attention_s0")
     out = tmp_path / "out"
     result = subprocess.run(["bash", str(RESULTS_SCRIPT), str(out), "300"], env=env, capture_output=True, text=True,
                             timeout=120)
@@ -231,10 +232,14 @@ def test_results_script_trains_every_cell_then_sweeps_tabulates_and_exports(tmp_
 
     for path in record.glob("*.args"):
         path.unlink()
+    del env["EXPORT_RUN"]  # a rerun without it keeps the committed generator and its figures
     rerun = subprocess.run(["bash", str(RESULTS_SCRIPT), str(out), "300"], env=env, capture_output=True, text=True,
                            timeout=120)
     assert rerun.returncode == 0, rerun.stderr
-    assert not [argv for argv in recorded_calls(record) if flag(argv, "model_dir") and argv[0].endswith("sweep.py")]
+    again = recorded_calls(record)
+    assert not [argv for argv in again if flag(argv, "model_dir") and argv[0].endswith("sweep.py")]  # swept already
+    assert [argv[0] for argv in again if argv[0].startswith("scripts/")][-1] == "scripts/plot_eval_history.py"
+    assert not [argv for argv in again if argv[:2] in (["-m", "export.saved_model"], ["-m", "trainers.sample"])]
 
 
 def test_records_keep_the_scores_of_finished_runs_only(tmp_path):
