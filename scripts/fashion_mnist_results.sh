@@ -58,8 +58,8 @@ sweep 1 ortho_s0 & children="$children $!"
 for pid in $children; do wait "$pid"; done
 children=
 both=("default=$OUT/attention_s0/truncation.json" "g_ortho_reg=1e-4=$OUT/ortho_s0/truncation.json")
-$PY scripts/truncation_sweep.py --from_json "${both[@]}" --plot=$FIG/truncation.png
-$PY scripts/truncation_sweep.py --from_json "${both[@]}" --statistics=recomputed --plot=$FIG/truncation_ortho.png
+$PY scripts/truncation_sweep.py --from_json "${both[@]}" --plot=$FIG/truncation_ortho.png \
+  --title="Fashion-MNIST 32x32, seed 0 at 4,000 steps, with and without G's orthogonal regulariser"
 
 # 3. The table over the seeds at step STEPS and the mean curves.
 runs() {  # row -> OUT/row_s<seed> for every seed, comma-separated

@@ -215,7 +215,7 @@ def test_results_script_trains_every_cell_then_sweeps_tabulates_and_exports(tmp_
     shown = [argv for argv in sweeps if "--from_json" in argv]
     assert [argv[argv.index("--from_json") + 1:argv.index("--from_json") + 3] for argv in shown] == [[
         f"default={out / 'attention_s0' / 'truncation.json'}",
-        f"g_ortho_reg=1e-4={out / 'ortho_s0' / 'truncation.json'}"]] * 2
+        f"g_ortho_reg=1e-4={out / 'ortho_s0' / 'truncation.json'}"]]
     assert (out / "ortho_s0" / "truncation.json").is_file() and not (out / "ortho_s0" / "truncation.tmp.json").exists()
 
     [table] = [argv for argv in calls if argv[0] == "scripts/plot_eval_history.py"]
