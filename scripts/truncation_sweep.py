@@ -107,7 +107,8 @@ def plot(series, out: str, title: str):
                         reverse=True)
     positions = {t: i for i, t in enumerate(thresholds)}
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for (label, records), colour in zip(series, (f"C{i}" for i in range(10))):
+    for index, (label, records) in enumerate(series):
+        colour = f"C{index % 10}"  # the colour cycle repeats after ten sweeps; none is dropped
         name = f"{label}, " if len(series) > 1 else ""
         for mode, style in zip(STATISTICS, ("-", "--")):
             rows = sorted((r for r in records if r["statistics"] == mode and r["truncation"] is not None),
