@@ -13,6 +13,7 @@
 # hour each on a Zen 5 EPYC core, so about 6.5 h on 2 cores. Rerun the same command after an
 # interruption: a finished run is "already at step 4000", a stopped one resumes from its checkpoint, and
 # a truncation sweep already written is not measured again.
+# RECORDS=dir keeps each finished run's scores and config, and each sweep's truncation.json, in dir/<run>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/seeds}
@@ -52,6 +53,7 @@ sweep() {  # core, run: its sweep to OUT/run/truncation.json, unless that is the
   trap 'kill -TERM "$sweeper" 2>/dev/null; wait "$sweeper"; exit 143' TERM
   wait "$sweeper"
   mv "$OUT/$run/truncation.tmp.json" "$OUT/$run/truncation.json"
+  [[ -z ${RECORDS:-} ]] || { mkdir -p "$RECORDS/$run" && cp "$OUT/$run/truncation.json" "$RECORDS/$run/"; }
 }
 sweep 0 attention_s0 & children=$!
 sweep 1 ortho_s0 & children="$children $!"

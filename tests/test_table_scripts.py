@@ -194,7 +194,7 @@ def test_results_script_trains_every_cell_then_sweeps_tabulates_and_exports(tmp_
     (pretrained / "1").mkdir(parents=True)
     (pretrained / "1" / "old_model").write_text("")
     env, record = script_env(tmp_path, SEEDS="0 1", PRETRAINED=str(pretrained), FIGURES=str(tmp_path / "fig"),
-                             EXPORT_RUN="attention_s0")
+                             EXPORT_RUN="attention_s0", RECORDS=str(tmp_path / "records"))
     out = tmp_path / "out"
     result = subprocess.run(["bash", str(RESULTS_SCRIPT), str(out), "300"], env=env, capture_output=True, text=True,
                             timeout=120)
@@ -217,6 +217,12 @@ def test_results_script_trains_every_cell_then_sweeps_tabulates_and_exports(tmp_
         f"default={out / 'attention_s0' / 'truncation.json'}",
         f"g_ortho_reg=1e-4={out / 'ortho_s0' / 'truncation.json'}"]]
     assert (out / "ortho_s0" / "truncation.json").is_file() and not (out / "ortho_s0" / "truncation.tmp.json").exists()
+    records = tmp_path / "records"
+    assert sorted(path.name for path in records.iterdir()) == sorted(runs)  # every run kept, the sweeps with theirs
+    assert sorted(path.name for path in (records / "ortho_s0").iterdir()) == [
+        "config.json", "eval_history.jsonl", "truncation.json"]
+    assert (records / "ortho_s0" / "truncation.json").read_text() == (out / "ortho_s0" / "truncation.json").read_text()
+    assert not (records / "g32_s1" / "truncation.json").exists()
 
     [table] = [argv for argv in calls if argv[0] == "scripts/plot_eval_history.py"]
     assert flag(table, "table_step") == "300"
