@@ -101,6 +101,37 @@ def seed_table(groups: list[tuple[str, list[str], list[dict[int, dict]]]], step:
     return "\n".join(lines)
 
 
+def plot(groups: list[tuple[str, list[str], list[dict[int, dict]]]], title: str):
+    """The figure: FID (log axis labelled 1, 2, 5, 10, ... in plain numbers) and conditional accuracy
+    against G step, one line per label (its seeds' mean, with a ± std band when there are several)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    figure, (fid_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for label, _, histories in groups:
+        name = label if len(histories) == 1 else f"{label} ({len(histories)} seeds, mean ± std)"
+        for axis, metric in ((fid_axis, "fid"), (accuracy_axis, "conditional_accuracy")):
+            steps, means, stds = seed_series(histories, metric)
+            line, = axis.plot(steps, means, marker="o", markersize=3, label=name)
+            if len(histories) > 1:
+                axis.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                                  color=line.get_color(), alpha=0.2)
+    fid_axis.set(xlabel="G step", ylabel="FID (classifier features)", yscale="log")
+    # FID here spans about 1.5 to 30: matplotlib's default log labels would show "10^1" alone.
+    fid_axis.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1, 2, 5)))
+    fid_axis.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    fid_axis.yaxis.set_minor_formatter(ticker.NullFormatter())
+    accuracy_axis.set(xlabel="G step", ylabel="conditional accuracy", ylim=(0, 1))
+    for axis in (fid_axis, accuracy_axis):
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="label=run_dir[,run_dir...] or run_dir")
@@ -127,26 +158,7 @@ def main(argv=None) -> int:
     if args.out is None:
         return 0
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (fid_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for label, _, histories in groups:
-        name = label if len(histories) == 1 else f"{label} ({len(histories)} seeds, mean ± std)"
-        for axis, metric in ((fid_axis, "fid"), (accuracy_axis, "conditional_accuracy")):
-            steps, means, stds = seed_series(histories, metric)
-            line, = axis.plot(steps, means, marker="o", markersize=3, label=name)
-            if len(histories) > 1:
-                axis.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                                  color=line.get_color(), alpha=0.2)
-    fid_axis.set(xlabel="G step", ylabel="FID (classifier features)", yscale="log")
-    accuracy_axis.set(xlabel="G step", ylabel="conditional accuracy", ylim=(0, 1))
-    for axis in (fid_axis, accuracy_axis):
-        axis.grid(True, alpha=0.3)
-        axis.legend()
-    figure.suptitle(args.title)
-    figure.tight_layout()
+    figure = plot(groups, args.title)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     figure.savefig(args.out, dpi=100)
     print(f"wrote {args.out}")

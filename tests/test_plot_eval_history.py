@@ -84,3 +84,24 @@ def test_the_cli_prints_the_seed_table_without_a_plot(tmp_path, capsys):
     with pytest.raises(SystemExit):
         plot.main([f"default={','.join(paths)}", "--table_step=1000"])
     assert "did not evaluate step 1000" in capsys.readouterr().err
+
+
+def test_fid_axis_is_log_with_plain_1_2_5_labels_and_draws_the_seed_means(tmp_path):
+    pytest.importorskip("matplotlib")
+    fids = {0: (20.0, 12.0, 2.0), 1: (14.0, 10.0, 2.4)}  # two seeds: the mean line is (17, 11, 2.2)
+    for seed, values in fids.items():
+        write_history(tmp_path / f"s{seed}", [{"step": 1000 * (i + 1), "metrics": {"fid/net": fid}}
+                                              for i, fid in enumerate(values)])
+    histories = [plot.read_history(str(tmp_path / f"s{seed}")) for seed in fids]
+    figure = plot.plot([("default", ["s0", "s1"], histories)], "title")
+    fid_axis = figure.axes[0]
+    assert fid_axis.get_yscale() == "log"
+    figure.canvas.draw()
+    low, high = fid_axis.get_ylim()
+    labels = [tick.get_text() for tick, value in zip(fid_axis.get_yticklabels(), fid_axis.get_yticks())
+              if low <= value <= high]
+    assert labels == ["2", "5", "10", "20"]  # not a lone "10^1"
+    assert all(not tick.get_text() for tick in fid_axis.yaxis.get_minorticklabels())
+    [mean_line] = fid_axis.get_lines()
+    assert list(mean_line.get_xdata()) == [1000, 2000, 3000]
+    assert list(mean_line.get_ydata()) == pytest.approx([17.0, 11.0, 2.2])
