@@ -109,7 +109,8 @@ def plot(groups: list[tuple[str, list[str], list[dict[int, dict]]]], title: str)
     import matplotlib.pyplot as plt
     from matplotlib import ticker
 
-    figure, (fid_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    legend_rows = math.ceil(len(groups) / 2)  # one legend under both panels, where it hides no line
+    figure, (fid_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.8 + 0.25 * legend_rows))
     for label, _, histories in groups:
         name = label if len(histories) == 1 else f"{label} ({len(histories)} seeds, mean ± std)"
         for axis, metric in ((fid_axis, "fid"), (accuracy_axis, "conditional_accuracy")):
@@ -126,9 +127,9 @@ def plot(groups: list[tuple[str, list[str], list[dict[int, dict]]]], title: str)
     accuracy_axis.set(xlabel="G step", ylabel="conditional accuracy", ylim=(0, 1))
     for axis in (fid_axis, accuracy_axis):
         axis.grid(True, alpha=0.3)
-        axis.legend()
+    figure.legend(*fid_axis.get_legend_handles_labels(), loc="lower center", ncol=2, frameon=False)
     figure.suptitle(title)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.25 * legend_rows / figure.get_figheight() + 0.02, 1, 1))
     return figure
 
 
