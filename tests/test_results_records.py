@@ -31,6 +31,11 @@ ROWS = {  # a table row's label -> the records' row name (<row>_s<seed>)
 
 def seed_tables(path):
     """Every markdown table in `path` with a "seeds" column: (header cells, rows of cells)."""
+    return seed_tables_with(path, "seeds")
+
+
+def seed_tables_with(path, column):
+    """Every markdown table in `path` with a column headed `column`: (header cells, rows of cells)."""
     tables, current = [], None
     for line in path.read_text().splitlines():
         if not line.startswith("|"):
@@ -39,7 +44,7 @@ def seed_tables(path):
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if current is None:
             current = (cells, [])
-            if "seeds" in cells:
+            if column in cells:
                 tables.append(current)
         elif not set(line) <= set("|-: "):
             current[1].append(cells)
@@ -61,7 +66,7 @@ def agrees(cell, value):
     """`cell` shows `value` rounded to its own number of decimals (unicode minus allowed)."""
     cell = cell.replace("−", "-")
     decimals = len(cell.partition(".")[2])
-    return abs(float(cell) - value) <= 0.5 * 10 ** -decimals + 1e-12
+    return abs(float(cell) - value) <= 0.5001 * 10 ** -decimals  # a value at the half rounds either way
 
 
 @pytest.mark.parametrize("page", ["docs/results.md", "README.md"])
@@ -94,3 +99,22 @@ def test_the_table_parser_sees_a_wrong_cell(tmp_path):
     [(header, rows)] = seed_tables(page)
     assert header == ["4,000 G steps", "seeds", "FID ↓"] and rows == [["no attention", "3", "2.05 ± 0.43"]]
     assert agrees("2.05", 2.047) and not agrees("2.05", 2.056) and agrees("−0.0001", -0.00012)
+
+
+CURVE_COLUMNS = {"default": "attention", "no attention": "no_attention", "32² G, 16² D": "g32_d16",
+                 "32² G only": "g32", "default + ortho": "ortho"}
+
+
+def test_per_seed_curves_on_the_results_page_are_the_records():
+    checked = 0
+    for header, rows in seed_tables_with(ROOT / "docs" / "results.md", "G step"):
+        for column, title in enumerate(header[1:], 1):
+            name, _, seed = title.rpartition(" s")
+            history = plot.read_history(str(RECORDS / f"{CURVE_COLUMNS[name]}_s{seed}"))
+            for cells in rows:
+                fid, accuracy = re.fullmatch(r"([\d.]+) \(([\d.]+)\)", cells[column].replace("**", "")).groups()
+                step = int(cells[0].replace(",", ""))
+                assert agrees(fid, plot.metric_series({step: history[step]}, "fid")[1][0]), (title, step, fid)
+                assert agrees(accuracy, plot.metric_series({step: history[step]}, "conditional_accuracy")[1][0])
+                checked += 1
+    assert checked >= 11 * 4
