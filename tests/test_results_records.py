@@ -51,10 +51,14 @@ def seed_tables_with(path, column):
     return tables
 
 
+def record_runs(row):
+    """The committed records of one row of the table, one directory per seed."""
+    return sorted(RECORDS.glob(f"{row}_s[0-9]*"))
+
+
 def record_values(row, metric):
-    runs = sorted(RECORDS.glob(f"{row}_s[0-9]*"))
     values = []
-    for run in runs:
+    for run in record_runs(row):
         history = plot.read_history(str(run))
         assert STEP in history, f"{run} did not evaluate step {STEP}"
         [value] = plot.metric_series({STEP: history[STEP]}, metric)[1]
@@ -79,7 +83,7 @@ def test_seed_tables_are_the_records_mean_and_std(page):
             row = ROWS.get(cells[0])
             if row is None:
                 continue  # the committed generator, the real-vs-real row
-            assert cells[header.index("seeds")] == str(len(sorted(RECORDS.glob(f"{row}_s[0-9]*")))), cells
+            assert cells[header.index("seeds")] == str(len(record_runs(row))), cells
             for title, metric in HEADER_METRICS.items():
                 if title not in header:
                     continue
