@@ -12,8 +12,10 @@ Each argument is ``label=run_dir[,run_dir...]`` (or just ``run_dir``); the point
 resumed run evaluated a step twice, the last record wins. Several runs under one label (seeds) are
 drawn as their mean ± sample standard deviation at the steps every one of them evaluated, and
 ``--table_step`` prints a markdown table of mean ± standard deviation at that step (every run must
-have evaluated it). Needs matplotlib (in the ``dev`` extra) for the plot; ``--out`` may be left out
-when only the table is wanted.
+have evaluated it). ``--welch`` adds a second table: the first label against each of the others at that
+step, each metric's difference of means and the two-sided p of Welch's t-test (unequal variances; needs
+scipy). Needs matplotlib (in the ``dev`` extra) for the plot; ``--out`` may be left out when only the
+tables are wanted.
 """
 from __future__ import annotations
 
@@ -101,6 +103,41 @@ def seed_table(groups: list[tuple[str, list[str], list[dict[int, dict]]]], step:
     return "\n".join(lines)
 
 
+def step_values(label: str, histories: list[dict[int, dict]], step: int, metric: str) -> list[float]:
+    """`metric` at `step` in every one of `histories` (a ValueError names the label if one lacks it)."""
+    values = [found[0] for found in (metric_series({step: h[step]}, metric)[1] for h in histories if step in h)
+              if found]
+    if len(values) < len(histories):
+        raise ValueError(f"{label}: not every run evaluated {metric} at step {step}")
+    return values
+
+
+def welch_table(groups: list[tuple[str, list[str], list[dict[int, dict]]]], step: int) -> str:
+    """Markdown: the first group against each other one at `step`, per metric: mean(first) − mean(other)
+    and the two-sided p of Welch's t-test (scipy.stats.ttest_ind, equal_var=False)."""
+    from scipy import stats
+
+    (base, _, base_histories), others = groups[0], groups[1:]
+    if not others:
+        raise ValueError("--welch compares the first label with the others: pass at least two")
+    header = "| metric | " + " | ".join(f"{base} − {label} | p" for label, _, _ in others) + " |"
+    lines = [header, "|---|" + "---:|---:|" * len(others)]
+    for metric, title in TABLE_METRICS:
+        base_values = step_values(base, base_histories, step, metric)
+        cells = []
+        for label, _, histories in others:
+            values = step_values(label, histories, step, metric)
+            if min(len(base_values), len(values)) < 2:
+                raise ValueError(f"Welch's t-test needs two runs of each: {base} has {len(base_values)}, "
+                                 f"{label} has {len(values)}")
+            difference = statistics.fmean(base_values) - statistics.fmean(values)
+            p = stats.ttest_ind(base_values, values, equal_var=False).pvalue
+            digits = 3 if abs(statistics.fmean(base_values)) < 1 else 2
+            cells.append(f"{difference:+.{digits}f} | {p:.2f}".replace("-", "−"))
+        lines.append(f"| {title.rstrip(' ↓↑')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(groups: list[tuple[str, list[str], list[dict[int, dict]]]], title: str):
     """The figure: FID (log axis labelled 1, 2, 5, 10, ... in plain numbers) and conditional accuracy
     against G step, one line per label (its seeds' mean, with a ± std band when there are several)."""
@@ -138,10 +175,14 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", help="label=run_dir[,run_dir...] or run_dir")
     parser.add_argument("--out", default=None, help="PNG to write")
     parser.add_argument("--table_step", type=int, default=None, help="print the mean ± std table at this step")
+    parser.add_argument("--welch", action="store_true",
+                        help="with --table_step: Welch's t-test of the first label against each other label")
     parser.add_argument("--title", default="Fashion-MNIST 32x32, EMA generator, 10k samples vs test set")
     args = parser.parse_args(argv)
     if args.out is None and args.table_step is None:
         parser.error("nothing to do: pass --out and/or --table_step")
+    if args.welch and args.table_step is None:
+        parser.error("--welch needs --table_step (the step the runs are compared at)")
 
     groups = []
     for label, paths in (parse_run(argument) for argument in args.runs):
@@ -154,6 +195,9 @@ def main(argv=None) -> int:
     if args.table_step is not None:
         try:
             print(seed_table(groups, args.table_step))
+            if args.welch:
+                print()
+                print(welch_table(groups, args.table_step))
         except ValueError as error:
             parser.error(str(error))
     if args.out is None:

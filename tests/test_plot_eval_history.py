@@ -105,3 +105,42 @@ def test_fid_axis_is_log_with_plain_1_2_5_labels_and_draws_the_seed_means(tmp_pa
     [mean_line] = fid_axis.get_lines()
     assert list(mean_line.get_xdata()) == [1000, 2000, 3000]
     assert list(mean_line.get_ydata()) == pytest.approx([17.0, 11.0, 2.2])
+
+
+def naive_welch_p(a, b):
+    """Two-sided p of Welch's t-test from its textbook formula (Welch–Satterthwaite degrees of freedom)."""
+    from scipy import stats
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    t = (np.mean(a) - np.mean(b)) / np.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return 2 * stats.t.sf(abs(t), df)
+
+
+def test_welch_table_is_the_difference_of_means_and_welchs_p(tmp_path, capsys):
+    pytest.importorskip("scipy")
+    recipes = {"base": [(2.0, 0.90), (2.6, 0.91), (2.3, 0.89)], "other": [(1.5, 0.85), (2.5, 0.88)]}
+    for name, runs in recipes.items():
+        for seed, (fid, accuracy) in enumerate(runs):
+            write_history(tmp_path / f"{name}{seed}", [{"step": 10, "metrics": {
+                "fid/net": fid, "conditional_accuracy/net": accuracy, "kid/net": fid / 100, "is/net": 8.0 + fid,
+                "precision/net": accuracy, "recall/net": 1 - accuracy}}])
+    arguments = [f"{name}={','.join(str(tmp_path / f'{name}{seed}') for seed in range(len(runs)))}"
+                 for name, runs in recipes.items()]
+    assert plot.main(arguments + ["--table_step=10", "--welch"]) == 0
+    header, _, *rows = capsys.readouterr().out.split("\n\n")[1].strip().splitlines()
+    assert header == "| metric | base − other | p |"
+    cells = {row.strip("|").split("|")[0].strip(): row.strip("|").split("|")[1:] for row in rows}
+    assert list(cells) == ["FID", "KID", "IS", "precision", "recall", "conditional accuracy"]
+    base_fid, other_fid = [f for f, _ in recipes["base"]], [f for f, _ in recipes["other"]]
+    base_acc, other_acc = [a for _, a in recipes["base"]], [a for _, a in recipes["other"]]
+    assert cells["FID"][0].strip() == f"+{np.mean(base_fid) - np.mean(other_fid):.2f}"  # 2 decimals above 1
+    assert float(cells["FID"][1]) == pytest.approx(naive_welch_p(base_fid, other_fid), abs=0.005)
+    assert cells["conditional accuracy"][0].strip() == f"+{np.mean(base_acc) - np.mean(other_acc):.3f}"
+    assert float(cells["conditional accuracy"][1]) == pytest.approx(naive_welch_p(base_acc, other_acc), abs=0.005)
+    assert cells["recall"][0].strip().startswith("−")  # base's recall is lower: a unicode minus, like the pages
+    with pytest.raises(ValueError, match="two runs of each: base has 3, other has 1"):
+        plot.welch_table([("base", [], [plot.read_history(str(tmp_path / f"base{s}")) for s in range(3)]),
+                          ("other", [], [plot.read_history(str(tmp_path / "other0"))])], 10)
+    with pytest.raises(SystemExit):
+        plot.main(arguments + ["--welch", f"--out={tmp_path / 'x.png'}"])
+    assert "--welch needs --table_step" in capsys.readouterr().err

@@ -122,3 +122,23 @@ def test_per_seed_curves_on_the_results_page_are_the_records():
                 assert agrees(accuracy, plot.metric_series({step: history[step]}, "conditional_accuracy")[1][0])
                 checked += 1
     assert checked >= 11 * 4
+
+
+WELCH_METRICS = {"FID": "fid", "KID": "kid", "IS": "is", "precision": "precision", "recall": "recall",
+                 "conditional accuracy": "conditional_accuracy"}
+
+
+def test_welch_table_on_the_results_page_is_the_records_t_test():
+    """`plot_eval_history.py --welch` wrote it; a seed added to the records without rerunning it fails here."""
+    stats = pytest.importorskip("scipy.stats")
+    [(header, rows)] = [table for table in seed_tables_with(ROOT / "docs" / "results.md", "metric") if "p" in table[0]]
+    checked = 0
+    for cells in rows:
+        metric = WELCH_METRICS[cells[0]]
+        for column in range(1, len(header), 2):
+            base, _, other = header[column].partition(" − ")
+            a, b = record_values(CURVE_COLUMNS[base], metric), record_values(CURVE_COLUMNS[other], metric)
+            assert agrees(cells[column], statistics.fmean(a) - statistics.fmean(b)), (cells[0], header[column])
+            assert agrees(cells[column + 1], stats.ttest_ind(a, b, equal_var=False).pvalue), (cells[0], header[column])
+            checked += 1
+    assert checked == 6 * 3
