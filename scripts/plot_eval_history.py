@@ -14,7 +14,7 @@ drawn as their mean ± sample standard deviation at the steps every one of them 
 ``--table_step`` prints a markdown table of mean ± standard deviation at that step (every run must
 have evaluated it). ``--welch`` adds a second table: the first label against each of the others at that
 step, each metric's difference of means and the two-sided p of Welch's t-test (unequal variances; needs
-scipy). Needs matplotlib (in the ``dev`` extra) for the plot; ``--out`` may be left out when only the
+scipy; a label with one run is left out). Needs matplotlib (in the ``dev`` extra) for the plot; ``--out`` may be left out when only the
 tables are wanted.
 """
 from __future__ import annotations
@@ -114,12 +114,14 @@ def step_values(label: str, histories: list[dict[int, dict]], step: int, metric:
 
 def welch_table(groups: list[tuple[str, list[str], list[dict[int, dict]]]], step: int) -> str:
     """Markdown: the first group against each other one at `step`, per metric: mean(first) − mean(other)
-    and the two-sided p of Welch's t-test (scipy.stats.ttest_ind, equal_var=False)."""
+    and the two-sided p of Welch's t-test (scipy.stats.ttest_ind, equal_var=False). Groups of one run
+    have no variance to test and are left out."""
     from scipy import stats
 
-    (base, _, base_histories), others = groups[0], groups[1:]
-    if not others:
-        raise ValueError("--welch compares the first label with the others: pass at least two")
+    (base, _, base_histories), others = groups[0], [group for group in groups[1:] if len(group[2]) > 1]
+    if len(base_histories) < 2 or not others:
+        raise ValueError(f"Welch's t-test needs two runs of each: {base} has {len(base_histories)}, "
+                         "and another label needs two as well")
     header = "| metric | " + " | ".join(f"{base} − {label} | p" for label, _, _ in others) + " |"
     lines = [header, "|---|" + "---:|---:|" * len(others)]
     for metric, title in TABLE_METRICS:
@@ -127,9 +129,6 @@ def welch_table(groups: list[tuple[str, list[str], list[dict[int, dict]]]], step
         cells = []
         for label, _, histories in others:
             values = step_values(label, histories, step, metric)
-            if min(len(base_values), len(values)) < 2:
-                raise ValueError(f"Welch's t-test needs two runs of each: {base} has {len(base_values)}, "
-                                 f"{label} has {len(values)}")
             difference = statistics.fmean(base_values) - statistics.fmean(values)
             p = stats.ttest_ind(base_values, values, equal_var=False).pvalue
             digits = 3 if abs(statistics.fmean(base_values)) < 1 else 2
