@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Reproduces docs/results.md with the committed classifier (pretrained/fashion_mnist_classifier, whose
-# features every score on that page uses): the seed table (four attention placements × seeds 0, 1, 2),
-# the run with the orthogonal regulariser, the truncation sweeps with and without it, the table, the
-# figures, the sample sheets and the pretrained export.
+# features every score on that page uses): the seed table (four attention placements and the default
+# with the orthogonal regulariser, × seeds 0, 1, 2), the truncation sweeps of seed 0 with and without the
+# regulariser, the table, the t-tests, the figures, the sample sheets and the pretrained export.
 #   [SEEDS="0 1 2"] [RECORDS=docs/records/seeds] [FIGURES=docs/figures] \
 #   [EXPORT_RUN=attention_s0 [PRETRAINED=pretrained/fashion_mnist]] \
 #     bash scripts/fashion_mnist_results.sh [OUT=runs/seeds] [STEPS=4000] [extra trainer flags...]
 # EXPORT_RUN (unset: stage 4 is skipped) names the run whose sample sheets, interpolation, attention map
 # and truncation sheet are drawn and which replaces the committed export: the committed generator is an
 # earlier run's that still has the best FID (docs/results.md), so replacing it is a choice to make.
-# The runs are scripts/fashion_mnist_seeds.sh's (one pinned to each core, float32): 13 runs of about an
-# hour each on a Zen 5 EPYC core, so about 6.5 h on 2 cores. Rerun the same command after an
+# The runs are scripts/fashion_mnist_seeds.sh's (one pinned to each core, float32): 15 runs of about an
+# hour each on a Zen 5 EPYC core, so about 7.5 h on 2 cores. Rerun the same command after an
 # interruption: a finished run is "already at step 4000", a stopped one resumes from its checkpoint, and
 # a truncation sweep already written is not measured again.
 # RECORDS=dir keeps each finished run's scores and config, and each sweep's truncation.json, in dir/<run>/.
@@ -34,11 +34,9 @@ mkdir -p "$OUT" "$FIG"
 children=
 trap '[[ -z $children ]] || { kill -TERM $children 2>/dev/null; wait; }; exit 143' TERM INT
 
-# 1. The runs. Seed 0 also trains the default with the orthogonal regulariser (the truncation curve's).
+# 1. The runs: every placement and the default with the orthogonal regulariser, for each seed.
 for seed in "${SEED_LIST[@]}"; do
-  rows=$PLACEMENTS
-  [[ $seed != 0 ]] || rows="$rows ortho"
-  ROWS=$rows bash scripts/fashion_mnist_seeds.sh "$seed" "$OUT" "$STEPS" "${EXTRA[@]}" & children=$!
+  ROWS="$PLACEMENTS ortho" bash scripts/fashion_mnist_seeds.sh "$seed" "$OUT" "$STEPS" "${EXTRA[@]}" & children=$!
   wait "$children"
 done
 
@@ -71,7 +69,10 @@ runs() {  # row -> OUT/row_s<seed> for every seed, comma-separated
 }
 $PY scripts/plot_eval_history.py --table_step="$STEPS" --out=$FIG/fid_vs_step.png \
   "default (16² in G and D)=$(runs attention)" "no attention=$(runs no_attention)" \
-  "32² in G, 16² in D=$(runs g32_d16)" "32² in G only=$(runs g32)" "default + g_ortho_reg, seed 0=$OUT/ortho_s0"
+  "32² in G, 16² in D=$(runs g32_d16)" "32² in G only=$(runs g32)" "default + g_ortho_reg=$(runs ortho)"
+$PY scripts/plot_eval_history.py --table_step="$STEPS" --welch "default=$(runs attention)" \
+  "no attention=$(runs no_attention)" "32² G, 16² D=$(runs g32_d16)" "32² G only=$(runs g32)" \
+  "ortho=$(runs ortho)"
 
 [[ -n $EXPORT_RUN ]] || { echo "EXPORT_RUN unset: the committed generator and its figures are kept"; exit 0; }
 

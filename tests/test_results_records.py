@@ -106,7 +106,7 @@ def test_the_table_parser_sees_a_wrong_cell(tmp_path):
 
 
 CURVE_COLUMNS = {"default": "attention", "no attention": "no_attention", "32² G, 16² D": "g32_d16",
-                 "32² G only": "g32", "default + ortho": "ortho"}
+                 "32² G only": "g32", "default + ortho": "ortho", "ortho": "ortho"}
 
 
 def test_per_seed_curves_on_the_results_page_are_the_records():
@@ -141,4 +141,4 @@ def test_welch_table_on_the_results_page_is_the_records_t_test():
             assert agrees(cells[column], statistics.fmean(a) - statistics.fmean(b)), (cells[0], header[column])
             assert agrees(cells[column + 1], stats.ttest_ind(a, b, equal_var=False).pvalue), (cells[0], header[column])
             checked += 1
-    assert checked == 6 * 3
+    assert checked == 6 * (len(header) - 1) // 2 >= 6 * 3  # every placement against the default

@@ -188,8 +188,8 @@ def flag(argv, name):
 
 
 def test_results_script_trains_every_cell_then_sweeps_tabulates_and_exports(tmp_path):
-    """Every placement for each seed and the regulariser for seed 0; the two sweeps (skipped when rerun);
-    the table over exactly those runs; the export replacing the old one whole."""
+    """Every placement and the regulariser for each seed; the two sweeps of seed 0 (skipped when rerun);
+    the table and the t-tests over exactly those runs; the export replacing the old one whole."""
     pretrained = tmp_path / "pre"
     (pretrained / "1").mkdir(parents=True)
     (pretrained / "1" / "old_model").write_text("")
@@ -203,8 +203,8 @@ def test_results_script_trains_every_cell_then_sweeps_tabulates_and_exports(tmp_
     trainers = [argv for argv in calls if argv[:2] == ["-m", "trainers.fashion_mnist"]]
     runs = by_run(trainers)
     placements = ["attention", "g32", "g32_d16", "no_attention"]
-    assert sorted(runs) == sorted([f"{row}_s{seed}" for seed in (0, 1) for row in placements] + ["ortho_s0"])
-    assert len(trainers) == 9 and all(steps == 300 for _, steps in runs.values())
+    assert sorted(runs) == sorted(f"{row}_s{seed}" for seed in (0, 1) for row in placements + ["ortho"])
+    assert len(trainers) == 10 and all(steps == 300 for _, steps in runs.values())
     assert runs["ortho_s0"][0].g_ortho_reg == 1e-4 and runs["attention_s0"][0].g_ortho_reg == 0
     assert {tuple(runs[f"g32_d16_s{seed}"][0].d_attention) for seed in (0, 1)} == {(16,)}
     assert calls.index(trainers[-1]) < min(calls.index(argv) for argv in calls if argv not in trainers)
@@ -224,12 +224,14 @@ def test_results_script_trains_every_cell_then_sweeps_tabulates_and_exports(tmp_
     assert (records / "ortho_s0" / "truncation.json").read_text() == (out / "ortho_s0" / "truncation.json").read_text()
     assert not (records / "g32_s1" / "truncation.json").exists()
 
-    [table] = [argv for argv in calls if argv[0] == "scripts/plot_eval_history.py"]
-    assert flag(table, "table_step") == "300"
+    table, welch = [argv for argv in calls if argv[0] == "scripts/plot_eval_history.py"]
+    assert flag(table, "table_step") == flag(welch, "table_step") == "300" and "--welch" in welch
     rows = dict(arg.rsplit("=", 1) for arg in table if not arg.startswith("--") and "=" in arg)
     assert rows["no attention"] == f"{out / 'no_attention_s0'},{out / 'no_attention_s1'}"
     assert rows["32² in G only"] == f"{out / 'g32_s0'},{out / 'g32_s1'}"
-    assert rows["default + g_ortho_reg, seed 0"] == str(out / "ortho_s0")
+    assert rows["default + g_ortho_reg"] == f"{out / 'ortho_s0'},{out / 'ortho_s1'}"
+    compared = [arg.rsplit("=", 1)[0] for arg in welch if not arg.startswith("--") and "=" in arg]
+    assert compared == ["default", "no attention", "32² G, 16² D", "32² G only", "ortho"]
 
     [export] = [argv for argv in calls if argv[:2] == ["-m", "export.saved_model"]]
     assert flag(export, "model_dir") == str(out / "attention_s0")
