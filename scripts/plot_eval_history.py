@@ -14,8 +14,8 @@ drawn as their mean ± sample standard deviation at the steps every one of them 
 ``--table_step`` prints a markdown table of mean ± standard deviation at that step (every run must
 have evaluated it). ``--welch`` adds a second table: the first label against each of the others at that
 step, each metric's difference of means and the two-sided p of Welch's t-test (unequal variances; needs
-scipy; a label with one run is left out). Needs matplotlib (in the ``dev`` extra) for the plot; ``--out`` may be left out when only the
-tables are wanted.
+scipy; a label with one run is left out). Needs matplotlib (in the ``dev`` extra) for the plot;
+``--out`` may be left out when only the tables are wanted.
 """
 from __future__ import annotations
 
