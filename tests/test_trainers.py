@@ -133,3 +133,14 @@ def test_run_cli_gives_what_a_plain_python_m_process_gives(tmp_path):
         assert forked.returncode == 1 and flag.split("=")[0].lstrip("-") in forked.stderr
     assert "Train SAGAN on Fashion-MNIST" in forked.stderr  # the usage text is the trainer's docstring
     assert not (tmp_path / "untouched").exists()
+
+
+def test_an_unreachable_tpu_is_a_usage_error_not_a_traceback(tmp_path):
+    """--strategy=tpu where no TPU can be reached (this machine has none) ends as a usage error naming the
+    flag value, with the trainer's usage text, before anything is written."""
+    result = run_cli("trainers.fashion_mnist", f"--model_dir={tmp_path / 'untouched'}", "--strategy=tpu", "--tpu=local")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "--strategy=tpu: no TPU found at --tpu='local'" in result.stderr
+    assert "Train SAGAN on Fashion-MNIST" in result.stderr
+    assert not (tmp_path / "untouched").exists()

@@ -65,7 +65,7 @@ def run(overrides_fn=None):
     try:
         strategy = get_strategy(FLAGS.strategy, tpu=FLAGS.tpu, num_cpu_devices=FLAGS.num_cpu_devices)
         validate_config(config, strategy.num_replicas_in_sync)
-    except ValueError as error:
+    except (ValueError, RuntimeError) as error:  # RuntimeError: no TPU at --tpu, --num_cpu_devices too late
         raise app.UsageError(str(error)) from error
     from sagan_tf.training.checkpointing import ConfigMismatchError
     from sagan_tf.training.run_lock import RunLockedError
