@@ -31,11 +31,13 @@ __all__ = [
     "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "IdxFormatError", "build_dataset", "describe_share",
     "center_crop_and_resize", "fashion_mnist_dataset", "image_folder_class_names",
     "image_folder_dataset", "is_tfds", "load_fashion_mnist", "prepare_dataset", "scan_image_folder",
-    "tfds_dataset", "to_model_range",
+    "split_size", "tfds_dataset", "to_model_range",
 ]
 
 _TFDS_PREFIX = "tfds:"
 _ALLOWED_FORMS = "'fashion_mnist_idx', 'image_folder', 'tfds:<name>' (e.g. 'tfds:imagenet2012')"
+#: Examples per split of the Fashion-MNIST idx files.
+_FASHION_MNIST_SPLIT_SIZES = {"train": 60000, "test": 10000}
 
 
 def is_tfds(dataset: str) -> bool:
@@ -113,16 +115,52 @@ def build_dataset(config, *, data_dir: str | None = None, start_step: int = 0,
     image_args = dict(resolution=int(config.resolution),
                       image_channels=int(config.image_channels), **common_args)
     if name == "image_folder":
-        if data_dir is None:
-            raise ValueError("dataset 'image_folder' needs a directory: pass data_dir=")
-        if split != "train":
-            raise ValueError(f"dataset 'image_folder' has no splits, got split={split!r}")
-        num_classes = config.num_classes
-        return image_folder_dataset(data_dir, unconditional=num_classes == 0,
-                                    class_names=list(config.class_names or ()) or None,
-                                    num_classes=num_classes, **image_args)
+        return image_folder_dataset(data_dir, num_classes=config.num_classes,
+                                    **_image_folder_selection(config, data_dir, split), **image_args)
     if is_tfds(name):
         return tfds_dataset(name[len(_TFDS_PREFIX):], split=split, data_dir=data_dir,
                             manual_dir=config.manual_dir, input_context=input_context,
                             **image_args)
+    raise ValueError(f"unknown dataset {name!r}; expected one of {_ALLOWED_FORMS}")
+
+
+def _image_folder_selection(config, data_dir: str | None, split: str) -> dict:
+    """The `unconditional` / `class_names` arguments that pick the images of an image folder for `config`
+    (the same for the pipeline and for `split_size`); checks `data_dir` and `split`."""
+    if data_dir is None:
+        raise ValueError("dataset 'image_folder' needs a directory: pass data_dir=")
+    if split != "train":
+        raise ValueError(f"dataset 'image_folder' has no splits, got split={split!r}")
+    return dict(unconditional=config.num_classes == 0, class_names=list(config.class_names or ()) or None)
+
+
+def split_size(config, split: str = "train", data_dir: str | None = None) -> int:
+    """How many examples one epoch of `build_dataset(config, data_dir=data_dir, split=split)` holds.
+
+    The pipelines repeat forever, so this is the most images of a split that can be read without counting
+    one twice (what a reference of real images must be capped at):
+
+    * fashion_mnist_idx: 60000 ("train") or 10000 ("test");
+    * image_folder: the readable images that `scan_image_folder` finds with the config's
+      `num_classes == 0` / `class_names` selection (the scan of an unchanged folder is cached, so after
+      `build_dataset` this decodes nothing again);
+    * tfds:<name>: the records of the split as TFDS records them (`info.splits[split]`), slices such as
+      "train[:10%]" included. The dataset is prepared first if it is not (as `build_dataset` does).
+
+    Raises:
+      ValueError: unknown `config.dataset` or split, or fields that do not fit the chosen pipeline.
+      FileNotFoundError: the image folder does not exist, or a TFDS dataset is not prepared and cannot be.
+    """
+    name = str(config.dataset)
+    if name == "fashion_mnist_idx":
+        if split not in _FASHION_MNIST_SPLIT_SIZES:
+            raise ValueError(f"unknown Fashion-MNIST split {split!r}; expected one of "
+                             f"{sorted(_FASHION_MNIST_SPLIT_SIZES)}")
+        return _FASHION_MNIST_SPLIT_SIZES[split]
+    if name == "image_folder":
+        return len(scan_image_folder(data_dir, **_image_folder_selection(config, data_dir, split)))
+    if is_tfds(name):
+        builder = tfds_pipeline.prepare_dataset(name[len(_TFDS_PREFIX):], data_dir=data_dir,
+                                                manual_dir=config.manual_dir)
+        return tfds_pipeline.shard_for(builder, split).num_examples
     raise ValueError(f"unknown dataset {name!r}; expected one of {_ALLOWED_FORMS}")

@@ -25,7 +25,7 @@ from sagan_tf.evaluation.features import iterate_features
 from sagan_tf.evaluation.reference_stats import (ReferenceStatsMismatchError, load_or_compute_reference_stats,
                                                  reference_stats_filename, save_reference_stats)
 from sagan_tf import files, run_dir
-from sagan_tf.data import build_dataset
+from sagan_tf.data import build_dataset, split_size
 from sagan_tf.files import atomic_save_npz
 from sagan_tf.sampling import sample_noise, truncated_sample_fn
 
@@ -285,8 +285,8 @@ def format_table(metrics: dict) -> str:
 # Real data for a run's config
 # ----------------------------------------------------------------------------------------------
 
-#: Examples per split where it is known (the pipelines repeat forever, so more would count twice).
-_SPLIT_SIZES = {"fashion_mnist": {"train": 60000, "test": 10000}}
+#: Data sets (canonical names) with a "test" split the GAN never trained on: the default reference.
+_HELD_OUT_TEST_SPLIT = frozenset({"fashion_mnist"})
 
 
 def canonical_dataset_name(dataset: str) -> str:
@@ -303,7 +303,7 @@ def canonical_dataset_name(dataset: str) -> str:
 
 def default_reference_split(dataset: str) -> str:
     """"test" where the data set has one the GAN never trained on (Fashion-MNIST), else "train"."""
-    return "test" if canonical_dataset_name(dataset) in _SPLIT_SIZES else "train"
+    return "test" if canonical_dataset_name(dataset) in _HELD_OUT_TEST_SPLIT else "train"
 
 
 class ReferenceSplitError(ValueError):
@@ -317,17 +317,20 @@ def run_reference(config, network, model_dir: str, num_reference: int, num_featu
     for the evaluate CLI and the evaluation during training alike.
 
     `split` None: :func:`default_reference_split`. `cache` None: ``<model_dir>/reference_stats``.
-    `num_reference` is capped at the split's size where it is known (said through `log_fn`), and
-    `num_features` (real features kept for KID and precision/recall) at `num_reference`.
+    `num_reference` is capped at the split's size (:func:`sagan_tf.data.split_size`: the idx files' split,
+    the readable images of an image folder, the records of a TFDS split or slice), said through `log_fn`:
+    the pipelines repeat forever, so a larger request would count real images several times (each real
+    point's nearest neighbours its own copies: precision near 0, KID biased up). `num_features` (real
+    features kept for KID and precision/recall) is capped at `num_reference`.
 
     Raises:
       ReferenceSplitError: the split cannot be read (unknown split, missing files).
     """
     split = split or default_reference_split(config.dataset)
-    real, name, split_size = real_image_source(config, split, batch_size, data_dir)
-    if split_size is not None and num_reference > split_size:
-        log_fn(f"{num_reference} real images asked for, but {name} has {split_size}; using {split_size}")
-        num_reference = split_size
+    real, name, size = real_image_source(config, split, batch_size, data_dir)
+    if num_reference > size:
+        log_fn(f"{num_reference} real images asked for, but {name} has {size}; using {size}")
+        num_reference = size
     reference = load_or_compute_reference(cache or run_dir.reference_cache(model_dir), network, real, num_reference,
                                           name, num_features=min(num_features, num_reference), batch_size=batch_size)
     return reference, name, num_reference
@@ -341,8 +344,8 @@ def real_split_sample_fn(config, split: str, num_images: int, batch_size: int, d
     Raises:
       ReferenceSplitError: the split cannot be read.
     """
-    source, name, split_size = real_image_source(config, split, batch_size, data_dir)
-    wanted = min(num_images, split_size or num_images)
+    source, name, size = real_image_source(config, split, batch_size, data_dir)
+    wanted = min(num_images, size)
     images, labels, have = [], [], 0
     for batch_images, batch_labels in source:
         images.append(batch_images.numpy()[:wanted - have])
@@ -355,11 +358,15 @@ def real_split_sample_fn(config, split: str, num_images: int, batch_size: int, d
 
 
 def real_image_source(config, split: str, batch_size: int, data_dir: str | None = None):
-    """(tf.data pipeline of (images, labels) in [-1, 1], reference name, split size or None) for `config`.
+    """(tf.data pipeline of (images, labels) in [-1, 1], reference name, split size) for `config`.
 
     The pipeline is :func:`sagan_tf.data.build_dataset` for the split, at the config's resolution
-    and channels. Its first `split size` images are each image of the split exactly once (every
-    epoch is a permutation). The reference name, e.g. "fashion_mnist_test", names the cache.
+    and channels. The split size is :func:`sagan_tf.data.split_size` (for every kind of data: the
+    idx files' split, the readable images of an image folder with the config's class selection, the
+    records of a TFDS split or slice such as "train[:10%]"), read after the pipeline is built (which
+    prepares a TFDS dataset). The pipeline's first `split size` images are each image of the split
+    exactly once (every epoch is a permutation); it repeats forever after. The reference name, e.g.
+    "fashion_mnist_test", names the cache.
 
     Raises:
       ReferenceSplitError: the split cannot be read (unknown split, missing files).
@@ -368,9 +375,10 @@ def real_image_source(config, split: str, batch_size: int, data_dir: str | None 
     data_config.batch_size, data_config.random_flip = int(batch_size), False
     try:
         dataset = build_dataset(data_config, data_dir=data_dir, split=split)
+        size = split_size(data_config, split, data_dir)
     except (ValueError, FileNotFoundError) as error:
         raise ReferenceSplitError(f"split {split!r}: {error}") from error
     name = canonical_dataset_name(config.dataset)
     if data_dir and config.dataset == "image_folder":
         name = f"image_folder_{os.fspath(data_dir).rstrip('/').rsplit('/', 1)[-1]}"
-    return dataset, f"{name}_{split}", _SPLIT_SIZES.get(name, {}).get(split)
+    return dataset, f"{name}_{split}", size
