@@ -130,3 +130,38 @@ def test_checkpoint_restores_the_loss_scales_and_training_continues_exactly(trai
                     restored.weights + restored.g_optimizer.variables + restored.d_optimizer.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     assert int(restored.step) == step + 1
+
+
+def replica_copies(strategy, variable):
+    """Each replica's copy of a (Keras) mirrored variable, as numpy arrays."""
+    return [np.array(copy.numpy()) for copy in strategy.experimental_local_results(variable.value)]
+
+
+def test_an_overflow_on_one_replica_skips_the_update_on_every_replica(two_device_strategy):
+    """MirroredStrategy, mixed_float16: replica 1's real images overflow float16 (D's gradients there are
+    not finite), replica 0's do not. The skip is decided on both replicas' gradients: D's update is
+    skipped on every replica (weights and Adam slots unchanged, finite and identical on both), D's
+    scale halves, its iterations still count the step; G, finite on both, updates."""
+    model = build_model(tiny_config(mixed_precision="mixed_float16", init="normal"), two_device_strategy)
+    model.d_optimizer.dynamic_scale.assign(1.0)  # replica 0's float16 gradients are finite at this scale
+    model.g_optimizer.dynamic_scale.assign(1.0)
+    images = IMAGES[:8].copy()
+    images[4:] = 1e30  # rows 4-7: replica 1's share of the global batch of 8; inf in float16
+    batches = tf.data.Dataset.from_tensor_slices((images, LABELS[:8])).batch(8).repeat()
+    d_before, g_before = values(model.discriminator.trainable_variables), values(model.generator.trainable_variables)
+    d_slots = slots(model.d_optimizer)
+    model.fit(two_device_strategy.experimental_distribute_dataset(batches), epochs=1, steps_per_epoch=1, verbose=0)
+
+    for variable, before in zip(model.discriminator.trainable_variables, d_before):
+        for copy in replica_copies(two_device_strategy, variable):
+            np.testing.assert_array_equal(copy, before, err_msg=variable.path)
+    for slot, before in zip(model.d_optimizer.inner_optimizer.variables[1:], d_slots[1:]):
+        for copy in replica_copies(two_device_strategy, slot):
+            np.testing.assert_array_equal(copy, before, err_msg=slot.path)
+    assert float(model.d_optimizer.dynamic_scale.numpy()) == 0.5 and int(model.d_optimizer.iterations.numpy()) == 1
+    assert changed(g_before, model.generator.trainable_variables) > 1e-6
+    assert float(model.g_optimizer.dynamic_scale.numpy()) == 1.0 and int(model.step.numpy()) == 1
+    for variable in model.generator.trainable_variables:
+        first, second = replica_copies(two_device_strategy, variable)
+        assert np.isfinite(first).all()
+        np.testing.assert_array_equal(first, second, err_msg=variable.path)

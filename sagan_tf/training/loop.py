@@ -24,7 +24,7 @@ from sagan_tf.data import build_dataset, describe_share, is_tfds, prepare_datase
 from sagan_tf.evaluation.periodic import build_periodic_evaluation
 from sagan_tf.losses import get_losses
 from sagan_tf.precision import resolve_precision
-from sagan_tf.replicas import distributed_call
+from sagan_tf.replicas import distributed_call, replica_major_order
 from sagan_tf.training import callbacks as cb
 from sagan_tf.training import run_lock
 from sagan_tf.training.checkpointing import (CheckpointManager, check_resume_config, make_checkpoint,
@@ -40,6 +40,7 @@ __all__ = [
     "agree_on_precision",
     "num_workers",
     "training_data",
+    "replica_major",
     "execution_segments",
     "write_config",
     "train",
@@ -48,14 +49,45 @@ __all__ = [
 
 @keras.saving.register_keras_serializable(package="sagan_tf")
 class StepCountingLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
-    """Keras' dynamic LossScaleOptimizer, except that a skipped update still counts as a step.
+    """Keras' dynamic LossScaleOptimizer, except that a skipped update still counts as a step, and that
+    on several replicas the skip is decided on every replica's gradients.
 
     When the scaled gradients are not finite, Keras 3 skips the update (variables and Adam slots
     unchanged) and halves the scale, but also leaves `iterations` where it was. G's `iterations` is the
     run's step, which the noise, the data position of a resume and every callback cadence follow, so
     here a skipped update advances it by one, as tf.keras' LossScaleOptimizer did: `step` counts train
     steps (G updates attempted) exactly as in float32. Variables and checkpoint layout are Keras' own.
+
+    Keras decides "finite or skip" from the gradients it is given, which in a custom train step are
+    each replica's own, before the inner optimizer sums them: under MirroredStrategy from the first
+    replica's alone, under XLA on each replica for itself. An overflow on another replica would then be
+    summed into the update (non-finite weights and slots, scale kept), or replicas would take different
+    branches around the all-reduce and hang. So `apply` first sums every replica's "not finite" flag
+    (one scalar all-reduce) and, if any replica's gradients are not finite, makes them not finite on
+    every replica: all skip together, or all apply the summed gradients.
     """
+
+    def apply(self, grads, trainable_variables=None):
+        return super().apply(self._non_finite_on_every_replica_if_on_any(grads), trainable_variables)
+
+    def _non_finite_on_every_replica_if_on_any(self, grads):
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return grads
+        grads = list(grads)
+        locally_finite = self.check_finite(grads)
+        replicas_not_finite = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                                 tf.cast(tf.logical_not(locally_finite), tf.float32))
+        # NaN added to one gradient when any replica overflowed (0 otherwise): Keras' own check then
+        # sees "not finite" on every replica. One gradient suffices; the others are left as they are.
+        first = next(i for i, grad in enumerate(grads) if grad is not None)
+        grad = grads[first]
+        poison = tf.where(replicas_not_finite > 0, float("nan"), 0.0)
+        if isinstance(grad, tf.IndexedSlices):
+            grads[first] = tf.IndexedSlices(grad.values + tf.cast(poison, grad.dtype), grad.indices, grad.dense_shape)
+        else:
+            grads[first] = grad + tf.cast(poison, grad.dtype)
+        return grads
 
     def _stateful_handle_non_finite_grads(self):
         super()._stateful_handle_non_finite_grads()
@@ -179,7 +211,22 @@ def training_data(config: ml_collections.ConfigDict, strategy: tf.distribute.Str
         return strategy.distribute_datasets_from_function(per_host)
     if is_tfds(config.dataset):
         print(describe_share(data_config, data_dir), flush=True)
-    return _take(build_dataset(data_config, data_dir=data_dir, start_step=start_step), num_steps)
+    return _take(replica_major(build_dataset(data_config, data_dir=data_dir, start_step=start_step), config, strategy),
+                 num_steps)
+
+
+def replica_major(dataset: tf.data.Dataset, config: ml_collections.ConfigDict,
+                  strategy: tf.distribute.Strategy) -> tf.data.Dataset:
+    """`dataset`'s steps (n_dis batches of batch_size rows each) with their rows reordered so that every
+    replica's share of each D update's batch is the share one device would give it
+    (`replicas.replica_major_order`): with n_dis > 1 on N replicas, D update k still sees the real
+    images of batch k. Unchanged for n_dis = 1, one replica, or an already distributed dataset."""
+    replicas = strategy.num_replicas_in_sync
+    if config.n_dis == 1 or replicas == 1 or not isinstance(dataset, tf.data.Dataset):
+        return dataset
+    order = tf.constant(replica_major_order(config.batch_size, config.n_dis, replicas), tf.int32)
+    return dataset.map(lambda images, labels: (tf.gather(images, order), tf.gather(labels, order)),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _take(dataset, num_steps):
@@ -231,8 +278,8 @@ def _train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, ver
     """Trains (or resumes) to `config.train_steps` G steps; returns the SAGAN model.
 
     `dataset_fn(start_step)` may replace the configured pipeline (tests); it must yield batches of
-    `n_dis × batch_size` (images, labels), positioned at `start_step` (a tf.data.Dataset is cut where the
-    run ends). `extra_callbacks` run after the
+    `n_dis × batch_size` (images, labels), positioned at `start_step` (a tf.data.Dataset is laid out for
+    the replicas as the configured pipeline is, `replica_major`, and cut where the run ends). `extra_callbacks` run after the
     run's own (tests record the step logs with one).
     """
     strategy = strategy or tf.distribute.get_strategy()
@@ -292,7 +339,7 @@ def _train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, ver
             if dataset_fn is None:
                 dataset = training_data(config, strategy, data_dir, first, end - first)
             else:
-                dataset = _take(dataset_fn(first), end - first)
+                dataset = _take(replica_major(dataset_fn(first), config, strategy), end - first)
             model.fit(dataset, epochs=1, steps_per_epoch=end - first, callbacks=callbacks, verbose=verbose,
                       shuffle=False)  # the pipelines shuffle, deterministically
             if model.stop_training:  # a signal: checkpointed at the step it stopped
