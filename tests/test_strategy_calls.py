@@ -165,3 +165,36 @@ def test_evaluation_on_two_replicas_equals_one_device(sagan_pair):
     assert sorted(a) == sorted(b) and len(a) >= 4
     for key in a:
         assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
+
+
+def test_train_step_logs_are_the_mean_over_replicas_under_any_reduction(two_device_strategy):
+    """Keras reduces a train step's logs with "first" under TPUStrategy and "mean" otherwise: the step
+    averages them over the replicas itself, so both reductions give the global-batch mean. Replica 1's
+    real images are other images than replica 0's, so their own losses differ."""
+    from keras.src.backend.tensorflow.trainer import reduce_per_replica
+
+    model = build_model(tiny_config(batch_size=4, n_dis=1), two_device_strategy)
+    rng = np.random.default_rng(0)
+    images = np.concatenate([rng.uniform(-1, 1, (2, 32, 32, 1)), np.full((2, 32, 32, 1), 0.9)]).astype(np.float32)
+    data = next(iter(two_device_strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensors((images, np.array([0, 1, 2, 0], np.int32))))))
+    logs = tf.function(lambda batch: two_device_strategy.run(model.train_step, args=(batch,)))(data)
+    for name, value in logs.items():
+        first, second = [float(v) for v in two_device_strategy.experimental_local_results(value)]
+        assert first == second, name
+        assert float(reduce_per_replica(value, two_device_strategy, "first")) == first, name
+        np.testing.assert_allclose(float(reduce_per_replica(value, two_device_strategy, "mean")), first, rtol=1e-6)
+
+
+def test_health_scalars_read_in_cross_replica_context_are_every_replicas_values(two_device_strategy):
+    """The values that live in the weights are read outside `strategy.run` (sagan_tf.replicas): there they
+    equal what each replica reads inside it."""
+    model = build_model(tiny_config(), two_device_strategy)
+    for layer in spectral_norm_layers(model.discriminator):  # distinct u per layer, so σ differs from 1
+        layer.u.assign(np.linspace(1.0, 2.0, layer.u.shape[0]).astype(np.float32))
+    outside = {name: float(value) for name, value in model.health_scalars().items()}
+    inside = tf.function(lambda: two_device_strategy.run(model.health_scalars))()
+    for name, value in inside.items():
+        for replica_value in two_device_strategy.experimental_local_results(value):
+            np.testing.assert_allclose(float(replica_value), outside[name], rtol=1e-6, err_msg=name)
+    assert outside["d_sigma_max"] > 0 and outside["d_sigma_max"] != 1.0

@@ -5,13 +5,17 @@ optimizers and learning rates), then the EMA update. It runs in replica context 
 tf.distribute strategy (Keras calls it through `strategy.run`):
 
 * losses are averaged over the GLOBAL batch (`tf.nn.compute_average_loss`) and the optimizers sum
-  gradients across replicas, so N replicas compute exactly the single-device update;
+  gradients across replicas;
 * noise and fake labels are drawn with stateless ops from (seed, step, purpose) for the whole global
-  batch, and each replica takes its own rows: replicas see different noise, and the run does not
-  depend on how many replicas there are;
-* the batch the dataset yields holds `n_dis` real batches, one per D update.
+  batch, and each replica takes its own rows: replicas see different noise;
+* the batch the dataset yields holds `n_dis` real batches, one per D update, laid out so that each
+  replica's share of batch k is one device's (`training.loop.replica_major`).
 
-What it returns is this step's values (plain tensors, no running means; see `train_step`), and
+So N replicas compute the single-device update when G's batch norm is cross-replica (`sync_bn`); with
+per-replica batch norm G's statistics are those of each replica's share (docs/distributed.md).
+
+What it returns is this step's values (plain tensors, no running means, averaged over the replicas
+so that any cross-replica reduction of them gives the global value; see `train_step`), and
 `health_scalars()` reads the signals that live in the weights (γ, σ, learning rates); the monitoring
 callbacks log both every `log_every` steps.
 """
@@ -25,17 +29,26 @@ from sagan_tf.layers.spectral_norm import SpectralNormalization, power_iteration
 from sagan_tf.losses import hinge_d_loss, hinge_g_loss, orthogonal_penalty
 from sagan_tf.models import Discriminator, Generator
 from sagan_tf.precision import resolve_precision
+from sagan_tf.replicas import mean_over_replicas, replica_rows
 from sagan_tf.training.ema import update_ema
 
-__all__ = ["SAGAN", "spectral_norm_layers"]
+__all__ = ["SAGAN", "noise_keys", "spectral_norm_layers"]
 
-LOSSES_AND_OUTPUTS = ("d_loss", "g_loss", "d_real", "d_fake")
-HEALTH = ("d_real_active", "d_fake_active", "d_grad_norm", "g_grad_norm")
+_LABELS = 1  # what noise_keys folds into z's key to make the labels' key
 
 
 def spectral_norm_layers(network: keras.Model) -> list[SpectralNormalization]:
     """Every SpectralNormalization layer inside `network` (attention convolutions and D's embedding included)."""
     return [layer for layer in network._flatten_layers(include_self=False) if isinstance(layer, SpectralNormalization)]
+
+
+def noise_keys(seed, counter):
+    """The stateless-RNG keys of one draw of the train step's noise: (z's, the fake labels'), from the run's
+    `seed` and the draw's `counter` (step · (n_dis + 1) + purpose). z's key is (seed, counter); the labels'
+    is folded from it, so the two never coincide (a swapped pair (counter, seed) would, whenever
+    counter == seed, and would tie run `a`'s labels at draw `b` to run `b`'s z at draw `a`)."""
+    z_key = tf.stack([tf.cast(seed, tf.int32), tf.cast(counter, tf.int32)])
+    return z_key, tf.random.experimental.stateless_fold_in(z_key, _LABELS)
 
 
 def _summed_rows(gradient):
@@ -110,18 +123,17 @@ class SAGAN(keras.Model):
         return []  # no Keras metric trackers: fit's logs are what train_step returns, this step's values
 
     def sample_noise(self, local_batch, purpose):
-        """(z, labels) for this replica: rows of a global draw keyed by (seed, step, purpose)."""
+        """(z, labels) for this replica: its rows (`replicas.replica_rows`) of a global draw keyed by
+        (seed, step, purpose) (`noise_keys`)."""
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync if context else 1
-        replica = context.replica_id_in_sync_group if context else 0
         step = tf.cast(self.step, tf.int32)
-        seed = tf.stack([tf.constant(self.seed, tf.int32), step * (self.n_dis + 1) + purpose])
+        z_key, label_key = noise_keys(self.seed, step * (self.n_dis + 1) + purpose)
         global_batch = local_batch * replicas
-        z = tf.random.stateless_normal([global_batch, self.z_dim], seed=seed)
-        labels = tf.random.stateless_uniform([global_batch], seed=tf.stack([seed[1], seed[0]]), minval=0,
+        z = tf.random.stateless_normal([global_batch, self.z_dim], seed=z_key)
+        labels = tf.random.stateless_uniform([global_batch], seed=label_key, minval=0,
                                              maxval=max(self.num_classes, 1), dtype=tf.int32)
-        start = replica * local_batch
-        return z[start:start + local_batch], labels[start:start + local_batch]
+        return tuple(replica_rows(z, labels))
 
     def _apply(self, optimizer, tape, scaled_loss, variables):
         """Applies the gradients of `scaled_loss` (`optimizer.scale_loss(loss)`, computed under `tape`);
@@ -175,15 +187,16 @@ class SAGAN(keras.Model):
         decay = tf.where(self.step >= self.ema_start, self.ema_decay, 0.0)
         update_ema(self.ema_generator, self.generator, decay)
 
-        # This step's values (the last D update's for D), replica-local means that Keras averages
-        # across replicas: with equal local batches, the global-batch means.
+        # This step's values (the last D update's for D): replica-local means, averaged over the replicas
+        # here (with equal local batches: the global-batch means), so that every replica returns the same
+        # logs and Keras' reduction of them ("mean", or "first" under TPUStrategy) is that average.
         logs = {"d_loss": ops.mean(per_example), "g_loss": ops.mean(g_per_example),
                 "d_real": ops.mean(real_logits), "d_fake": ops.mean(fake_logits)}
         if self.health:  # hinge margins still active: real with D < 1, fake with D > -1
             logs.update(d_real_active=ops.mean(ops.cast(real_logits < 1, "float32")),
                         d_fake_active=ops.mean(ops.cast(fake_logits > -1, "float32")),
                         d_grad_norm=d_grad_norm, g_grad_norm=g_grad_norm)
-        return logs
+        return mean_over_replicas(logs)
 
     def health_scalars(self):
         """The signals that live in the weights, read without a forward pass or a power iteration:
