@@ -9,8 +9,9 @@ what samples and evaluations use.
 at (conditional accuracy ≈ 0.89). One such run takes ≈ 1.6 h on one core of a Xeon with AVX-512 and
 ≈ 4.4 h on one core of an AVX2-only AMD EPYC (float32; bfloat16 with AMX is several times faster), so
 the seeds, placements and truncation runs that the results table needs fit a CPU budget only at
-this length. The FID curve is still falling at 4,000: `--train_steps=4000` trains longer (resume is
-exact, so a run can be extended later).
+this length. The FID curve is still falling at 4,000: `--train_steps=N` with N > 4000 trains longer
+(it is the total step count and resume is exact, so a finished run is extended by rerunning it with the
+same --model_dir and a larger N).
 """
 from sagan_tf.config import default_config
 

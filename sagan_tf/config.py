@@ -12,7 +12,7 @@ Model fields (read by the networks; also stored in their Keras config):
   g_attention      feature sizes after which G applies self-attention (list, may be empty).
   d_attention      the same for D.
   init             kernel initialiser: 'orthogonal' | 'normal' (N(0, 0.02)) | 'glorot'.
-  pooled_attention 2×2 max-pool keys and values (the paper); False for full attention.
+  pooled_attention 2×2 max-pool keys and values (the official code's; the paper pools nothing); False for full attention.
   sync_bn          cross-replica batch statistics in G's batch norms.
   fused_resample   run G's upsample→conv and D's conv→pool as the equivalent low-resolution / strided
                    convolutions (same variables and function, about 1.6× fewer FLOPs); False = plain form.

@@ -9,7 +9,10 @@ For a feature map x with C channels and N = H·W positions:
     o = SN-Conv1×1(C/2 → C)(β g)                                                 [B, H, W, C]
     y = x + γ·o,  γ a scalar initialised to 0 (so the block starts as the identity).
 
-(The paper writes f, g, h for θ, φ, g.) `pooled=False` drops the max-pools (full N × N attention).
+The 2×2 max-pools and the C/2-wide values are the reference code's (brain-research/self-attention-gan,
+as BigGAN-PyTorch): the paper's formula pools nothing (N × N attention) and has values h of width C (arXiv
+v1) or C/8 followed by a 1×1 convolution v back to C (ICML 2019); its g and f are θ and φ here.
+`pooled=False` drops the max-pools (full N × N attention) and keeps the C/2 values.
 The softmax runs in float32 whatever the compute dtype; the matmuls run in the compute dtype.
 
 Query blocks (`query_block=k > 0`): β g is computed for k query rows at a time. Each row's softmax
@@ -106,7 +109,8 @@ class SelfAttention(keras.layers.Layer):
     """Self-attention over the spatial positions of an NHWC feature map.
 
     Args:
-      pooled: 2×2 max-pool keys and values (the paper's block); False for full attention.
+      pooled: 2×2 max-pool keys and values (the reference code's block; the paper pools nothing); False
+        for full attention.
       init: name of the kernel initialiser (see `sagan_tf.layers.initializers`).
       query_block: compute the attention this many query rows at a time (0: all at once). Changes how
         the layer computes, not its variables or its function, so checkpoints restore either way.

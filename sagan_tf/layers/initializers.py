@@ -8,7 +8,7 @@ __all__ = ["INITIALIZERS", "get_initializer"]
 # Names accepted by `config.init`, mapped to Keras initializer configs. A fresh initializer is made
 # for every layer so no two layers share a seeded instance.
 INITIALIZERS = {
-    "orthogonal": {"class_name": "Orthogonal", "config": {"gain": 1.0}},   # BigGAN / SAGAN ports
+    "orthogonal": {"class_name": "Orthogonal", "config": {"gain": 1.0}},   # BigGAN's default; the SAGAN reference code uses glorot
     "normal": {"class_name": "RandomNormal", "config": {"mean": 0.0, "stddev": 0.02}},  # N(0, 0.02)
     "glorot": {"class_name": "GlorotUniform", "config": {}},
 }

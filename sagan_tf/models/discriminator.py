@@ -2,6 +2,9 @@
 
     φ(x) = Σ_spatial ReLU(blocks(x))           (global sum pooling)
     logit = ψ(φ(x)) + ⟨SN-Embedding(y), φ(x)⟩   (ψ an SN-Linear to one unit)
+
+φ has the last block's width (`architecture.DISCRIMINATOR_TABLES`): 4·ch at 32², 16·ch at 64², 128²
+and 256².
 """
 import keras
 from keras import ops
@@ -50,7 +53,8 @@ class Discriminator(StagedNetwork, keras.Model):
                                        name="embedding"), dtype="float32", name="sn_embedding")
 
     def features(self, images, training=False, return_attention=False):
-        """φ(x): the globally sum-pooled features, float32 [batch, 16·ch]."""
+        """φ(x): the globally sum-pooled features, float32 [batch, the last block's width] (4·ch at 32²,
+        16·ch at 64² and above)."""
         h, maps = images, []
         for i, (block, stage) in enumerate(zip(self.blocks, self.stages)):
             h = block(h, training=training)
