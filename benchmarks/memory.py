@@ -1,12 +1,13 @@
 """Peak host memory of a train step, pooled vs full vs no attention, plus the attention maps' sizes.
 
     python benchmarks/memory.py [--configs imagenet64,imagenet128] [--batch64 8 --batch128 4]
-        [--precision mixed_bfloat16] [--layer] [--json]
+        [--precision mixed_bfloat16] [--variants pooled,full,none,ortho] [--layer] [--json]
 
 Each (config, attention) variant runs in its own subprocess (peak RSS is per process and never goes
 down): build the model, run `--steps` train steps on an in-memory batch, and report the process's peak
 RSS (resource.getrusage ru_maxrss) after building and after the steps, and
-tf.config.experimental.get_memory_info('CPU:0') when TF supports it on CPU. The step's transient
+tf.config.experimental.get_memory_info('CPU:0') when TF supports it on CPU. The variant "ortho" is
+"pooled" with `g_ortho_reg=1e-4`: what the orthogonal penalty on G's kernels costs. The step's transient
 memory is peak-after-steps − peak-after-build; attention's part of it is that of the pooled or full
 variant minus the no-attention variant's. Analytic sizes: every attention layer holds its logits
 [B, N, M] in the compute dtype and its softmax [B, N, M] in float32 (M = N/4 pooled, N full), both
@@ -34,7 +35,8 @@ except ImportError:  # run as a script from benchmarks/
     import common
 
 VARIANTS = {"pooled": dict(pooled_attention=True), "full": dict(pooled_attention=False),
-            "none": dict(g_attention=(), d_attention=())}
+            "none": dict(g_attention=(), d_attention=()),
+            "ortho": dict(pooled_attention=True, g_ortho_reg=1e-4)}  # pooled + BigGAN's orthogonal penalty on G
 BYTES = {"float32": 4, "mixed_bfloat16": 2, "mixed_float16": 2}
 PRECISION_CHOICES = ("auto", *BYTES)
 
@@ -165,6 +167,8 @@ def main(argv=None):
     parser.add_argument("--batch128", type=int, default=4)
     parser.add_argument("--precision", default="mixed_bfloat16", choices=PRECISION_CHOICES)
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--variants", default="pooled,full,none,ortho",
+                        help=f"comma-separated, of {list(VARIANTS)}")
     parser.add_argument("--parallel", type=int, default=3, help="subprocesses at once (memory is per process)")
     parser.add_argument("--results-json", default=None, help="re-render the results of an earlier --json run")
     parser.add_argument("--layer", action="store_true",
@@ -173,6 +177,10 @@ def main(argv=None):
     parser.add_argument("--_worker", default=None, dest="worker", help=argparse.SUPPRESS)
     parser.add_argument("--_layer-worker", default=None, dest="layer_worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.variants = args.variants.split(",")
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
     from sagan_tf.precision import resolve_precision
     args.precision = resolve_precision(args.precision)
     if args.layer_worker:
@@ -201,7 +209,7 @@ def main(argv=None):
     for preset in args.configs.split(","):
         config = common.load_preset(preset)
         batch = args.batch128 if config.resolution >= 128 else args.batch64
-        for variant in VARIANTS:
+        for variant in args.variants:
             jobs.append((preset, batch, variant))
     results, running = [], []
     for job in jobs + [None] * args.parallel:
@@ -226,7 +234,7 @@ def report(args, results):
         config.mixed_precision = args.precision
         by_variant = {r["variant"]: r for r in results if r["preset"] == preset and "error" not in r}
         none = by_variant.get("none")
-        for variant in VARIANTS:
+        for variant in getattr(args, "variants", VARIANTS):
             r = by_variant.get(variant)
             if r is None:
                 rows.append(dict(config=preset, attention=variant, error="failed"))

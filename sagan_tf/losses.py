@@ -42,15 +42,29 @@ def non_saturating_g_loss(fake_logits: tf.Tensor) -> tf.Tensor:
 
 
 def orthogonal_penalty(kernels: Sequence[tf.Tensor]) -> tf.Tensor:
-    """Σ over `kernels` of ‖WᵀW ⊙ (1 − I)‖²_F / 2, W = the kernel as [fan_in, filters], in float32 (a
-    Dense kernel is [in, out]; a convolution's [kh, kw, in, out] counts each filter as one column)."""
-    total = tf.constant(0.0, tf.float32)
+    """Σ over `kernels` of ‖WᵀW ⊙ (1 − I)‖²_F / 2, W = the kernel as [fan_in, filters], in float32 (in
+    float64 when every kernel is float64; a Dense kernel is [in, out]; a convolution's [kh, kw, in, out] counts each
+    filter as one column).
+
+    The smaller Gram matrix gives the same value: ‖WᵀW ⊙ (1 − I)‖²_F = ‖WᵀW‖²_F − Σ_j ‖w_j‖⁴ and
+    ‖WᵀW‖_F = ‖WWᵀ‖_F, so a wide kernel (fan_in < filters) uses WWᵀ [fan_in, fan_in]. G's input layer
+    at 128² is [z, 16384]: WᵀW would be 16384² (1 GiB in float32, several more in its gradient) where
+    WWᵀ is z². The gradient is the same, 2W(WᵀW ⊙ (1 − I)) = 2(WWᵀW − W·diag(‖w_j‖²))."""
+    penalties = []
     for kernel in kernels:
-        w = tf.reshape(tf.cast(kernel, tf.float32), [-1, tf.shape(kernel)[-1]])
-        gram = tf.matmul(w, w, transpose_a=True)
-        off_diagonal = gram - tf.linalg.diag(tf.linalg.diag_part(gram))
-        total += 0.5 * tf.reduce_sum(tf.square(off_diagonal))
-    return total
+        dtype = tf.float64 if kernel.dtype == tf.float64 else tf.float32
+        filters = int(kernel.shape[-1])
+        w = tf.reshape(tf.cast(kernel, dtype), [-1, filters])
+        if int(w.shape[0]) < filters:  # wide: WWᵀ, minus the diagonal's share
+            gram = tf.matmul(w, w, transpose_b=True)
+            penalty = tf.reduce_sum(tf.square(gram)) - tf.reduce_sum(tf.square(tf.reduce_sum(tf.square(w), axis=0)))
+        else:
+            gram = tf.matmul(w, w, transpose_a=True)
+            penalty = tf.reduce_sum(tf.square(gram - tf.linalg.diag(tf.linalg.diag_part(gram))))
+        penalties.append(0.5 * penalty)
+    if penalties and all(penalty.dtype == tf.float64 for penalty in penalties):
+        return tf.add_n(penalties)
+    return tf.add_n([tf.cast(penalty, tf.float32) for penalty in penalties] or [tf.constant(0.0, tf.float32)])
 
 
 LOSSES = {
