@@ -42,14 +42,15 @@ def non_saturating_g_loss(fake_logits: tf.Tensor) -> tf.Tensor:
 
 
 def orthogonal_penalty(kernels: Sequence[tf.Tensor]) -> tf.Tensor:
-    """Σ over `kernels` of ‖WᵀW ⊙ (1 − I)‖²_F / 2, W = the kernel as [fan_in, filters], in float32 (in
-    float64 when every kernel is float64; a Dense kernel is [in, out]; a convolution's [kh, kw, in, out] counts each
-    filter as one column).
+    """Σ over `kernels` of ‖WᵀW ⊙ (1 − I)‖²_F / 2, W = the kernel as [fan_in, filters] (a Dense kernel is
+    [in, out]; a convolution's [kh, kw, in, out] counts each filter as one column). Each kernel's term is
+    computed in float32, in float64 if the kernel is float64; the sum is float64 only when every kernel is.
 
     The smaller Gram matrix gives the same value: ‖WᵀW ⊙ (1 − I)‖²_F = ‖WᵀW‖²_F − Σ_j ‖w_j‖⁴ and
     ‖WᵀW‖_F = ‖WWᵀ‖_F, so a wide kernel (fan_in < filters) uses WWᵀ [fan_in, fan_in]. G's input layer
     at 128² is [z, 16384]: WᵀW would be 16384² (1 GiB in float32, several more in its gradient) where
-    WWᵀ is z². The gradient is the same, 2W(WᵀW ⊙ (1 − I)) = 2(WWᵀW − W·diag(‖w_j‖²))."""
+    WWᵀ is z². The gradient is the same, 2W(WᵀW ⊙ (1 − I)) = 2(WWᵀW − W·diag(‖w_j‖²)). Tall and square
+    kernels keep WᵀW, there the smaller one and the off-diagonal form subtracts no large diagonal."""
     penalties = []
     for kernel in kernels:
         dtype = tf.float64 if kernel.dtype == tf.float64 else tf.float32
