@@ -6,8 +6,9 @@ a replica-local value becomes the same on every replica (`mean_over_replicas`).
 Reading a variable needs no `strategy.run`: a mirrored variable (every trainable weight, optimizer slot
 and u here; under TPUStrategy too) holds the same value on every replica, and read in cross-replica
 context it gives that value (the copy on this host's first device; batch norm's moving statistics,
-which each replica updates itself, read as the first replica's). So the values that live in the weights (σ, γ,
-learning rates: `SAGAN.health_scalars`) and the non-finite weight check are read there, on the host.
+which each replica updates itself, read as the first replica's). So the values that live in the
+weights (σ, γ, learning rates: `SAGAN.health_scalars`) and the non-finite weight check are read there,
+on the host.
 What needs `strategy.run` is computation with per-replica rows: the train step and forward passes."""
 from __future__ import annotations
 

@@ -279,8 +279,8 @@ def _train(config, model_dir, strategy=None, data_dir=None, dataset_fn=None, ver
 
     `dataset_fn(start_step)` may replace the configured pipeline (tests); it must yield batches of
     `n_dis × batch_size` (images, labels), positioned at `start_step` (a tf.data.Dataset is laid out for
-    the replicas as the configured pipeline is, `replica_major`, and cut where the run ends). `extra_callbacks` run after the
-    run's own (tests record the step logs with one).
+    the replicas as the configured pipeline is, `replica_major`, and cut where the run ends).
+    `extra_callbacks` run after the run's own (tests record the step logs with one).
     """
     strategy = strategy or tf.distribute.get_strategy()
     validate_config(config, strategy.num_replicas_in_sync)
