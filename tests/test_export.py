@@ -314,7 +314,11 @@ def test_export_base_layout_and_serving_files():
         assert os.path.exists(os.path.join(version_dir, name)), name
     with open(os.path.join(version_dir, "assets.extra", export_lib.INFO_FILE)) as f:
         info = json.load(f)
-    assert info["step"] == 2 and info["checkpoint"].endswith("ckpt-2") and info["model"]["z_dim"] == Z_DIM
+    assert info["step"] == 2 and info["model"]["z_dim"] == Z_DIM
+    # Provenance without the training machine's paths: the run's name and the checkpoint relative to it.
+    model_dir = trained_run()[0]
+    assert (info["run"], info["checkpoint"]) == (os.path.basename(model_dir), os.path.join("checkpoints", "ckpt-2"))
+    assert os.path.dirname(os.path.abspath(model_dir)) not in json.dumps(info)
     assert info["limits"]["max_batch"] == 256 and info["dtype"] == "float32"
     with open(os.path.join(base, serving_config.MODELS_CONFIG)) as f:
         config = serving_config.parse_models_config(f.read())
@@ -325,6 +329,16 @@ def test_export_base_layout_and_serving_files():
     # Merged batches must stay within the graph's limit.
     assert batching.max_batch_size.value == info["limits"]["max_batch"]
     assert batching.num_batch_threads.value >= 1
+
+
+def test_provenance_names_the_run_and_a_checkpoint_relative_to_it():
+    assert export_lib.provenance("/data/runs/fmnist/", "/data/runs/fmnist/checkpoints/ckpt-600") == {
+        "run": "fmnist", "checkpoint": "checkpoints/ckpt-600"}
+    assert export_lib.provenance("gs://bucket/runs/a", "gs://bucket/runs/a/checkpoints/ckpt-7") == {
+        "run": "a", "checkpoint": "checkpoints/ckpt-7"}
+    # A checkpoint outside the run directory (or in a sibling sharing its prefix) keeps only its name.
+    assert export_lib.provenance("/data/runs/a", "/data/runs/ab/ckpt-3") == {"run": "a", "checkpoint": "ckpt-3"}
+    assert export_lib.provenance("runs/a", "elsewhere/ckpt-3") == {"run": "a", "checkpoint": "ckpt-3"}
 
 
 def test_serving_file_checks_can_fail():
