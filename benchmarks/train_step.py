@@ -88,7 +88,7 @@ def variant_config(preset, batch, overrides):
     # spends tens of seconds in QR decompositions of the large kernels.
     config.init = "normal"
     config.update({k: v for k, v in overrides.items() if k != "devices"})
-    from sagan_tf.precision import resolve_precision
+    from sagan_tf.runtime.precision import resolve_precision
     config.mixed_precision = resolve_precision(config.mixed_precision)
     return config
 
@@ -137,7 +137,7 @@ def run_variants(preset, batch, names, rounds, warmup, peak_size, devices=1):
     Returns {"peak_gflops": {...}, "peak_size": ..., "peak_times": {...}, "variants": {name: {...}}}.
     """
     import tensorflow as tf
-    from sagan_tf.training.strategy import split_cpu
+    from sagan_tf.runtime.strategy import split_cpu
 
     if devices > 1:
         split_cpu(devices)

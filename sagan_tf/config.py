@@ -41,7 +41,7 @@ Training fields:
   ema_start        G step from which the EMA averages (before: it copies G).
   mixed_precision  'auto' | 'float32' | 'mixed_bfloat16' | 'mixed_float16'; 'auto' (default) is
                    mixed_bfloat16 where the hardware has native bf16 (AMX CPU, TPU, GPU ≥ sm_80), else
-                   float32 (sagan_tf.precision); the run's config.json records the resolved name, and a
+                   float32 (sagan_tf.runtime.precision); the run's config.json records the resolved name, and a
                    resume with 'auto' keeps that one on any machine (an explicit name switches it).
   jit_compile      compile the train step with XLA.
   steps_per_execution  train steps per call of the compiled train function (Keras `compile`; default 1).
@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from sagan_tf.precision import AUTO, POLICIES
+from sagan_tf.runtime.precision import AUTO, POLICIES
 from sagan_tf.layers.initializers import INITIALIZERS
 from sagan_tf.models.architecture import RESOLUTIONS, attention_resolutions, discriminator_stages, generator_stages
 

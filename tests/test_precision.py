@@ -4,7 +4,7 @@ import types
 
 import pytest
 
-from sagan_tf import precision
+from sagan_tf.runtime import precision
 from tests.helpers import tiny_config
 
 AMX_CPU = "processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"

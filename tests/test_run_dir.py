@@ -199,7 +199,7 @@ def test_resume_with_another_model_config_names_each_field_and_changes_nothing(r
 
 
 def test_a_resume_with_auto_keeps_the_recorded_precision_on_a_bfloat16_machine(run, monkeypatch, capsys):
-    from sagan_tf import precision
+    from sagan_tf.runtime import precision
     monkeypatch.setattr(precision, "native_bfloat16", lambda strategy=None: True)  # AMX here: auto = bfloat16
     assert precision.resolve_precision("auto") == "mixed_bfloat16"
     assert json.loads((run / "config.json").read_text())["mixed_precision"] == "float32"
@@ -219,7 +219,7 @@ def test_a_resume_with_auto_keeps_the_recorded_precision_on_a_bfloat16_machine(r
     ("auto", None, True, "mixed_bfloat16", None),                # no checkpoints: a new run, auto decides
 ])
 def test_resume_precision(run, tmp_path, monkeypatch, capsys, requested, recorded, native, expected, message):
-    from sagan_tf import precision
+    from sagan_tf.runtime import precision
     from sagan_tf.training.checkpointing import resume_precision
     monkeypatch.setattr(precision, "native_bfloat16", lambda strategy=None: native)
     if recorded is None:
@@ -321,7 +321,7 @@ def test_a_stop_signal_while_the_lock_is_being_taken_still_releases_it(tmp_path,
     `acquire` returns (after the exclusive create, or during the read-back that checks it is ours)."""
     import signal
 
-    from sagan_tf import stop_signals
+    from sagan_tf.runtime import stop_signals
     from sagan_tf.training.run_lock import holding
     original = getattr(RunLock, moment)
     sent = []

@@ -305,7 +305,7 @@ def test_noise_keys_never_coincide():
 
 
 def test_replica_major_order_gives_each_replica_its_share_of_every_d_batch():
-    from sagan_tf.replicas import replica_major_order
+    from sagan_tf.runtime.replicas import replica_major_order
 
     order = replica_major_order(global_batch=4, blocks=2, replicas=2)
     # Global rows 0-3 are D update 0's batch, 4-7 update 1's; replica r takes contiguous half r.

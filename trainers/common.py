@@ -21,7 +21,7 @@ def define_flags(default_config):
                                     "Preset file; override fields with --config.<field>=<value>.")
     flags.DEFINE_string("model_dir", None, "Directory for checkpoints, TensorBoard events and samples.")
     flags.DEFINE_string("strategy", "default", "tf.distribute strategy: default, one_device, mirrored, "
-                        "multi_worker_mirrored or tpu (sagan_tf.training.strategy.STRATEGIES).")
+                        "multi_worker_mirrored or tpu (sagan_tf.runtime.strategy.STRATEGIES).")
     flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu.")
     flags.DEFINE_integer("num_cpu_devices", 0, "Split the CPU into this many logical devices (CPU-only machines).",
                          lower_bound=0)
@@ -53,14 +53,15 @@ def check_data_dir(path, dataset):
 
 def run(overrides_fn=None):
     """Runs the trainer: `overrides_fn()` may return extra config values derived from flags."""
-    from sagan_tf import stop_signals
+    from sagan_tf.runtime import stop_signals
     stop_signals.install()  # from here a SIGTERM/SIGINT stops cleanly (exit 0), a second one at once
     try:
         config = resolved_config(overrides_fn() if overrides_fn else None)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     check_data_dir(FLAGS.data_dir, config.dataset)
-    from sagan_tf.training import get_strategy, train  # imports TF: after the cheap checks
+    from sagan_tf.runtime.strategy import get_strategy  # imports TF: after the cheap checks
+    from sagan_tf.training import train
     from sagan_tf.config import validate_config
     try:
         strategy = get_strategy(FLAGS.strategy, tpu=FLAGS.tpu, num_cpu_devices=FLAGS.num_cpu_devices)

@@ -178,7 +178,7 @@ def attention_figure(generator, z, labels, query_points: Sequence[tuple[int, int
     `generator` is a Keras Generator with at least one attention layer; `layer` picks which.
     `forward(z, labels) -> (images, maps)` may replace the direct call ``generator((z, labels),
     training=False, return_attention=True)``: a call through the training strategy, e.g.
-    ``sagan_tf.replicas.distributed_call`` (what the training run's sample grids pass).
+    ``sagan_tf.runtime.replicas.distributed_call`` (what the training run's sample grids pass).
     """
     z, labels = np.asarray(z, np.float32), np.asarray(labels, np.int32)
     if forward is None:

@@ -34,7 +34,7 @@ from sagan_tf import files, run_dir
 from sagan_tf.evaluation import runner
 from sagan_tf.evaluation.features import load_feature_network
 from sagan_tf.evaluation.runner import LOWER_IS_BETTER, evaluate_generator, split_metric_key
-from sagan_tf.host_step import current_step
+from sagan_tf.runtime.host_step import current_step
 from sagan_tf.models import Generator
 from sagan_tf.sampling import as_sample_fn
 
@@ -213,7 +213,7 @@ def make_evaluate_fn(config, feature_network, reference: dict, num_samples: int,
 
     Under a training strategy, pass it as `strategy` (the copy's variables are created in its scope)
     and `call`: ``call(fn) -> sample_fn`` running the row-wise ``fn(z, labels)`` through the strategy
-    (the training run passes ``sagan_tf.replicas.distributed_call`` bound to it). Without them
+    (the training run passes ``sagan_tf.runtime.replicas.distributed_call`` bound to it). Without them
     the copy lives on the default device and is called directly.
     """
     with strategy.scope() if strategy is not None else contextlib.nullcontext():

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from sagan_tf.replicas import replica_rows
+from sagan_tf.runtime.replicas import replica_rows
 
 __all__ = ["AUGMENTATIONS", "parse_policy", "augment", "translate", "cut_out", "translation_limits", "cutout_size"]
 

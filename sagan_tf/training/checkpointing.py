@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf import files, run_dir
-from sagan_tf.precision import AUTO, POLICIES, resolve_precision
+from sagan_tf.runtime.precision import AUTO, POLICIES, resolve_precision
 from sagan_tf.run_dir import CHECKPOINT_INDEX, UNREADABLE_DIR, checkpoint_files, unreadable_reason
 
 __all__ = ["NonFiniteError", "ConfigMismatchError", "CheckpointManager", "make_checkpoint", "non_finite_weights",
@@ -257,7 +257,7 @@ def check_resume_config(config: ml_collections.ConfigDict, model_dir: str) -> No
 def resume_precision(requested: str, model_dir: str, strategy=None) -> str:
     """The Keras policy a run (re)started with ``mixed_precision=requested`` trains in.
 
-    "auto" picks for the hardware (sagan_tf.precision) only for a new run: a resume keeps the policy
+    "auto" picks for the hardware (sagan_tf.runtime.precision) only for a new run: a resume keeps the policy
     its config.json recorded, so a run moved to a machine with (or without) native bfloat16 keeps its
     arithmetic. An explicit policy is obeyed, with a message when it changes the run's.
     """

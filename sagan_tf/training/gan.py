@@ -28,8 +28,8 @@ from keras import ops
 from sagan_tf.layers.spectral_norm import SpectralNormalization, power_iteration_paused
 from sagan_tf.losses import hinge_d_loss, hinge_g_loss, orthogonal_penalty
 from sagan_tf.models import Discriminator, Generator
-from sagan_tf.precision import resolve_precision
-from sagan_tf.replicas import mean_over_replicas, replica_rows
+from sagan_tf.runtime.precision import resolve_precision
+from sagan_tf.runtime.replicas import mean_over_replicas, replica_rows
 from sagan_tf.training.ema import update_ema
 
 __all__ = ["SAGAN", "noise_keys", "spectral_norm_layers"]

@@ -17,14 +17,15 @@ import keras
 import ml_collections
 import tensorflow as tf
 
-from sagan_tf import files, run_dir, stop_signals
+from sagan_tf import files, run_dir
+from sagan_tf.runtime import stop_signals
 from sagan_tf.class_map import write_class_map
 from sagan_tf.config import validate_config
 from sagan_tf.data import build_dataset, describe_share, is_tfds, prepare_dataset
 from sagan_tf.evaluation.periodic import build_periodic_evaluation
 from sagan_tf.losses import get_losses
-from sagan_tf.precision import resolve_precision
-from sagan_tf.replicas import distributed_call, replica_major_order
+from sagan_tf.runtime.precision import resolve_precision
+from sagan_tf.runtime.replicas import distributed_call, replica_major_order
 from sagan_tf.training import callbacks as cb
 from sagan_tf.training import run_lock
 from sagan_tf.training.checkpointing import (CheckpointManager, check_resume_config, make_checkpoint,
@@ -255,7 +256,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str, strategy: tf.distri
           **kwargs) -> SAGAN:
     """Trains (or resumes) to `config.train_steps` G steps; returns the SAGAN model (see `_train`).
 
-    Around the run: SIGTERM/SIGINT are handled from here on (`sagan_tf.stop_signals`: before `fit` a
+    Around the run: SIGTERM/SIGINT are handled from here on (`sagan_tf.runtime.stop_signals`: before `fit` a
     signal stops cleanly, a second one exits at once); the chief checks that a resume keeps the run's
     model config (ConfigMismatchError naming each differing field, nothing on disk changed) and holds
     `<model_dir>/.lock` for the life of the run (RunLockedError naming the holder if another writer has

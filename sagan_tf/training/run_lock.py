@@ -27,7 +27,8 @@ from typing import Iterator
 
 import tensorflow as tf
 
-from sagan_tf import files, stop_signals
+from sagan_tf import files
+from sagan_tf.runtime import stop_signals
 from sagan_tf.run_dir import LOCK_FILE
 
 __all__ = ["LOCK_FILE", "RunLockedError", "RunLock", "pid_alive", "holding"]
