@@ -9,7 +9,7 @@ API (``POST /v1/models/<name>[/versions/<v>]:predict`` with ``signature_name`` a
 ``inputs``). ``--label`` is one class or a comma list, cycled over the ``--num`` images.
 ``--class_name=cats[,dogs]`` asks by name instead, with the name → label map from ``--classes``: an
 export's version directory (its ``assets.extra/classes.json``), a run directory or a ``classes.json``
-(see ``sagan_tf.class_map``; TF-Serving itself does not serve that file).
+(see ``sagan_tf.run.class_map``; TF-Serving itself does not serve that file).
 
 * ``serving_default`` / ``attention``: the client draws z itself (numpy, from ``--seed``; with
   ``--truncation=t > 0`` every |z| > t is redrawn) and needs z_dim: ``--z_dim`` or, by default, the
@@ -31,7 +31,7 @@ import tensorflow as tf
 from absl import app, flags
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
-from sagan_tf import class_map
+from sagan_tf.run import class_map
 from sagan_tf.sampling import truncated_normal
 from sagan_tf.visualization import image_grid, save_png, to_uint8
 

@@ -2,7 +2,7 @@
 
 The consumers of an export (the gRPC server, `trainers.sample --saved_model`, tests) read it here, so
 its layout is known in two places only: `export.saved_model` writes it, this module reads it. Any path
-may be a URI (all reads go through `sagan_tf.files`).
+may be a URI (all reads go through `sagan_tf.run.files`).
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from export.serving_config import WARMUP_DIR
-from sagan_tf import class_map, files
 from sagan_tf.models import Generator
+from sagan_tf.run import class_map, files
 
 SAVED_MODEL_FILE = "saved_model.pb"
 INFO_FILE = "sagan_export.json"

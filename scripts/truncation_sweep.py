@@ -169,8 +169,9 @@ def main(argv=None) -> int:
             parser.error(f"{flag}={path} is not a directory")
 
     from export import exported
-    from sagan_tf import files, run_dir, sampling
+    from sagan_tf import sampling
     from sagan_tf.evaluation import load_feature_network, runner
+    from sagan_tf.run import files, run_dir
 
     try:
         if args.model_dir:

@@ -18,7 +18,7 @@ import tensorflow as tf
 from export import saved_model as export_lib
 from export import serving_config
 from export.signatures import sample_z
-from sagan_tf import run_dir
+from sagan_tf.run import run_dir
 from tests.helpers import ROOT, run_cli, scratch_dir as _scratch, trained_run
 from tests.shared_runs import EXPORT_DURING_SAVE, RES, Z_DIM, exported, keras_ema, sample_inputs
 

@@ -12,10 +12,10 @@ import pytest
 import tensorflow as tf
 
 from export.saved_model import export_run
-from sagan_tf import run_dir
+from sagan_tf.run import run_dir
+from sagan_tf.run.run_lock import LOCK_FILE, RunLock, RunLockedError
 from sagan_tf.training import build_model, train
 from sagan_tf.training.checkpointing import CheckpointManager, ConfigMismatchError
-from sagan_tf.training.run_lock import LOCK_FILE, RunLock, RunLockedError
 from tests.helpers import random_dataset_fn, tiny_config
 
 CONFIG = dict(train_steps=4, checkpoint_every=2, sample_every=1000, log_every=1000)
@@ -322,7 +322,7 @@ def test_a_stop_signal_while_the_lock_is_being_taken_still_releases_it(tmp_path,
     import signal
 
     from sagan_tf.runtime import stop_signals
-    from sagan_tf.training.run_lock import holding
+    from sagan_tf.training.loop import holding
     original = getattr(RunLock, moment)
     sent = []
 

@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf import class_map, files
 from sagan_tf.data import fashion_mnist as fm
 from sagan_tf.data import image_folder as imf
 from sagan_tf.data import tfds_pipeline
 from sagan_tf.evaluation import classifier as classifier_lib
 from sagan_tf.evaluation import features as features_lib
 from sagan_tf.evaluation import reference_stats as ref
+from sagan_tf.run import class_map, files
 from tests import miniature_ilsvrc, tiny_tfds
 from tests.helpers import CLI_ENV
 

@@ -44,7 +44,7 @@ def resolved_config(overrides=None):
 
 def check_data_dir(path, dataset):
     """An image folder or idx directory must exist; a TFDS data_dir is created and filled by TFDS."""
-    from sagan_tf import files
+    from sagan_tf.run import files
     if path is None or str(dataset).startswith("tfds:"):
         return
     if not files.exists(path):
@@ -60,16 +60,16 @@ def run(overrides_fn=None):
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     check_data_dir(FLAGS.data_dir, config.dataset)
+    from sagan_tf.config import validate_config
     from sagan_tf.runtime.strategy import get_strategy  # imports TF: after the cheap checks
     from sagan_tf.training import train
-    from sagan_tf.config import validate_config
     try:
         strategy = get_strategy(FLAGS.strategy, tpu=FLAGS.tpu, num_cpu_devices=FLAGS.num_cpu_devices)
         validate_config(config, strategy.num_replicas_in_sync)
     except (ValueError, RuntimeError) as error:  # RuntimeError: no TPU at --tpu, --num_cpu_devices too late
         raise app.UsageError(str(error)) from error
+    from sagan_tf.run.run_lock import RunLockedError
     from sagan_tf.training.checkpointing import ConfigMismatchError
-    from sagan_tf.training.run_lock import RunLockedError
     try:
         train(config, FLAGS.model_dir, strategy=strategy, data_dir=FLAGS.data_dir)
     except (RunLockedError, ConfigMismatchError) as error:  # refused before any work: no traceback

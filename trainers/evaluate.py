@@ -48,7 +48,7 @@ flags.mark_flag_as_required("model_dir")
 
 
 def _check_flags():
-    from sagan_tf import files, run_dir  # imports TF: after absl's own flag checks
+    from sagan_tf.run import files, run_dir  # imports TF: after absl's own flag checks
 
     if not run_dir.is_run_dir(FLAGS.model_dir):
         raise app.UsageError(f"--model_dir={FLAGS.model_dir} holds no config.json (not a training run)")
@@ -73,8 +73,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     _check_flags()
-    from sagan_tf import files, run_dir, sampling
+    from sagan_tf import sampling
     from sagan_tf.evaluation import load_feature_network, runner
+    from sagan_tf.run import files, run_dir
 
     try:
         if FLAGS.real_split:

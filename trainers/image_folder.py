@@ -53,8 +53,8 @@ def _attention_overrides(resolution, explicit):
 
 
 def _overrides():
-    from sagan_tf import files  # tf.io.gfile: --data_dir may be file://, gs://, ...
     from sagan_tf.models.architecture import RESOLUTIONS
+    from sagan_tf.run import files  # tf.io.gfile: --data_dir may be file://, gs://, ...
     data_dir = FLAGS.data_dir
     if not files.isdir(data_dir):
         raise app.UsageError(f"--data_dir={data_dir} does not exist or is not a directory.")

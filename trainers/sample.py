@@ -98,7 +98,7 @@ def _parse_query_points():
 
 
 def _check_flags():
-    from sagan_tf import files, run_dir  # imports TF: after the flag parsing above
+    from sagan_tf.run import files, run_dir  # imports TF: after the flag parsing above
 
     if bool(FLAGS.model_dir) == bool(FLAGS.saved_model):
         raise app.UsageError("pass exactly one of --model_dir and --saved_model")
@@ -125,7 +125,7 @@ def _class_names():
     """The class names of the run (--model_dir) or export (--saved_model); [] if none. Read before any
     network is restored, so a wrong --class_name fails at once."""
     from export.exported import read_class_names
-    from sagan_tf import class_map, run_dir
+    from sagan_tf.run import class_map, run_dir
 
     try:
         if FLAGS.model_dir:
@@ -141,7 +141,7 @@ def _load_generator(truncated):
     `truncated` (and --truncation_statistics): an export written by export.saved_model is rebuilt as its
     Keras generator, so that its batch-norm statistics can be recomputed for the truncation."""
     from export.exported import ExportedGenerator, keras_generator, read_info
-    from sagan_tf import run_dir
+    from sagan_tf.run import run_dir
 
     try:
         if FLAGS.model_dir:
@@ -166,7 +166,7 @@ def _load_generator(truncated):
 
 
 def _labels_by_name(class_names):
-    from sagan_tf.class_map import labels_for_names
+    from sagan_tf.run.class_map import labels_for_names
 
     source = f"--model_dir={FLAGS.model_dir}" if FLAGS.model_dir else f"--saved_model={FLAGS.saved_model}"
     try:
@@ -206,7 +206,8 @@ def main(argv):
     labels = _parse_labels()
     truncations = _parse_truncations() if FLAGS.mode == "truncation" else None
     query_points = _parse_query_points()
-    from sagan_tf import files, sampling
+    from sagan_tf import sampling
+    from sagan_tf.run import files
     from sagan_tf.visualization import save_png
 
     class_names = _class_names()

@@ -47,8 +47,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-from sagan_tf import files
 from sagan_tf.data import common
+from sagan_tf.run import files
 
 __all__ = [
     "ImageFolderIndex",

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from sagan_tf import files
 from sagan_tf.data import common
+from sagan_tf.run import files
 
 __all__ = [
     "tfds_path",

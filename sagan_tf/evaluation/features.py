@@ -45,8 +45,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import files
 from sagan_tf.evaluation import classifier as classifier_lib
+from sagan_tf.run import files
 
 __all__ = [
     "SavedModelFeatureNetwork",

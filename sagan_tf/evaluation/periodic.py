@@ -30,12 +30,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import files, run_dir
 from sagan_tf.evaluation import runner
 from sagan_tf.evaluation.features import load_feature_network
 from sagan_tf.evaluation.runner import LOWER_IS_BETTER, evaluate_generator, split_metric_key
-from sagan_tf.runtime.host_step import current_step
 from sagan_tf.models import Generator
+from sagan_tf.run import files, run_dir
+from sagan_tf.runtime.host_step import current_step
 from sagan_tf.sampling import as_sample_fn
 
 __all__ = ["PeriodicEvaluation", "BestCheckpointSaver", "make_evaluate_fn", "build_periodic_evaluation"]

@@ -20,13 +20,13 @@ import os
 
 import numpy as np
 
+from sagan_tf.data import build_dataset, split_size
 from sagan_tf.evaluation import metrics as metrics_lib
 from sagan_tf.evaluation.features import iterate_features
 from sagan_tf.evaluation.reference_stats import (ReferenceStatsMismatchError, load_or_compute_reference_stats,
                                                  reference_stats_filename, save_reference_stats)
-from sagan_tf import files, run_dir
-from sagan_tf.data import build_dataset, split_size
-from sagan_tf.files import atomic_save_npz
+from sagan_tf.run import files, run_dir
+from sagan_tf.run.files import atomic_save_npz
 from sagan_tf.sampling import sample_noise, truncated_sample_fn
 
 __all__ = [

@@ -29,9 +29,9 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import files, run_dir
+from sagan_tf.run import files, run_dir
+from sagan_tf.run.run_dir import CHECKPOINT_INDEX, UNREADABLE_DIR, checkpoint_files, unreadable_reason
 from sagan_tf.runtime.precision import AUTO, POLICIES, resolve_precision
-from sagan_tf.run_dir import CHECKPOINT_INDEX, UNREADABLE_DIR, checkpoint_files, unreadable_reason
 
 __all__ = ["NonFiniteError", "ConfigMismatchError", "CheckpointManager", "make_checkpoint", "non_finite_weights",
            "check_resume_config", "resume_precision"]

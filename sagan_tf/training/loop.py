@@ -9,25 +9,27 @@ at train_steps, so a last execution of fewer than k steps ends the run exactly t
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
 import tempfile
+from typing import Iterator
 
 import keras
 import ml_collections
 import tensorflow as tf
 
-from sagan_tf import files, run_dir
-from sagan_tf.runtime import stop_signals
-from sagan_tf.class_map import write_class_map
 from sagan_tf.config import validate_config
 from sagan_tf.data import build_dataset, describe_share, is_tfds, prepare_dataset
 from sagan_tf.evaluation.periodic import build_periodic_evaluation
 from sagan_tf.losses import get_losses
+from sagan_tf.run import files, run_dir
+from sagan_tf.run.class_map import write_class_map
+from sagan_tf.run.run_lock import RunLock
+from sagan_tf.runtime import stop_signals
 from sagan_tf.runtime.precision import resolve_precision
 from sagan_tf.runtime.replicas import distributed_call, replica_major_order
 from sagan_tf.training import callbacks as cb
-from sagan_tf.training import run_lock
 from sagan_tf.training.checkpointing import (CheckpointManager, check_resume_config, make_checkpoint,
                                             resume_precision)
 from sagan_tf.training.gan import SAGAN
@@ -44,6 +46,7 @@ __all__ = [
     "replica_major",
     "execution_segments",
     "write_config",
+    "holding",
     "train",
 ]
 
@@ -248,8 +251,25 @@ def execution_segments(start: int, end: int, steps_per_execution: int) -> list[t
 
 def write_config(config: ml_collections.ConfigDict, model_dir: str) -> None:
     run_dir.write_config(model_dir, config)
-    if config.class_names:  # the name -> label map, to sample a class by name (sagan_tf.class_map)
+    if config.class_names:  # the name -> label map, to sample a class by name (sagan_tf.run.class_map)
         write_class_map(model_dir, config.class_names)
+
+
+@contextlib.contextmanager
+def holding(model_dir: str) -> Iterator[RunLock]:
+    """Holds the run lock of `model_dir` for the body; released on any exit, including a stop signal
+    that arrives while the lock is being taken (it is handled once the lock is held, so the release
+    below sees it) and a second signal's forced exit (a registered cleanup)."""
+    lock = RunLock(model_dir)
+    try:
+        with stop_signals.deferred():
+            lock.acquire()
+            stop_signals.add_cleanup(lock.release)
+        yield lock
+    finally:
+        with stop_signals.deferred():
+            stop_signals.remove_cleanup(lock.release)
+            lock.release()
 
 
 def train(config: ml_collections.ConfigDict, model_dir: str, strategy: tf.distribute.Strategy | None = None,
@@ -269,7 +289,7 @@ def train(config: ml_collections.ConfigDict, model_dir: str, strategy: tf.distri
         if not is_chief(strategy):
             return _train(config, model_dir, strategy=strategy, **kwargs)
         check_resume_config(config, model_dir)  # before anything in model_dir changes
-        with run_lock.holding(model_dir):
+        with holding(model_dir):
             return _train(config, model_dir, strategy=strategy, **kwargs)
     finally:
         stop_signals.restore(previous_handlers)

@@ -8,7 +8,7 @@ label::
     {"ankle_boot": 0, "bag": 1, "coat": 2}
 
 Unconditional runs (``num_classes=0``) and datasets without names have no such file.
-This module only reads and writes JSON, through `tf.io.gfile` (`sagan_tf.files`), so the run or export
+This module only reads and writes JSON, through `tf.io.gfile` (`sagan_tf.run.files`), so the run or export
 may be local, ``file:///...`` or ``gs://...``; it imports no training code.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from sagan_tf import files
+from sagan_tf.run import files
 
 CLASS_MAP_FILE = "classes.json"
 #: Where an export keeps it, relative to the SavedModel version directory.

@@ -2,7 +2,7 @@
 
     <model_dir>/
         config.json              the run's config (written once the checkpoints are restored; checked on resume)
-        classes.json             class name -> label (runs with class names; see sagan_tf.class_map)
+        classes.json             class name -> label (runs with class names; see sagan_tf.run.class_map)
         checkpoints/ckpt-<step>  tf.train checkpoints numbered by G step, and TF's `checkpoint` index file
         checkpoints/unreadable/  damaged checkpoints moved aside by a resume (never deleted)
         best/                    the best-FID checkpoint and best.json (periodic evaluation)
@@ -13,7 +13,7 @@
         train/                   TensorBoard events
         .lock                    the writer's pid and host while a run trains
 
-Every path may be a URI (`gs://`, `file://`, `ram://`): everything goes through `sagan_tf.files`.
+Every path may be a URI (`gs://`, `file://`, `ram://`): everything goes through `sagan_tf.run.files`.
 Sampling, export, evaluation and the trainers restore the EMA generator through :func:`load_ema_generator`.
 """
 from __future__ import annotations
@@ -24,9 +24,9 @@ import re
 import ml_collections
 import tensorflow as tf
 
-from sagan_tf import files
 from sagan_tf.models import Generator
 from sagan_tf.models.architecture import model_fields
+from sagan_tf.run import files
 
 __all__ = [
     "CHECKPOINT_INDEX",
