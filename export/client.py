@@ -32,8 +32,8 @@ from absl import app, flags
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from sagan_tf.run import class_map
-from sagan_tf.sampling import truncated_normal
-from sagan_tf.visualization import image_grid, save_png, to_uint8
+from sagan_tf.sampling.images import image_grid, save_png, to_uint8
+from sagan_tf.sampling.noise import truncated_normal
 
 SIGNATURES = ("serving_default", "generate", "attention")
 MAX_MESSAGE_BYTES = 512 * 2 ** 20

@@ -44,11 +44,11 @@ import tensorflow as tf
 from absl import app, flags
 
 from export import serving_config
-from export.exported import SAVED_MODEL_FILE
+from sagan_tf.sampling.exported import SAVED_MODEL_FILE
 from export.signatures import GeneratorServing
 from sagan_tf.run import class_map, files, run_dir
 from sagan_tf.run.run_dir import RunDirError
-from sagan_tf.standing_statistics import truncation_statistics
+from sagan_tf.sampling.standing_statistics import truncation_statistics
 
 INFO_FILE = "sagan_export.json"
 TEMP_PREFIX = ".tmp-export-"

@@ -96,7 +96,7 @@ def sample_z(seed, truncation, z_dim, max_rounds=MAX_TRUNCATION_ROUNDS):
 
 
 def to_uint8(images):
-    """float images in [-1, 1] → uint8, rounding like `sagan_tf.visualization.to_uint8` (half to even)."""
+    """float images in [-1, 1] → uint8, rounding like `sagan_tf.sampling.images.to_uint8` (half to even)."""
     return tf.cast(tf.clip_by_value(tf.round((images + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
 
 

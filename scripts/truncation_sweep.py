@@ -36,7 +36,7 @@ COLUMNS = (("fid", "FID"), ("kid", "KID"), ("precision", "precision"), ("recall"
 
 
 def parse_truncations(text: str) -> list[float | None]:
-    from sagan_tf.noise import parse_truncations as parse
+    from sagan_tf.sampling.noise import parse_truncations as parse
     try:
         return parse(text.split(","))
     except ValueError as error:
@@ -168,10 +168,10 @@ def main(argv=None) -> int:
         if path is not None and not os.path.isdir(path):
             parser.error(f"{flag}={path} is not a directory")
 
-    from export import exported
     from sagan_tf import sampling
     from sagan_tf.evaluation import load_feature_network, runner
     from sagan_tf.run import files, run_dir
+    from sagan_tf.sampling import exported
 
     try:
         if args.model_dir:

@@ -225,7 +225,7 @@ def test_fresh_process_serving_default_and_attention_equal_the_keras_ema_generat
 
 
 def test_keras_generator_rebuilds_the_exported_ema_generator_variable_for_variable(tmp_path):
-    from export.exported import NotAnExportError, keras_generator
+    from sagan_tf.sampling.exported import NotAnExportError, keras_generator
 
     _, version_dir = exported()
     rebuilt, ema = keras_generator(version_dir), keras_ema()
@@ -255,7 +255,7 @@ def test_fresh_process_generate_is_deterministic_per_seed_and_truncates():
     np.testing.assert_array_equal(a, out["gen_negative_t"])    # t <= 0: no truncation
     assert not np.array_equal(a, out["gen_tiny_t"])            # a tiny truncation changes the images
     np.testing.assert_array_equal(out["png_decoded"], a)       # the PNGs hold the uint8 images
-    from sagan_tf.visualization import to_uint8
+    from sagan_tf.sampling.images import to_uint8
     # generate = to_uint8(generator(sample_z(seed, t))); one step of rounding slack between graphs.
     expected = to_uint8(out["serve_on_sampled_tiny"]).astype(int)
     assert np.abs(out["gen_tiny_t"].astype(int) - expected).max() <= 1
@@ -400,7 +400,7 @@ def test_existing_version_is_refused_before_any_work():
 
 @pytest.mark.slow
 def test_statistics_truncation_exports_the_statistics_of_truncated_z(tmp_path):
-    from sagan_tf.standing_statistics import truncation_statistics
+    from sagan_tf.sampling.standing_statistics import truncation_statistics
 
     model_dir, _ = trained_run()
     with pytest.raises(export_lib.ExportError, match=r"--statistics_truncation=-1.0 must be a finite threshold"):

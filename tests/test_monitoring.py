@@ -13,11 +13,11 @@ import tensorflow as tf
 from PIL import Image
 
 from sagan_tf.layers.spectral_norm import power_iteration_paused
+from sagan_tf.sampling.images import image_grid, to_uint8
 from sagan_tf.training import build_model
 from sagan_tf.training import callbacks as cb
 from sagan_tf.training.checkpointing import make_checkpoint
 from sagan_tf.training.gan import spectral_norm_layers
-from sagan_tf.visualization import image_grid, to_uint8
 from tests.shared_runs import BATCH, IMAGES, LABELS, STEPS, monitored_run
 
 STEP_KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "d_real_active", "d_fake_active", "d_grad_norm", "g_grad_norm")

@@ -56,7 +56,7 @@ def test_no_truncation_is_plain_normal(t):
 
 
 def test_truncation_lists_are_parsed_and_a_bad_item_named():
-    from sagan_tf.noise import parse_truncations
+    from sagan_tf.sampling.noise import parse_truncations
     assert parse_truncations(["none", " 2", "0.5", "INF"]) == [None, 2.0, 0.5, None]
     for bad in ("0", "-1", "nan", "1e999", "big", ""):
         with pytest.raises(ValueError, match=f"^{bad!r}"):

@@ -26,7 +26,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, predict
 from export import client, serving_config
 from export.grpc_server import InProcessServer, RequestError
 from export.signatures import sample_z
-from sagan_tf.visualization import image_grid, to_uint8
+from sagan_tf.sampling.images import image_grid, to_uint8
 from tests.helpers import ROOT, run_cli
 from tests.shared_runs import CLASSES, RES, Z_DIM, exported, keras_ema, sample_inputs
 

@@ -12,15 +12,15 @@ import pytest
 import tensorflow as tf
 
 from sagan_tf.evaluation.periodic import make_evaluate_fn
-from sagan_tf.layers.spectral_norm import power_iteration_paused
 from sagan_tf.evaluation.runner import load_or_compute_reference
+from sagan_tf.layers.spectral_norm import power_iteration_paused
 from sagan_tf.models import Generator
+from sagan_tf.runtime.replicas import distributed_call
+from sagan_tf.sampling.noise import noise_batches
+from sagan_tf.sampling.standing_statistics import StandingStatistics
 from sagan_tf.training import build_model
 from sagan_tf.training import callbacks as cb
-from sagan_tf.noise import noise_batches
-from sagan_tf.standing_statistics import StandingStatistics
 from sagan_tf.training.gan import spectral_norm_layers
-from sagan_tf.runtime.replicas import distributed_call
 from tests.helpers import tiny_config
 
 

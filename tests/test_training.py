@@ -244,8 +244,8 @@ def test_periodic_evaluation_is_wired_into_train(tmp_path):
 
 def test_standing_statistics_are_the_ema_weights_own_batch_statistics():
     from sagan_tf.models import Generator
-    from sagan_tf.noise import noise_batches
-    from sagan_tf.standing_statistics import standing_statistics
+    from sagan_tf.sampling.noise import noise_batches
+    from sagan_tf.sampling.standing_statistics import standing_statistics
     generator = Generator(tiny_config())
     generator.build()
     batches = noise_batches(8, 3, num_batches=1, batch_size=16, seed=1)

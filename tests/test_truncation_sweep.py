@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from export import saved_model as export_lib
-from export.exported import keras_generator
 from sagan_tf import sampling
 from sagan_tf.evaluation import classifier as classifier_lib
 from sagan_tf.evaluation import load_feature_network, runner
-from sagan_tf.noise import noise_batches
-from sagan_tf.standing_statistics import StandingStatistics
+from sagan_tf.sampling.exported import keras_generator
+from sagan_tf.sampling.noise import noise_batches
+from sagan_tf.sampling.standing_statistics import StandingStatistics
 from tests.helpers import class_sensitive_generator
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "truncation_sweep.py"

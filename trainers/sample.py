@@ -23,7 +23,7 @@ A SavedModel's class count is read from ``assets.extra/sagan_export.json`` (writ
 export.saved_model) when present, else pass --num_classes (or --labels).
 
 Truncated sampling (--truncation, --mode=truncation) recomputes the batch-norm statistics for each
-truncation (sagan_tf.standing_statistics): the stored ones belong to untruncated z, and truncated
+truncation (sagan_tf.sampling.standing_statistics): the stored ones belong to untruncated z, and truncated
 samples degrade badly with them. A --saved_model written by export.saved_model is rebuilt as its
 Keras generator for that; --notruncation_statistics samples with the stored statistics.
 
@@ -77,7 +77,7 @@ def _parse_labels():
 
 
 def _parse_truncations():
-    from sagan_tf.noise import parse_truncations
+    from sagan_tf.sampling.noise import parse_truncations
 
     try:
         return parse_truncations(FLAGS.truncations)
@@ -124,8 +124,8 @@ def _source_error(error):
 def _class_names():
     """The class names of the run (--model_dir) or export (--saved_model); [] if none. Read before any
     network is restored, so a wrong --class_name fails at once."""
-    from export.exported import read_class_names
     from sagan_tf.run import class_map, run_dir
+    from sagan_tf.sampling.exported import read_class_names
 
     try:
         if FLAGS.model_dir:
@@ -140,8 +140,8 @@ def _load_generator(truncated):
 
     `truncated` (and --truncation_statistics): an export written by export.saved_model is rebuilt as its
     Keras generator, so that its batch-norm statistics can be recomputed for the truncation."""
-    from export.exported import ExportedGenerator, keras_generator, read_info
     from sagan_tf.run import run_dir
+    from sagan_tf.sampling.exported import ExportedGenerator, keras_generator, read_info
 
     try:
         if FLAGS.model_dir:
@@ -179,8 +179,8 @@ def _attention_grid(generator, config, labels, num_classes, query_points):
     import numpy as np
 
     from sagan_tf import sampling
-    from sagan_tf.evaluation.attention_maps import attention_figure
-    from sagan_tf.standing_statistics import truncation_statistics
+    from sagan_tf.sampling.attention_maps import attention_figure
+    from sagan_tf.sampling.standing_statistics import truncation_statistics
 
     if not generator.attention_layers:
         raise app.UsageError(f"--mode=attention: the generator of {FLAGS.model_dir} has no attention layer")
@@ -208,7 +208,7 @@ def main(argv):
     query_points = _parse_query_points()
     from sagan_tf import sampling
     from sagan_tf.run import files
-    from sagan_tf.visualization import save_png
+    from sagan_tf.sampling.images import save_png
 
     class_names = _class_names()
     if FLAGS.class_name is not None:

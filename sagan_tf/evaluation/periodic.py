@@ -36,7 +36,7 @@ from sagan_tf.evaluation.runner import LOWER_IS_BETTER, evaluate_generator, spli
 from sagan_tf.models import Generator
 from sagan_tf.run import files, run_dir
 from sagan_tf.runtime.host_step import current_step
-from sagan_tf.sampling import as_sample_fn
+from sagan_tf.sampling.sheets import as_sample_fn
 
 __all__ = ["PeriodicEvaluation", "BestCheckpointSaver", "make_evaluate_fn", "build_periodic_evaluation"]
 

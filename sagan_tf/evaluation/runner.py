@@ -27,7 +27,8 @@ from sagan_tf.evaluation.reference_stats import (ReferenceStatsMismatchError, lo
                                                  reference_stats_filename, save_reference_stats)
 from sagan_tf.run import files, run_dir
 from sagan_tf.run.files import atomic_save_npz
-from sagan_tf.sampling import sample_noise, truncated_sample_fn
+from sagan_tf.sampling.noise import sample_noise
+from sagan_tf.sampling.sheets import truncated_sample_fn
 
 __all__ = [
     "METRICS",

@@ -17,15 +17,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf.evaluation.attention_maps import attention_figure
-from sagan_tf.noise import noise_batches
 from sagan_tf.run import files
 from sagan_tf.runtime import stop_signals
 from sagan_tf.runtime.host_step import HOST_STEP, current_step
 from sagan_tf.runtime.replicas import distributed_call
-from sagan_tf.standing_statistics import StandingStatistics
+from sagan_tf.sampling.attention_maps import attention_figure
+from sagan_tf.sampling.images import image_grid, save_png, to_uint8
+from sagan_tf.sampling.noise import noise_batches
+from sagan_tf.sampling.standing_statistics import StandingStatistics
 from sagan_tf.training.checkpointing import NonFiniteError
-from sagan_tf.visualization import image_grid, save_png, to_uint8
 
 __all__ = [
     "StepCounter",

@@ -1,4 +1,4 @@
-"""Sampling from a trained generator: (truncated) noise, class sheets, interpolations, sample dumps.
+"""Sheets of samples from a trained generator: class sheets, interpolations, truncation rows, sample dumps.
 
 Everything here works with a *sample function* ``fn(z, labels) -> images``: z float32 [B, z_dim],
 labels int32 [B], images float [B, H, W, C] in [-1, 1]. :func:`as_sample_fn` makes one from
@@ -10,9 +10,9 @@ labels int32 [B], images float [B, H, W, C] in [-1, 1]. :func:`as_sample_fn` mak
 Noise is drawn with numpy from an explicit seed, so a sheet is reproducible and independent of
 TensorFlow's global RNG state.
 
-Truncation (``truncation=t``, see :mod:`sagan_tf.noise`): z ~ N(0, I) truncated to ``[-t, t]``. A Keras
+Truncation (``truncation=t``, see :mod:`sagan_tf.sampling.noise`): z ~ N(0, I) truncated to ``[-t, t]``. A Keras
 generator then samples with its batch-norm statistics recomputed for that truncation
-(:func:`sagan_tf.standing_statistics.truncation_statistics`, restored afterwards), as BigGAN does: the
+(:func:`sagan_tf.sampling.standing_statistics.truncation_statistics`, restored afterwards), as BigGAN does: the
 stored statistics belong to untruncated z. To sample with the stored statistics, pass
 ``as_sample_fn(generator)`` instead of the generator; any other callable (an exported generator) is used
 as it is.
@@ -35,18 +35,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf.noise import check_truncation, sample_noise, truncate_noise, truncated_normal
-from sagan_tf.standing_statistics import truncation_statistics
-from sagan_tf.visualization import image_grid, to_uint8
+from sagan_tf.sampling.images import image_grid, to_uint8
+from sagan_tf.sampling.noise import check_truncation, sample_noise, truncate_noise
+from sagan_tf.sampling.standing_statistics import truncation_statistics
 
 __all__ = [
     "SampleFn",
     "Sheet",
     "as_sample_fn",
     "truncated_sample_fn",
-    "truncate_noise",
-    "truncated_normal",
-    "sample_noise",
     "generate",
     "balanced_labels",
     "class_sheet",

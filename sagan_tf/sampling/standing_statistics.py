@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf.layers.spectral_norm import SpectralNormalization, power_iteration_paused
-from sagan_tf.noise import check_truncation, noise_batches
 from sagan_tf.runtime.replicas import replica_rows
+from sagan_tf.sampling.noise import check_truncation, noise_batches
 
 __all__ = ["StandingStatistics", "standing_statistics", "truncation_statistics"]
 

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf.visualization import image_grid, to_uint8
+from sagan_tf.sampling.images import image_grid, to_uint8
 
 __all__ = [
     "grid_shape",
