@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from sagan_tf.data import fashion_mnist as fm
 from sagan_tf.data import image_folder as imf
+from sagan_tf.data.image_folder import report as imf_report
 from sagan_tf.data import tfds_pipeline
 from sagan_tf.evaluation import classifier as classifier_lib
 from sagan_tf.evaluation import features as features_lib
@@ -142,7 +143,7 @@ def _write_folder(root, layout=FOLDER):
 def _relative_index(index):
     """The index with paths relative to its folder, so folders at different places compare equal."""
     def rel(path):
-        return imf._relative_path(path, index.data_dir)
+        return imf_report._relative_path(path, index.data_dir)
     return ([rel(p) for p in index.paths], list(index.labels), list(index.class_names),
             {reason: [rel(p) for p in paths] for reason, paths in index.skipped.items()})
 

@@ -74,13 +74,14 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     _check_flags()
     from sagan_tf import sampling
+    from sagan_tf.data import real_images
     from sagan_tf.evaluation import load_feature_network, runner
     from sagan_tf.run import files, run_dir
 
     try:
         if FLAGS.real_split:
             config = run_dir.read_config(FLAGS.model_dir)
-            generator = runner.real_split_sample_fn(config, FLAGS.real_split, FLAGS.num_samples, FLAGS.batch_size,
+            generator = real_images.real_split_sample_fn(config, FLAGS.real_split, FLAGS.num_samples, FLAGS.batch_size,
                                                     FLAGS.data_dir, seed=FLAGS.seed)
             checkpoint, step = f"real:{FLAGS.real_split}", None
         else:
@@ -88,7 +89,7 @@ def main(argv):
             generator, config, checkpoint, step = restored.generator, restored.config, restored.checkpoint, restored.step
     except run_dir.RunDirError as error:
         raise app.UsageError(str(error)) from error
-    except runner.ReferenceSplitError as error:
+    except real_images.ReferenceSplitError as error:
         raise app.UsageError(f"--real_split={FLAGS.real_split}: {error}") from error
     network = load_feature_network(FLAGS.feature_network)
     num_reference = FLAGS.num_reference or FLAGS.num_samples
@@ -97,10 +98,10 @@ def main(argv):
         reference, reference_name, num_reference = runner.run_reference(
             config, network, FLAGS.model_dir, num_reference, num_real_features, FLAGS.batch_size,
             split=FLAGS.reference_split, cache=FLAGS.reference_cache, data_dir=FLAGS.data_dir)
-    except runner.ReferenceSplitError as error:
+    except real_images.ReferenceSplitError as error:
         raise app.UsageError(f"--reference_split={FLAGS.reference_split or '(default)'}: {error}") from error
     num_real_features = min(num_real_features, num_reference)
-    dataset_name = runner.canonical_dataset_name(config.dataset)
+    dataset_name = real_images.canonical_dataset_name(config.dataset)
     if not FLAGS.truncation_statistics:
         generator = sampling.as_sample_fn(generator)  # a plain callable: sampled with the stored statistics
     metrics = runner.evaluate_generator(generator, network, reference, FLAGS.num_samples, FLAGS.batch_size,

@@ -9,7 +9,7 @@ read through `tf.io.gfile`.
 `build_dataset(config)` picks the pipeline named by `config.dataset`:
 
 * ``"fashion_mnist_idx"``: the original Fashion-MNIST idx files, 32x32 (`fashion_mnist.py`);
-* ``"image_folder"``: a directory with one sub-folder per class (`image_folder.py`);
+* ``"image_folder"``: a directory with one sub-folder per class (`image_folder/`);
 * ``"tfds:<name>"``: a TFDS image-classification dataset, e.g. ``"tfds:imagenet2012"``,
   ``"tfds:cifar10"`` (`tfds_pipeline.py`).
 """

@@ -14,7 +14,7 @@ run never depends on the machine it is read on.
 
 "mixed_float16" is never chosen by "auto" (V100/T4 GPUs need it by name): each optimizer then gets its
 own dynamic loss scale, and a skipped update still counts as a step
-(sagan_tf.training.loop.StepCountingLossScaleOptimizer; docs/distributed.md, "mixed_float16").
+(sagan_tf.training.optimizers.StepCountingLossScaleOptimizer; docs/distributed.md, "mixed_float16").
 """
 from __future__ import annotations
 

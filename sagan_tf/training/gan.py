@@ -140,7 +140,7 @@ class SAGAN(keras.Model):
         returns their global norm, unscaled, for this replica's batch (the gradients here are this
         replica's share, 1/N of its batch-mean gradient on N replicas). Under mixed_float16 the norm is
         not finite exactly when the optimizer skips the update (its loss scale halves; `step` still
-        advances: training.loop.StepCountingLossScaleOptimizer)."""
+        advances: training.optimizers.StepCountingLossScaleOptimizer)."""
         scale = optimizer.scale_loss(tf.constant(1.0))  # a LossScaleOptimizer's dynamic scale, else 1
         grads = tape.gradient(scaled_loss, variables)
         optimizer.apply_gradients(zip(grads, variables))
