@@ -5,6 +5,7 @@ Common flags: --config (a preset file, with --config.<field>= overrides), --mode
 checkpoint and continues to it), --data_dir. Everything is validated before any work starts, and
 nothing in model_dir is touched when a flag or config value is bad.
 """
+import contextlib
 import pathlib
 import sys
 
@@ -13,6 +14,15 @@ from ml_collections import config_flags
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 FLAGS = flags.FLAGS
+
+
+@contextlib.contextmanager
+def usage_errors(prefix):
+    """A ValueError inside (a bad value; a path that is no run or export) is a usage error naming `prefix`."""
+    try:
+        yield
+    except ValueError as error:
+        raise app.UsageError(f"{prefix}: {error}") from error
 
 
 def define_flags(default_config):

@@ -52,6 +52,7 @@ __all__ = [
     "SavedModelFeatureNetwork",
     "KerasInceptionV3FeatureNetwork",
     "ClassifierFeatureNetwork",
+    "feature_network_spec",
     "load_feature_network",
     "prepare_images",
     "iterate_features",
@@ -263,16 +264,23 @@ _KINDS = {
 }
 
 
+def feature_network_spec(spec: str) -> tuple[str, str]:
+    """(kind, path) of a "KIND:PATH" spec (a local path with ~ expanded); a ValueError names a spec that is not
+    one. Loads nothing, so a caller can check a spec before its slow work."""
+    kind, sep, path = str(spec).partition(":")
+    if not sep or kind not in _KINDS or not path:
+        raise ValueError(f"feature network spec must be KIND:PATH with KIND one of "
+                         f"{sorted(_KINDS)}, got {spec!r}")
+    return kind, path if files.is_uri(path) else os.path.expanduser(path)
+
+
 def load_feature_network(spec: str):
     """Build a feature network from "savedmodel:/dir", "keras_inception:/file.h5" or "classifier:/path".
 
     A missing path raises FileNotFoundError explaining how to provide the network locally.
     """
-    kind, sep, path = spec.partition(":")
-    if not sep or kind not in _KINDS or not path:
-        raise ValueError(f"feature network spec must be KIND:PATH with KIND one of "
-                         f"{sorted(_KINDS)}, got {spec!r}")
-    return _KINDS[kind](path if files.is_uri(path) else os.path.expanduser(path))
+    kind, path = feature_network_spec(spec)
+    return _KINDS[kind](path)
 
 
 # ----------------------------------------------------------------------------------------------

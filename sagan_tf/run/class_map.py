@@ -83,6 +83,13 @@ def run_class_names(model_dir: str, config=None) -> list[str]:
     return [str(name) for name in names or ()]
 
 
+def describe_labels(labels: Sequence[int] | None, class_names: Sequence[str], limit: int = 20) -> str:
+    """``"labels: 0=cats, 1=dogs"`` for `labels` (None: every class), the first `limit` of them."""
+    shown = list(labels if labels is not None else range(len(class_names)))
+    return ("labels: " + ", ".join(f"{label}={class_names[label]}" for label in shown[:limit])
+            + (", ..." if len(shown) > limit else ""))
+
+
 def labels_for_names(names: Sequence[str], class_names: Sequence[str], source: str = "the class map") -> list[int]:
     """The label of each name in `names`.
 
