@@ -78,8 +78,8 @@ def run(overrides_fn=None):
         validate_config(config, strategy.num_replicas_in_sync)
     except (ValueError, RuntimeError) as error:  # RuntimeError: no TPU at --tpu, --num_cpu_devices too late
         raise app.UsageError(str(error)) from error
+    from sagan_tf.run.run_dir import ConfigMismatchError
     from sagan_tf.run.run_lock import RunLockedError
-    from sagan_tf.training.checkpointing import ConfigMismatchError
     try:
         train(config, FLAGS.model_dir, strategy=strategy, data_dir=FLAGS.data_dir)
     except (RunLockedError, ConfigMismatchError) as error:  # refused before any work: no traceback

@@ -35,6 +35,7 @@ __all__ = [
     "LOCK_FILE",
     "EMA_GENERATOR",
     "RunDirError",
+    "ConfigMismatchError",
     "RestoredGenerator",
     "config_file",
     "checkpoint_dir",
@@ -51,6 +52,7 @@ __all__ = [
     "checkpoint_files",
     "unreadable_reason",
     "find_checkpoint",
+    "recorded_config",
     "restore_ema_generator",
     "load_ema_generator",
 ]
@@ -177,6 +179,27 @@ def find_checkpoint(model_dir: str, checkpoint: str | None = None) -> str:
     if found is None:
         raise RunDirError(f"no checkpoint in {directory!r}: train first, or pass --checkpoint.")
     return found
+
+
+class ConfigMismatchError(ValueError):
+    """The config does not match the run whose checkpoints are in model_dir."""
+
+
+def recorded_config(model_dir: str) -> dict | None:
+    """The config.json (a dict) of the run whose checkpoints are in `model_dir`, what a resume must keep to;
+    None when it has no checkpoints (a run without any may change anything) or no config.json (restore
+    still checks the variables). Raises ConfigMismatchError when config.json cannot be read."""
+    checkpoints = checkpoint_dir(model_dir)
+    if not (checkpoint_files(checkpoints) or files.exists(files.join(checkpoints, CHECKPOINT_INDEX))):
+        return None
+    path = config_file(model_dir)
+    if not files.exists(path):
+        return None
+    try:
+        return files.read_json(path)
+    except (OSError, ValueError, tf.errors.OpError) as error:
+        raise ConfigMismatchError(f"{path} cannot be read ({error}); it describes the checkpoints in {checkpoints}. "
+                                  "Nothing was changed; repair or remove it.") from error
 
 
 def restore_ema_generator(config, checkpoint: str, dtype: str = "float32") -> Generator:

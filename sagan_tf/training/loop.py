@@ -28,16 +28,15 @@ from sagan_tf.run.class_map import write_class_map
 from sagan_tf.run.run_lock import RunLock
 from sagan_tf.runtime import stop_signals
 from sagan_tf.runtime.cluster import check_same_start_step, is_chief, num_workers
+from sagan_tf.runtime.precision import agree_on_precision, resume_precision
 from sagan_tf.runtime.replicas import distributed_call, replica_major_order
 from sagan_tf.training import callbacks as cb
-from sagan_tf.training.checkpointing import (CheckpointManager, check_resume_config, make_checkpoint,
-                                            resume_precision)
+from sagan_tf.training.checkpointing import CheckpointManager, check_resume_config, make_checkpoint
 from sagan_tf.training.gan import SAGAN
 from sagan_tf.training.optimizers import make_optimizers
 
 __all__ = [
     "build_model",
-    "agree_on_precision",
     "training_data",
     "replica_major",
     "execution_segments",
@@ -74,29 +73,6 @@ def _work_around_keras_fit_under_multi_worker(model):
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
     train_step = model.train_step
     model.train_step = lambda data: {name: tf.reshape(value, [1]) for name, value in train_step(data).items()}
-
-
-def agreed_precision(policy: str, replicas: int, bfloat16_replicas: int) -> str:
-    """The policy every worker trains in, given how many of the `replicas` resolved mixed_bfloat16: theirs
-    when they agree, float32 (what every CPU and GPU computes natively) when they do not."""
-    if bfloat16_replicas in (0, replicas):
-        return policy
-    return "float32"
-
-
-def agree_on_precision(strategy: tf.distribute.Strategy, policy: str) -> str:
-    """Multi-worker runs only: "auto" is resolved on each worker's own hardware (and, on an avx512_bf16
-    CPU, by a timing), so workers may disagree; they must all train one policy."""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return policy
-    values = strategy.experimental_distribute_values_from_function(
-        lambda context: tf.constant([1.0, float(policy == "mixed_bfloat16")], tf.float64))
-    replicas, bfloat16 = strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None).numpy()
-    agreed = agreed_precision(policy, int(replicas), int(bfloat16))
-    if 0 < bfloat16 < replicas:  # said on every worker, the chief's log included
-        print(f"mixed_precision: {int(bfloat16)} of {int(replicas)} replicas resolved 'mixed_bfloat16', the others "
-              f"'float32'; every worker trains in {agreed!r} (pass --config.mixed_precision to choose).", flush=True)
-    return agreed
 
 
 def training_data(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, data_dir: str | None,
