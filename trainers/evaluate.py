@@ -34,7 +34,7 @@ flags.DEFINE_integer("num_real_features", 0, "Real features kept for KID and pre
                      "(0: min(--num_reference, --num_samples)).", lower_bound=0)
 flags.DEFINE_string("data_dir", None, "Dataset location (default: the config's).")
 flags.DEFINE_integer("batch_size", 100, "Images per generator/feature-network call.", lower_bound=1)
-flags.DEFINE_float("truncation", None, "Truncate z to [-t, t] (default: none).")
+flags.DEFINE_float("truncation", None, "Truncate z to [-t, t] (default, or 0: none).")
 flags.DEFINE_bool("truncation_statistics", True, "With --truncation: sample the EMA generator with its "
                   "batch-norm statistics recomputed for the truncated noise, as BigGAN does. "
                   "--notruncation_statistics keeps the stored ones, those of untruncated z.")
@@ -60,7 +60,7 @@ def _check_flags():
     if not files.exists(path):
         raise app.UsageError(f"--feature_network={FLAGS.feature_network}: {path} does not exist")
     with usage_errors(f"--truncation={FLAGS.truncation}"):
-        check_truncation(FLAGS.truncation)
+        FLAGS.truncation = check_truncation(FLAGS.truncation)  # None: untruncated
     for name in ("checkpoint_dir", "data_dir"):
         value = getattr(FLAGS, name)
         if value is not None and not files.isdir(value):

@@ -34,8 +34,8 @@ flags.DEFINE_integer("columns", 8, "Samples per row, or interpolation steps.", l
 flags.DEFINE_integer("num", 64, "Number of samples written to --npz.", lower_bound=1)
 flags.DEFINE_string("npz", None, "Write --num samples to this .npz (images uint8, labels int32).")
 flags.DEFINE_string("out", None, "PNG output path.")
-flags.DEFINE_float("truncation", None, "Truncate z to [-t, t] (default: none).")
-flags.DEFINE_list("truncations", ["none", "2", "1", "0.5", "0.25"], "Rows of --mode=truncation ('none': untruncated).")
+flags.DEFINE_float("truncation", None, "Truncate z to [-t, t] (default, or 0: none).")
+flags.DEFINE_list("truncations", ["none", "2", "1", "0.5", "0.25"], "Rows of --mode=truncation (none, 0: untruncated).")
 flags.DEFINE_bool("truncation_statistics", True, "Truncated z is sampled with batch-norm statistics recomputed for "
                   "it, as BigGAN does; --notruncation_statistics keeps the stored ones, those of untruncated z.")
 flags.DEFINE_enum("interpolation", "linear", ["linear", "slerp"], "Path between the two z of --mode=interpolate_z.")
@@ -64,7 +64,7 @@ def main(argv):
     from sagan_tf.sampling.images import save_png
 
     with _usage(f"--truncation={FLAGS.truncation}"):
-        noise.check_truncation(FLAGS.truncation)
+        truncation = noise.check_truncation(FLAGS.truncation)  # None: untruncated
     with _usage(f"--labels={','.join(FLAGS.labels or ())}"):
         labels = None if FLAGS.labels is None else [int(label) for label in FLAGS.labels]
     with _usage("--truncations"):
@@ -81,7 +81,7 @@ def main(argv):
         loaded = generators.load_generator(
             model_dir=FLAGS.model_dir, checkpoint=FLAGS.checkpoint, saved_model=FLAGS.saved_model,
             num_classes=FLAGS.num_classes, labels=labels, recompute_statistics=FLAGS.truncation_statistics,
-            truncated=FLAGS.truncation is not None or FLAGS.mode == "truncation")
+            truncated=truncation is not None or FLAGS.mode == "truncation")
     sampled = loaded.generator if FLAGS.truncation_statistics else sampling.as_sample_fn(loaded.generator)
     z_dim, num_classes = loaded.z_dim, loaded.num_classes
     if class_names:
@@ -89,18 +89,18 @@ def main(argv):
 
     if FLAGS.npz:
         images, npz_labels = sampling.generate_samples(sampled, FLAGS.num, z_dim, num_classes, labels,
-                                                       FLAGS.truncation, FLAGS.seed, FLAGS.batch_size)
+                                                       truncation, FLAGS.seed, FLAGS.batch_size)
         files.atomic_save_npz(FLAGS.npz, images=images, labels=npz_labels.astype("int32"))
         print(f"wrote {FLAGS.npz}: images uint8 {list(images.shape)}, labels int32 [{npz_labels.shape[0]}]")
         if not FLAGS.out:
             return
     with _usage(f"--mode={FLAGS.mode}"):
         if FLAGS.mode == "attention":
-            grid = attention_maps.attention_sheet(loaded.generator, labels, z_dim, num_classes, FLAGS.truncation,
+            grid = attention_maps.attention_sheet(loaded.generator, labels, z_dim, num_classes, truncation,
                                                   FLAGS.seed, query_points, FLAGS.layer, FLAGS.scale,
                                                   FLAGS.truncation_statistics)
         else:
-            grid = sampling.sheet(FLAGS.mode, sampled, labels, FLAGS.columns, z_dim, num_classes, FLAGS.truncation,
+            grid = sampling.sheet(FLAGS.mode, sampled, labels, FLAGS.columns, z_dim, num_classes, truncation,
                                   truncations, FLAGS.interpolation, FLAGS.seed, FLAGS.batch_size).grid()
     out = FLAGS.out or files.join(FLAGS.model_dir, f"{FLAGS.mode}_step{loaded.step}.png")
     save_png(out, grid)

@@ -30,6 +30,7 @@ from sagan_tf.losses import hinge_d_loss, hinge_g_loss, orthogonal_penalty
 from sagan_tf.models import Discriminator, Generator
 from sagan_tf.runtime.precision import resolve_precision
 from sagan_tf.runtime.replicas import mean_over_replicas, replica_rows
+from sagan_tf.sampling.noise import stateless_truncated_normal
 from sagan_tf.training.ema import update_ema
 
 __all__ = ["SAGAN", "noise_keys", "spectral_norm_layers"]
@@ -130,7 +131,7 @@ class SAGAN(keras.Model):
         step = tf.cast(self.step, tf.int32)
         z_key, label_key = noise_keys(self.seed, step * (self.n_dis + 1) + purpose)
         global_batch = local_batch * replicas
-        z = tf.random.stateless_normal([global_batch, self.z_dim], seed=z_key)
+        z = stateless_truncated_normal([global_batch, self.z_dim], z_key)
         labels = tf.random.stateless_uniform([global_batch], seed=label_key, minval=0,
                                              maxval=max(self.num_classes, 1), dtype=tf.int32)
         return tuple(replica_rows(z, labels))
