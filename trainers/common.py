@@ -54,8 +54,9 @@ def resolved_config(overrides=None):
 
 def check_data_dir(path, dataset):
     """An image folder or idx directory must exist; a TFDS data_dir is created and filled by TFDS."""
+    from sagan_tf.data import is_tfds
     from sagan_tf.run import files
-    if path is None or str(dataset).startswith("tfds:"):
+    if path is None or is_tfds(dataset):
         return
     if not files.exists(path):
         raise app.UsageError(f"--data_dir={path} does not exist.")

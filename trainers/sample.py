@@ -59,7 +59,7 @@ def main(argv):
         if wrong:
             raise app.UsageError(message)
     from sagan_tf import sampling  # imports TF: after the checks above
-    from sagan_tf.run import class_map, files
+    from sagan_tf.run import class_map, files, run_dir
     from sagan_tf.sampling import attention_maps, generators, noise
     from sagan_tf.sampling.images import save_png
 
@@ -102,7 +102,7 @@ def main(argv):
         else:
             grid = sampling.sheet(FLAGS.mode, sampled, labels, FLAGS.columns, z_dim, num_classes, truncation,
                                   truncations, FLAGS.interpolation, FLAGS.seed, FLAGS.batch_size).grid()
-    out = FLAGS.out or files.join(FLAGS.model_dir, f"{FLAGS.mode}_step{loaded.step}.png")
+    out = FLAGS.out or run_dir.sheet_file(FLAGS.model_dir, FLAGS.mode, loaded.step)
     save_png(out, grid)
     print(f"wrote {out} ({FLAGS.mode}, {grid.shape[1]}x{grid.shape[0]})")
 

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from sagan_tf.data import build_dataset, split_size
+from sagan_tf.data import build_dataset, is_tfds, split_size, tfds_name
 
 __all__ = ["canonical_dataset_name", "default_reference_split", "ReferenceSplitError", "real_image_source",
            "real_sample_fn", "real_split_sample_fn"]
@@ -61,8 +61,8 @@ def canonical_dataset_name(dataset: str) -> str:
     anything else unchanged.
     """
     dataset = str(dataset)
-    if dataset.startswith("tfds:"):
-        dataset = dataset[len("tfds:"):].split("/")[0].split(":")[0]
+    if is_tfds(dataset):
+        dataset = tfds_name(dataset).split("/")[0].split(":")[0]
     return "fashion_mnist" if dataset == "fashion_mnist_idx" else dataset
 
 

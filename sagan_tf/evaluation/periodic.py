@@ -41,7 +41,6 @@ from sagan_tf.sampling.sheets import as_sample_fn
 
 __all__ = ["PeriodicEvaluation", "BestCheckpointSaver", "make_evaluate_fn", "build_periodic_evaluation"]
 
-BEST_FILE = "best.json"
 HISTORY_FILE = run_dir.EVAL_HISTORY_FILE
 
 
@@ -181,7 +180,7 @@ class BestCheckpointSaver:
 
     @property
     def best_file(self) -> str:
-        return files.join(self.directory, BEST_FILE)
+        return run_dir.best_file(self.directory)
 
     def best_value(self) -> float | None:
         """The monitored value recorded in ``best.json``; None if there is none yet, or if it was

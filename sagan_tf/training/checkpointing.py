@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from sagan_tf.models.architecture import RESUME_FIXED_FIELDS
 from sagan_tf.run import files, run_dir
 from sagan_tf.run.run_dir import CHECKPOINT_INDEX, UNREADABLE_DIR, checkpoint_files, unreadable_reason
 
@@ -120,7 +121,7 @@ class CheckpointManager:
             if name == base + ".index" or name.startswith(base + ".data-"):
                 tf.io.gfile.rename(files.join(self.directory, name), files.join(target, name), overwrite=True)
                 moved.append(name)
-        files.atomic_write_text(files.join(target, "REASON.txt"),
+        files.atomic_write_text(files.join(target, run_dir.UNREADABLE_REASON_FILE),
                                 f"{base}: {reason}\nmoved here at {stamp} by pid {os.getpid()}; files: {moved}\n")
         return files.join(target, base)
 
@@ -199,11 +200,6 @@ class CheckpointManager:
 
 # --- resuming with another config ------------------------------------------------------------------------
 
-# The model fields (sagan_tf.models.architecture.MODEL_FIELDS) a resume must keep: they decide the
-# variables and what the networks compute. `init` (only used before the first checkpoint) and `sync_bn`
-# (how BN statistics are reduced in training) may change.
-RESUME_FIXED_FIELDS = ("resolution", "ch", "z_dim", "num_classes", "image_channels", "g_attention", "d_attention",
-                       "pooled_attention")
 
 
 def _plain(value):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from sagan_tf.data.image_folder.scan import FILE_ERRORS, ImageFolderIndex
-from sagan_tf.run import files
+from sagan_tf.run import files, run_dir
 
 __all__ = ["check_same_classes_as_run"]
 
@@ -15,7 +15,7 @@ def check_same_classes_as_run(model_dir: str | None, index: ImageFolderIndex) ->
     Raises:
       ValueError: naming both class lists and the classes added and removed.
     """
-    path = files.join(model_dir, "config.json") if model_dir else None
+    path = run_dir.config_file(model_dir) if model_dir else None
     if not path or not files.exists(path) or files.isdir(path):
         return
     try:
