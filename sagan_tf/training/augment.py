@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from sagan_tf.runtime.replicas import replica_rows
+from sagan_tf.runtime.replicas import replica_count, replica_rows
 
 __all__ = ["AUGMENTATIONS", "parse_policy", "augment", "translate", "cut_out", "translation_limits", "cutout_size"]
 
@@ -93,8 +93,7 @@ def augment(images: tf.Tensor, policy: tuple[str, ...], key: tf.Tensor) -> tf.Te
     when `policy` is empty."""
     if not policy:
         return images
-    context = tf.distribute.get_replica_context()
-    global_batch = tf.shape(images)[0] * (context.num_replicas_in_sync if context else 1)
+    global_batch = tf.shape(images)[0] * replica_count()
     height, width = images.shape[1], images.shape[2]
     for index, name in enumerate(policy):
         op_key = tf.random.experimental.stateless_fold_in(key, index)

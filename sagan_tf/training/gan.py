@@ -29,7 +29,7 @@ from sagan_tf.layers.spectral_norm import SpectralNormalization, power_iteration
 from sagan_tf.losses import hinge_d_loss, hinge_g_loss, orthogonal_penalty
 from sagan_tf.models import Discriminator, Generator
 from sagan_tf.runtime.precision import resolve_precision
-from sagan_tf.runtime.replicas import mean_over_replicas, replica_rows
+from sagan_tf.runtime.replicas import mean_over_replicas, replica_count, replica_rows
 from sagan_tf.sampling.noise import stateless_truncated_normal
 from sagan_tf.training.ema import update_ema
 
@@ -126,11 +126,9 @@ class SAGAN(keras.Model):
     def sample_noise(self, local_batch, purpose):
         """(z, labels) for this replica: its rows (`replicas.replica_rows`) of a global draw keyed by
         (seed, step, purpose) (`noise_keys`)."""
-        context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync if context else 1
         step = tf.cast(self.step, tf.int32)
         z_key, label_key = noise_keys(self.seed, step * (self.n_dis + 1) + purpose)
-        global_batch = local_batch * replicas
+        global_batch = local_batch * replica_count()
         z = stateless_truncated_normal([global_batch, self.z_dim], z_key)
         labels = tf.random.stateless_uniform([global_batch], seed=label_key, minval=0,
                                              maxval=max(self.num_classes, 1), dtype=tf.int32)
@@ -145,9 +143,7 @@ class SAGAN(keras.Model):
         scale = optimizer.scale_loss(tf.constant(1.0))  # a LossScaleOptimizer's dynamic scale, else 1
         grads = tape.gradient(scaled_loss, variables)
         optimizer.apply_gradients(zip(grads, variables))
-        context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync if context else 1
-        return tf.linalg.global_norm([_summed_rows(g) for g in grads]) * (replicas / scale)
+        return tf.linalg.global_norm([_summed_rows(g) for g in grads]) * (replica_count() / scale)
 
     def train_step(self, data):
         images, labels = data
