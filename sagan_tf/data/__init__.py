@@ -56,12 +56,12 @@ def prepare_dataset(config, *, data_dir: str | None = None, wait: bool = False) 
 
     Only TFDS datasets need preparing (from `config.manual_dir`, once). In a multi-worker run the chief
     calls this with `wait=False` and prepares; the other workers call it with `wait=True` and wait for
-    the chief, up to `config.data_prepare_timeout` seconds (see `tfds_pipeline.prepare_dataset`).
+    the chief, up to `config.data_prepare_timeout` seconds (see `tfds_pipeline.prepare_tfds`).
     """
     if not is_tfds(config.dataset):
         return None
     name = tfds_name(config.dataset)
-    builder = tfds_pipeline.prepare_dataset(name, data_dir=data_dir, manual_dir=config.manual_dir, wait=wait,
+    builder = tfds_pipeline.prepare_tfds(name, data_dir=data_dir, manual_dir=config.manual_dir, wait=wait,
                                             timeout=float(config.data_prepare_timeout))
     return f"TFDS dataset {builder.name} {builder.version} ready in {builder.data_dir}"
 
@@ -166,7 +166,7 @@ def split_size(config, split: str = "train", data_dir: str | None = None) -> int
     if name == "image_folder":
         return len(scan_image_folder(data_dir, **_image_folder_selection(config, data_dir, split)))
     if is_tfds(name):
-        builder = tfds_pipeline.prepare_dataset(tfds_name(name), data_dir=data_dir,
+        builder = tfds_pipeline.prepare_tfds(tfds_name(name), data_dir=data_dir,
                                                 manual_dir=config.manual_dir)
         return tfds_pipeline.shard_for(builder, split).num_examples
     raise ValueError(f"unknown dataset {name!r}; expected one of {_ALLOWED_FORMS}")

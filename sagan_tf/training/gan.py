@@ -66,7 +66,8 @@ def _summed_rows(gradient):
 class SAGAN(keras.Model):
     """A class-conditional GAN over any `generator` G((z, labels)) and `discriminator` D((images, labels)),
     as keras-io's GAN examples shape it: build the networks, compile with the optimizers (and losses),
-    then `fit`. `SAGAN.from_config(config)` builds the paper's networks from an experiment config.
+    then `fit`. `SAGAN.from_experiment(config)` builds the paper's networks from an experiment config
+    (Keras' own `from_config` stays the deserialisation hook it is).
 
     The EMA generator is a copy of `generator` made from its Keras config (`generator.get_config()`), so
     a replacement network only needs to serialise like the Keras layers here. `generator.spec` gives
@@ -89,7 +90,7 @@ class SAGAN(keras.Model):
         self.health = bool(health)
 
     @classmethod
-    def from_config(cls, config, health=True):
+    def from_experiment(cls, config, health=True):
         """The SAGAN an experiment config (sagan_tf.config) describes: its G and D in its precision policy."""
         dtype = resolve_precision(config.mixed_precision)
         return cls(Generator(config, dtype=dtype), Discriminator(config, dtype=dtype), n_dis=config.n_dis,
@@ -123,7 +124,7 @@ class SAGAN(keras.Model):
     def metrics(self):
         return []  # no Keras metric trackers: fit's logs are what train_step returns, this step's values
 
-    def sample_noise(self, local_batch, purpose):
+    def replica_noise(self, local_batch, purpose):
         """(z, labels) for this replica: its rows (`replicas.replica_rows`) of a global draw keyed by
         (seed, step, purpose) (`noise_keys`)."""
         step = tf.cast(self.step, tf.int32)
@@ -153,7 +154,7 @@ class SAGAN(keras.Model):
         for k in range(self.n_dis):
             real = images[k * local_batch:(k + 1) * local_batch]
             real_labels = labels[k * local_batch:(k + 1) * local_batch]
-            z, fake_labels = self.sample_noise(local_batch, purpose=k)
+            z, fake_labels = self.replica_noise(local_batch, purpose=k)
             with power_iteration_paused():  # G's u advances once per step, in the G update below
                 fake = ops.stop_gradient(self.generator((z, fake_labels), training=True))
             with tf.GradientTape() as tape:
@@ -168,7 +169,7 @@ class SAGAN(keras.Model):
 
         # 2. One generator update, with G's one power iteration of the step; D's advanced in its own
         #    update (here D runs in inference mode).
-        z, fake_labels = self.sample_noise(local_batch, purpose=self.n_dis)
+        z, fake_labels = self.replica_noise(local_batch, purpose=self.n_dis)
         with tf.GradientTape() as tape:
             fake_logits_g = self.discriminator((self.generator((z, fake_labels), training=True), fake_labels),
                                                training=False)

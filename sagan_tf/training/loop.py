@@ -50,7 +50,7 @@ def build_model(config: ml_collections.ConfigDict, strategy: tf.distribute.Strat
     """A compiled SAGAN whose variables live under `strategy`, initialised from `config.seed`."""
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = SAGAN.from_config(config)
+        model = SAGAN.from_experiment(config)
         g_opt, d_opt = make_optimizers(config)
         d_loss_fn, g_loss_fn = get_losses(config.loss)
         model.compile(g_optimizer=g_opt, d_optimizer=d_opt, d_loss_fn=d_loss_fn, g_loss_fn=g_loss_fn,
