@@ -22,6 +22,7 @@ def test_presets_are_valid(preset):
     ("n_dis", 0, r"config\.n_dis=0.*positive integer"),
     ("ch", 1, r"config\.ch=1.*multiple of 8"),
     ("g_ortho_reg", -1e-4, r"config\.g_ortho_reg=-0\.0001.*>= 0.*BigGAN uses 1e-4"),
+    ("augment", "translation,colour", r"config\.augment='translation,colour'.*\['colour'\].*'translation', 'cutout'"),
 ])
 def test_bad_values_are_named(field, value, message):
     config = tiny_config()

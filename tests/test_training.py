@@ -192,9 +192,10 @@ def _all_state(model):
     return state
 
 
-@pytest.mark.slow  # ~80 s: trains the same tiny run twice, interrupted and not
-def test_resume_equals_uninterrupted_run(tmp_path):
-    config = tiny_config(train_steps=6, checkpoint_every=3, ema_start=2)
+@pytest.mark.slow  # ~80 s each: trains the same tiny run twice, interrupted and not
+@pytest.mark.parametrize("augment", ["", "translation,cutout"])
+def test_resume_equals_uninterrupted_run(tmp_path, augment):
+    config = tiny_config(train_steps=6, checkpoint_every=3, ema_start=2, augment=augment)
     dataset_fn = lambda start: in_memory_dataset(4, start)
     train(config, str(tmp_path / "resumed"), dataset_fn=dataset_fn, verbose=0)
     config.train_steps = 12

@@ -21,23 +21,13 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from sagan_tf.config import AUGMENTATIONS, parse_policy
 from sagan_tf.runtime.replicas import replica_count, replica_rows
 
-__all__ = ["AUGMENTATIONS", "parse_policy", "augment", "translate", "cut_out", "translation_limits", "cutout_size"]
+__all__ = ["augment", "translate", "cut_out", "translation_limits", "cutout_size"]
 
-AUGMENTATIONS = ("translation", "cutout")
 TRANSLATION_RATIO = 1 / 8
 CUTOUT_RATIO = 1 / 2
-
-
-def parse_policy(policy: str) -> tuple[str, ...]:
-    """The operations of a policy string ("translation,cutout" → ('translation', 'cutout')); "" → ()."""
-    names = tuple(name.strip() for name in str(policy).split(",") if name.strip())
-    unknown = [name for name in names if name not in AUGMENTATIONS]
-    if unknown:
-        raise ValueError(f"augmentation policy {policy!r}: unknown operation(s) {unknown}; "
-                         f"choose from {list(AUGMENTATIONS)} (comma-separated), or '' for none")
-    return names
 
 
 def _fraction(size: int, ratio: float) -> int:

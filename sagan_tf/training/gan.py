@@ -31,11 +31,14 @@ from sagan_tf.models import Discriminator, Generator
 from sagan_tf.runtime.precision import resolve_precision
 from sagan_tf.runtime.replicas import mean_over_replicas, replica_count, replica_rows
 from sagan_tf.sampling.noise import stateless_truncated_normal
+from sagan_tf.config import parse_policy
+from sagan_tf.training.augment import augment as augment_images
 from sagan_tf.training.ema import update_ema
 
 __all__ = ["SAGAN", "noise_keys", "spectral_norm_layers"]
 
 _LABELS = 1  # what noise_keys folds into z's key to make the labels' key
+_AUGMENT_REAL, _AUGMENT_FAKE = 2, 3  # ... and the keys of DiffAugment's draws for the real and fake images
 
 
 def spectral_norm_layers(network: keras.Model) -> list[SpectralNormalization]:
@@ -78,7 +81,7 @@ class SAGAN(keras.Model):
     """
 
     def __init__(self, generator, discriminator, *, n_dis=1, seed=0, ema_decay=0.9999, ema_start=1000,
-                 g_ortho_reg=0.0, health=True, **kwargs):
+                 g_ortho_reg=0.0, augment="", health=True, **kwargs):
         kwargs.setdefault("name", "sagan")
         super().__init__(**kwargs)
         self.generator, self.discriminator = generator, discriminator
@@ -87,6 +90,7 @@ class SAGAN(keras.Model):
         self.n_dis, self.seed = int(n_dis), int(seed)
         self.ema_decay, self.ema_start = float(ema_decay), int(ema_start)
         self.g_ortho_reg = float(g_ortho_reg)
+        self.augment = parse_policy(augment)
         self.health = bool(health)
 
     @classmethod
@@ -95,7 +99,7 @@ class SAGAN(keras.Model):
         dtype = resolve_precision(config.mixed_precision)
         return cls(Generator(config, dtype=dtype), Discriminator(config, dtype=dtype), n_dis=config.n_dis,
                    seed=config.seed, ema_decay=config.ema_decay, ema_start=config.ema_start,
-                   g_ortho_reg=config.g_ortho_reg, health=health)
+                   g_ortho_reg=config.g_ortho_reg, augment=config.augment, health=health)
 
     def compile(self, g_optimizer, d_optimizer, d_loss_fn=hinge_d_loss, g_loss_fn=hinge_g_loss, **kwargs):
         """Both optimizers (TTUR: each with its own rate) and the per-example losses (sagan_tf.losses:
@@ -135,6 +139,14 @@ class SAGAN(keras.Model):
                                              maxval=max(self.num_classes, 1), dtype=tf.int32)
         return tuple(replica_rows(z, labels))
 
+    def augmented(self, images, purpose, which):
+        """`images` (this replica's rows) through DiffAugment (`augment`), drawn from the key of this step's
+        draw `purpose` folded with `which` (real or fake); `images` itself when augmentation is off."""
+        if not self.augment:
+            return images
+        z_key, _ = noise_keys(self.seed, tf.cast(self.step, tf.int32) * (self.n_dis + 1) + purpose)
+        return augment_images(images, self.augment, tf.random.experimental.stateless_fold_in(z_key, which))
+
     def _apply(self, optimizer, tape, scaled_loss, variables):
         """Applies the gradients of `scaled_loss` (`optimizer.scale_loss(loss)`, computed under `tape`);
         returns their global norm, unscaled, for this replica's batch (the gradients here are this
@@ -157,6 +169,8 @@ class SAGAN(keras.Model):
             z, fake_labels = self.replica_noise(local_batch, purpose=k)
             with power_iteration_paused():  # G's u advances once per step, in the G update below
                 fake = ops.stop_gradient(self.generator((z, fake_labels), training=True))
+            real = self.augmented(ops.cast(real, fake.dtype), k, _AUGMENT_REAL)
+            fake = self.augmented(fake, k, _AUGMENT_FAKE)
             with tf.GradientTape() as tape:
                 # Real and fake in one pass: D has no batch statistics, so this equals two passes.
                 logits = self.discriminator(
@@ -171,8 +185,8 @@ class SAGAN(keras.Model):
         #    update (here D runs in inference mode).
         z, fake_labels = self.replica_noise(local_batch, purpose=self.n_dis)
         with tf.GradientTape() as tape:
-            fake_logits_g = self.discriminator((self.generator((z, fake_labels), training=True), fake_labels),
-                                               training=False)
+            fake_g = self.augmented(self.generator((z, fake_labels), training=True), self.n_dis, _AUGMENT_FAKE)
+            fake_logits_g = self.discriminator((fake_g, fake_labels), training=False)
             g_per_example = self.g_loss_fn(fake_logits_g)
             g_loss = tf.nn.compute_average_loss(g_per_example)
             if self.g_ortho_reg:  # BigGAN's orthogonal regularisation of G's raw kernels, once over the replicas
