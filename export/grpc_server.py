@@ -449,9 +449,16 @@ class InProcessServer:
 
     async def _refuse(self, context, method, code, message, kind=None):
         """Logs the refused call (one line, rate-limited; `kind` defaults to the code's name) and ends it
-        with `code` and `message` (raises grpc.aio.AbortError, as ``context.abort`` does)."""
-        self._log.refused(kind or code.name.lower(), method, context.peer(), code.name, message)
-        await context.abort(code, message)
+        with `code` and `message` (raises grpc.aio.AbortError, as ``context.abort`` does; or
+        CancelledError if the call has already ended, e.g. its deadline passed, and nothing can be sent)."""
+        self._log.refused(kind or code.name.lower(), method, context.peer() or "a peer already gone", code.name,
+                          message)
+        try:
+            await context.abort(code, message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # gRPC's ExecuteBatchError: the call is over; end the handler as cancelled
+            raise asyncio.CancelledError(f"the call ended before its status could be sent ({error})") from None
 
     async def _guarded(self, method, context, handler):
         """Runs `handler(context)`; a bug in it ends the call INTERNAL with one log line, never a

@@ -138,6 +138,30 @@ def test_a_bug_in_a_handler_is_answered_internal_with_one_line_not_a_traceback(s
     assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.name.startswith("grpc")]
 
 
+def test_calls_whose_deadline_passes_before_their_status_is_sent_log_no_traceback(servicer, caplog):
+    """1 ms deadlines: the server often finds the deadline passed and refuses the call after gRPC has
+    already ended it; context.abort then fails (ExecuteBatchError). The soak found each such call
+    logged with two tracebacks by gRPC."""
+    log = io.StringIO()
+    caplog.set_level(logging.WARNING)
+    request = valid_request()[0].SerializeToString()
+    with InProcessServer(servicer, log_stream=log, log_limit=1000) as server:
+        with grpc.insecure_channel(server.address) as channel:
+            call = raw_call(channel)
+            codes = set()
+            for _ in range(100):
+                try:
+                    call(request, timeout=0.001)
+                    codes.add(grpc.StatusCode.OK)
+                except grpc.RpcError as error:
+                    codes.add(error.code())
+        assert codes <= {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.OK}, codes
+        assert_answers_valid_requests(server.address)
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.name.startswith("grpc")], \
+        caplog.text[-3000:]
+    assert "refused request (internal)" not in log.getvalue(), log.getvalue()[-2000:]
+
+
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
