@@ -351,8 +351,9 @@ class InProcessServer:
                                  ("maximum_concurrent_rpcs", maximum_concurrent_rpcs, 1), ("log_limit", log_limit, 1)):
             if int(value) < low:
                 raise ValueError(f"{name}={value} must be >= {low}")
-        if not read_timeout > 0:
-            raise ValueError(f"read_timeout={read_timeout} must be > 0 seconds")
+        for name, value in (("read_timeout", read_timeout), ("log_interval", log_interval)):
+            if not value > 0:
+                raise ValueError(f"{name}={value} must be > 0 seconds")
         if isinstance(saved_model, PredictionServicer):  # an already loaded model (tests)
             self.servicer = saved_model
         else:
@@ -362,8 +363,6 @@ class InProcessServer:
         self.max_workers, self.max_queue = int(max_workers), int(max_queue)
         self.maximum_concurrent_rpcs, self.read_timeout = int(maximum_concurrent_rpcs), float(read_timeout)
         self.log_stream, self.log_limit, self.log_interval = log_stream, int(log_limit), float(log_interval)
-        if not self.log_interval > 0:
-            raise ValueError(f"log_interval={log_interval} must be > 0 seconds")
         self.port = None
         self._server = self._loop = self._thread = self._pool = self._log = None
         self._admitted = 0  # running + waiting; touched only on the event loop

@@ -162,6 +162,13 @@ def test_calls_whose_deadline_passes_before_their_status_is_sent_log_no_tracebac
     assert "refused request (internal)" not in log.getvalue(), log.getvalue()[-2000:]
 
 
+@pytest.mark.parametrize("kwargs, message", [(dict(log_limit=0), r"log_limit=0 must be >= 1"),
+                                             (dict(log_interval=0), r"log_interval=0 must be > 0 seconds")])
+def test_bad_log_settings_are_refused_before_loading_the_model(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        InProcessServer("/nonexistent/export", **kwargs)
+
+
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
