@@ -32,7 +32,7 @@ truncations: float outputs within `--atol`, uint8 images within 1, PNGs decoding
 images. A warm-up of valid calls from every client comes first (not counted); the server's RSS,
 descriptors and threads are read from /proc/<pid> at the start, after the warm-up (clients
 disconnected) and at the end (clients disconnected, the server given `--settle` s to close their
-connections), and RSS every 0.5 s for the peak.
+connections), RSS every 0.5 s for the peak and at every tenth of the calls (does it level off?).
 
 Targets (printed beside the figures; the exit status is 1 if one fails): 0 wrong answers, 0
 unexpected codes, RSS growth from after the warm-up to the end ≤ 5 %, descriptors and threads at
@@ -463,8 +463,9 @@ def plan(calls, hostile_fraction, pool_size, seed):
     return [(kind, rng.randrange(pool_size)) for kind in kinds]
 
 
-def run_calls(clients, calls, deadline):
-    """Runs `calls` from all clients (each takes the next call when free) until done or `deadline`."""
+def run_calls(clients, calls, deadline, on_progress=None):
+    """Runs `calls` from all clients (each takes the next call when free) until done or `deadline`;
+    `on_progress(calls done)` after each one."""
     lock, position, outcomes = threading.Lock(), [0], []
 
     def worker(client):
@@ -477,6 +478,8 @@ def run_calls(clients, calls, deadline):
             outcome = client.call(kind, index)
             with lock:
                 outcomes.append(outcome)
+                if on_progress is not None:
+                    on_progress(len(outcomes))
 
     threads = [threading.Thread(target=worker, args=(client,), name=f"client-{i}") for i, client in enumerate(clients)]
     for thread in threads:
@@ -529,7 +532,14 @@ def soak(args):
         clients = [Client(server, reference, hostile, args, seed=args.seed * 1000 + 100 + i)
                    for i in range(args.clients)]
         began = time.monotonic()
-        outcomes = run_calls(clients, calls, began + args.max_seconds)
+        tenths = {round(args.calls * k / 10): k for k in range(1, 11)}
+        trend = []  # the RSS each time another tenth of the calls is done: does it level off?
+
+        def record_rss(done):
+            if done in tenths:
+                trend.append({"calls done": f"{tenths[done] * 10} % ({done})", "seconds": time.monotonic() - began,
+                              "RSS MiB": server.figures()["rss_mib"]})
+        outcomes = run_calls(clients, calls, began + args.max_seconds, on_progress=record_rss)
         soak_seconds = time.monotonic() - began
         for client in clients:
             client.close()
@@ -592,7 +602,7 @@ def soak(args):
                   "peak": peak if key == "rss_mib" else "", "end": end[key]}
                  for name, key in (("RSS MiB", "rss_mib"), ("open fds", "fds"), ("threads", "threads"))]
     return {"machine": machine, "args": {k: v for k, v in vars(args).items() if k != "json"},
-            "rows": rows, "latency": latency_rows, "resources": resources,
+            "rows": rows, "latency": latency_rows, "resources": resources, "rss_trend": trend,
             "targets": [{"target": t, "figure": f, "met": "yes" if ok else "NO"} for t, f, ok in targets],
             "passed": all(ok for _, _, ok in targets), "log": log, "server_stdout": stdout.strip().splitlines()[-1:],
             "problems": [o._asdict() for o in problems[:20]], "warmup_calls": len(warm),
@@ -612,6 +622,7 @@ def main(argv=None):
     common.emit(args, result, [(f"Calls by outcome ({title})", result["rows"], columns),
                                ("Latency (noisy: shared machine)", result["latency"], None),
                                ("Server process (/proc)", result["resources"], None),
+                               ("Server RSS during the soak", result["rss_trend"], None),
                                ("Targets", result["targets"], None)])
     if not args.json:
         for problem in result["problems"]:
