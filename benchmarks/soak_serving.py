@@ -11,7 +11,7 @@ are a seeded plan:
 TF-Serving's own answer where it differs is in HOSTILE_KINDS):
 
 * ``undecodable``: bytes that do not parse as a PredictRequest (random, or a request cut short) →
-  INVALID_ARGUMENT (TF-Serving: INTERNAL, see export.grpc_server.UNDECODABLE_REQUEST_CODE);
+  INTERNAL, as TF-Serving answers (export.grpc_server.UNDECODABLE_REQUEST_CODE), with a message;
 * ``lying_shape``: a declared shape that disagrees with the content (tensor_content a row short or
   long, more values than declared) → INVALID_ARGUMENT;
 * ``wrong_dtype`` (float64 z, int64 label), ``wrong_rank`` (z [n, z_dim, 1], label [n, 1]),
@@ -74,8 +74,8 @@ RSS_TARGET = 0.05
 # kind -> (the code this server must answer, a pattern its message must match, TF-Serving's answer
 # where it differs)
 HOSTILE_KINDS = {
-    "undecodable": ("INVALID_ARGUMENT", r"^could not parse the request as tensorflow\.serving\.PredictRequest: ",
-                    "INTERNAL, empty message (grpc C++ parse failure)"),
+    "undecodable": ("INTERNAL", r"^could not parse the request as tensorflow\.serving\.PredictRequest: ",
+                    "the same code, an empty message"),
     "lying_shape": ("INVALID_ARGUMENT", r"declares shape .*(tensor_content holds|sends \d+ values)", ""),
     "wrong_dtype": ("INVALID_ARGUMENT", r"must be (float32|int32), got (float64|int64)", ""),
     "wrong_rank": ("INVALID_ARGUMENT", r"must have shape \[", ""),

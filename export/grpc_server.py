@@ -17,9 +17,10 @@ field; TF-Serving's status codes and messages for a bad model spec (empty name �
 version label: ..."; unknown model or version → NOT_FOUND; unknown signature → FAILED_PRECONDITION
 'Serving signature key "..." not found.'); graph errors mapped to their gRPC codes (the signatures'
 in-graph checks raise InvalidArgumentError → INVALID_ARGUMENT). A failed request never affects the
-next one. Request bytes that do not decode as the method's message are answered INVALID_ARGUMENT
-"could not parse the request as tensorflow.serving.PredictRequest: ..." (TF-Serving: INTERNAL with
-an empty message; see ``UNDECODABLE_REQUEST_CODE``).
+next one. Request bytes that do not decode as the method's message are answered INTERNAL, as
+TF-Serving's gRPC layer answers them, but with a message a client can act on where TF-Serving's is
+empty: "could not parse the request as tensorflow.serving.PredictRequest: ..." (see
+``UNDECODABLE_REQUEST_CODE``).
 
 What it adds, because a Python server is easier to exhaust than TF-Serving (see "Limits" below):
 
@@ -84,11 +85,11 @@ DEFAULT_QUEUE = 16
 DEFAULT_MAX_CONCURRENT_RPCS = 64
 DEFAULT_READ_TIMEOUT = 10.0
 UNKNOWN_SIGNATURE_CODE = grpc.StatusCode.FAILED_PRECONDITION  # as TF-Serving's predict_util.cc
-# Request bytes that do not decode as the method's message. Not TF-Serving's code: its C++ gRPC layer
-# (GenericDeserialize in grpcpp's proto_utils.h) answers INTERNAL with an empty message before the
-# servable sees the call, as gRPC's status-code table lists request parse errors. INVALID_ARGUMENT
-# says what is true (the client sent a bad argument; retrying it cannot help), as issue 39 asks.
-UNDECODABLE_REQUEST_CODE = grpc.StatusCode.INVALID_ARGUMENT
+# Request bytes that do not decode as the method's message: TF-Serving's code. Its C++ gRPC layer
+# (GenericDeserialize in grpcpp's proto_utils.h) answers INTERNAL, with an empty message, before the
+# servable sees the call, as gRPC's status-code table lists request parse errors; a client tested
+# against this server must meet the code it will meet in production. The message here says more.
+UNDECODABLE_REQUEST_CODE = grpc.StatusCode.INTERNAL
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 # TensorProto value fields per dtype (what tf.make_ndarray reads when tensor_content is empty).
 _VALUE_FIELDS = {tf.float32: "float_val", tf.float64: "double_val", tf.int32: "int_val", tf.int16: "int_val",

@@ -1,6 +1,6 @@
-"""Request bytes that do not decode, and the server's log of refused calls (issue 39, point 4).
+"""Request bytes that do not decode, and the server's log of refused calls.
 
-Undecodable bytes get INVALID_ARGUMENT with a message naming the expected message type (they used to
+Undecodable bytes get TF-Serving's INTERNAL, with a message naming the expected message type (they used to
 get UNKNOWN "Unexpected <class 'DecodeError'>" and a ~20-line traceback from the event loop each); a
 flood of them writes a bounded number of one-line records; a server whose stderr is a pipe that
 nobody reads keeps answering (it used to stop once the tracebacks filled the pipe).
@@ -70,21 +70,21 @@ def test_the_undecodable_payloads_do_not_decode():
             predict_pb2.PredictRequest.FromString(payload)
 
 
-def test_undecodable_bytes_get_invalid_argument_naming_the_expected_message(servicer):
+def test_undecodable_bytes_get_tf_servings_code_and_a_message_naming_the_expected_message(servicer):
     truncated = valid_request()[0].SerializeToString()[:-3]
     with InProcessServer(servicer, log_stream=io.StringIO()) as server, \
             grpc.insecure_channel(server.address) as channel:
         for what, payload in [*UNDECODABLE.items(), ("a truncated PredictRequest", truncated)]:
             with pytest.raises(grpc.RpcError) as raised:
                 raw_call(channel)(payload, timeout=30)
-            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (what, raised.value)
+            assert raised.value.code() == grpc.StatusCode.INTERNAL, (what, raised.value)
             pattern = (r"^could not parse the request as tensorflow\.serving\.PredictRequest: .+ "
                        rf"\({len(payload)} bytes? received\)\. This method takes a serialized "
                        r"tensorflow\.serving\.PredictRequest")
             assert re.search(pattern, raised.value.details()), (what, raised.value.details())
         with pytest.raises(grpc.RpcError) as raised:
             raw_call(channel, METADATA)(UNDECODABLE["random bytes"], timeout=30)
-        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value
+        assert raised.value.code() == grpc.StatusCode.INTERNAL, raised.value
         assert "could not parse the request as tensorflow.serving.GetModelMetadataRequest" in raised.value.details()
         # Bytes that do decode are validated as before: an empty PredictRequest has no model name.
         with pytest.raises(grpc.RpcError) as raised:
@@ -106,11 +106,11 @@ def test_a_flood_of_undecodable_requests_writes_a_few_lines_and_no_traceback(ser
                     call(UNDECODABLE["random bytes"] * (1 + i % 7), timeout=30)
                 except grpc.RpcError as error:
                     codes.append(error.code())
-        assert codes == [grpc.StatusCode.INVALID_ARGUMENT] * 200
+        assert codes == [grpc.StatusCode.INTERNAL] * 200
         assert_answers_valid_requests(server.address)
     lines = log.getvalue().splitlines()  # stop() closed the log: the suppressed count is written
     assert len(lines) == 6, lines
-    assert all(re.match(r"export\.grpc_server: refused request \(undecodable\): Predict from \S+: INVALID_ARGUMENT: "
+    assert all(re.match(r"export\.grpc_server: refused request \(undecodable\): Predict from \S+: INTERNAL: "
                         r"could not parse the request as tensorflow\.serving\.PredictRequest", line)
                for line in lines[:5]), lines
     assert re.match(r"export\.grpc_server: suppressed 195 similar messages \(undecodable\) in the last \d+ s$",
@@ -203,7 +203,7 @@ def test_a_server_whose_stderr_pipe_nobody_reads_keeps_answering_a_flood_of_bad_
             for i in range(flood):
                 with pytest.raises(grpc.RpcError) as raised:
                     call(UNDECODABLE["text"] + bytes([i % 256]), timeout=10)
-                assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (i, raised.value)
+                assert raised.value.code() == grpc.StatusCode.INTERNAL, (i, raised.value)
         flood_seconds = time.monotonic() - start
         assert_answers_valid_requests(address, timeout=30)
         process.send_signal(signal.SIGTERM)
