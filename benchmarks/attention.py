@@ -172,7 +172,7 @@ def main(argv=None):
     parser.add_argument("--peak-size", type=int, default=2048, help="side of the peak matmul timed each round")
     args = parser.parse_args(argv)
 
-    from sagan_tf.precision import native_bfloat16
+    from sagan_tf.runtime.precision import native_bfloat16
     precisions = (args.precisions.split(",") if args.precisions
                   else ["float32"] + (["mixed_bfloat16"] if native_bfloat16() else []))
     bad = [p for p in precisions if p not in BYTES]

@@ -48,7 +48,7 @@ def make_train_calls(config, per_execution):
 
 
 def run(preset, batch, per_execution, steps, rounds, warmup):
-    from sagan_tf.precision import resolve_precision
+    from sagan_tf.runtime.precision import resolve_precision
 
     if per_execution < 2 or steps % per_execution:
         raise ValueError(f"--per_execution={per_execution} --steps={steps}: need per_execution >= 2 and steps a "

@@ -58,7 +58,7 @@ def attention_placements(config):
 def map_bytes(size, batch, precision, pooled):
     """Bytes of one layer's maps on a size×size feature map: logits [B, N, M] in the compute dtype and
     softmax [B, N, M] in float32, M = N/4 pooled or N full."""
-    from sagan_tf.precision import resolve_precision
+    from sagan_tf.runtime.precision import resolve_precision
 
     n = size * size
     return batch * n * (n // 4 if pooled else n) * (BYTES[resolve_precision(precision)] + 4)
@@ -181,7 +181,7 @@ def main(argv=None):
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:
         parser.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
-    from sagan_tf.precision import resolve_precision
+    from sagan_tf.runtime.precision import resolve_precision
     args.precision = resolve_precision(args.precision)
     if args.layer_worker:
         size, channels, batch, pooled, precision = args.layer_worker.split(",")

@@ -43,7 +43,7 @@ def make_step(config, health):
 
 def run(preset, batch, rounds, warmup):
     import numpy as np
-    from sagan_tf.precision import resolve_precision
+    from sagan_tf.runtime.precision import resolve_precision
 
     config = common.load_preset(preset)
     if batch:

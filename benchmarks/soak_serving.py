@@ -230,7 +230,7 @@ class Reference:
         import numpy as np
         import tensorflow as tf
 
-        from export.exported import read_info, read_signature_defs, resolve_saved_model
+        from sagan_tf.sampling.exported import read_info, read_signature_defs, resolve_saved_model
 
         self.directory, self.version = resolve_saved_model(saved_model)
         limits = read_info(self.directory).get("limits", {})

@@ -71,7 +71,7 @@ from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
 from export import request_log
-from export.exported import DEFAULT_SIGNATURE, read_max_batch, read_signature_defs, resolve_saved_model
+from sagan_tf.sampling.exported import DEFAULT_SIGNATURE, read_max_batch, read_signature_defs, resolve_saved_model
 
 SERVICE = "tensorflow.serving.PredictionService"
 # Largest request the server reads (gRPC's receive limit, also the largest declared input tensor):

@@ -12,7 +12,9 @@ float32 weights, inputs and images, for serving hardware with bfloat16 units), a
 ``--statistics_truncation=t`` exports batch-norm statistics recomputed for z truncated to [-t, t]
 (`sagan_tf.standing_statistics`) instead of the stored ones (those of untruncated z): for a server whose
 clients sample with that truncation (`generate` with truncation t); other truncations then sample with
-statistics that are not their own. ``sagan_export.json`` records it (``statistics_truncation``).
+statistics that are not their own. ``sagan_export.json`` records it (``statistics_truncation``), and where
+the export came from without the training machine's paths: ``run`` (the run directory's name),
+``checkpoint`` (relative to it) and ``step``.
 
     <export_base>/<version>/                       the SavedModel (signatures: see export.signatures)
     <export_base>/<version>/assets.extra/          tf_serving_warmup_requests, sagan_export.json,
@@ -32,6 +34,7 @@ bucket only after the export returns (or export locally and copy the version dir
 """
 import math
 import os
+import posixpath
 import re
 import sys
 import time
@@ -41,11 +44,11 @@ import tensorflow as tf
 from absl import app, flags
 
 from export import serving_config
-from export.exported import SAVED_MODEL_FILE
+from sagan_tf.sampling.exported import SAVED_MODEL_FILE
 from export.signatures import GeneratorServing
-from sagan_tf import class_map, files, run_dir
-from sagan_tf.run_dir import RunDirError
-from sagan_tf.standing_statistics import truncation_statistics
+from sagan_tf.run import class_map, files, run_dir
+from sagan_tf.run.run_dir import RunDirError
+from sagan_tf.sampling.standing_statistics import truncation_statistics
 
 INFO_FILE = "sagan_export.json"
 TEMP_PREFIX = ".tmp-export-"
@@ -199,6 +202,18 @@ def _fsync_tree(root):
         _fsync_dir(directory)
 
 
+def provenance(model_dir, checkpoint):
+    """Where an export came from, without the training machine's paths: the run directory's name and the
+    checkpoint relative to it (just its name when it lies elsewhere). The step names it exactly."""
+    uri = files.is_uri(model_dir) or files.is_uri(checkpoint)
+    path = posixpath if uri else os.path
+    run = os.fspath(model_dir).rstrip("/") if uri else os.path.abspath(model_dir)
+    checkpoint = os.fspath(checkpoint) if uri else os.path.abspath(checkpoint)
+    inside = checkpoint.startswith(run.rstrip(path.sep) + path.sep)
+    return {"run": path.basename(run),
+            "checkpoint": path.relpath(checkpoint, run) if inside else path.basename(checkpoint)}
+
+
 def _compute_dtype(generator):
     return "bfloat16" if generator.dtype_policy.compute_dtype == "bfloat16" else "float32"
 
@@ -225,7 +240,7 @@ def export_run(model_dir, export_base, version=None, checkpoint=None, compute_dt
                           "(omit it for the stored statistics, those of untruncated z).")
     path = run_dir.find_checkpoint(model_dir, checkpoint)
     generator = run_dir.restore_ema_generator(config, path, dtype=COMPUTE_DTYPES[compute_dtype])
-    info = {"model_dir": files.absolute(model_dir), "checkpoint": files.absolute(path), "step": run_dir.step_of(path),
+    info = {**provenance(model_dir, path), "step": run_dir.step_of(path),
             "training_precision": config.get("mixed_precision"), "statistics_truncation": statistics_truncation}
     with truncation_statistics(generator, statistics_truncation):
         return export_generator(generator, export_base, version, info=info,

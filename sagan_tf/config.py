@@ -41,7 +41,7 @@ Training fields:
   ema_start        G step from which the EMA averages (before: it copies G).
   mixed_precision  'auto' | 'float32' | 'mixed_bfloat16' | 'mixed_float16'; 'auto' (default) is
                    mixed_bfloat16 where the hardware has native bf16 (AMX CPU, TPU, GPU ≥ sm_80), else
-                   float32 (sagan_tf.precision); the run's config.json records the resolved name, and a
+                   float32 (sagan_tf.runtime.precision); the run's config.json records the resolved name, and a
                    resume with 'auto' keeps that one on any machine (an explicit name switches it).
   jit_compile      compile the train step with XLA.
   steps_per_execution  train steps per call of the compiled train function (Keras `compile`; default 1).
@@ -60,14 +60,15 @@ from __future__ import annotations
 
 import ml_collections
 
-from sagan_tf.precision import AUTO, POLICIES
+from sagan_tf.layers.attention import check_query_block
 from sagan_tf.layers.initializers import INITIALIZERS
+from sagan_tf.losses import LOSSES
 from sagan_tf.models.architecture import RESOLUTIONS, attention_resolutions, discriminator_stages, generator_stages
+from sagan_tf.runtime.precision import AUTO, POLICIES
 
 __all__ = ["default_config", "validate_config"]
 
 PRECISIONS = (AUTO, *POLICIES)
-LOSSES = ("hinge", "non_saturating")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -141,9 +142,7 @@ def validate_config(config: ml_collections.ConfigDict, num_replicas: int = 1) ->
         _require(not stage.attention or stage.out_channels % 8 == 0, "ch", config.ch,
                  f"a width giving a multiple of 8 channels where attention sits ({stage.out_channels} channels "
                  f"at {stage.resolution}x{stage.resolution})")
-    block = config.attention_query_block
-    _require(isinstance(block, int) and not isinstance(block, bool) and block >= 0, "attention_query_block", block,
-             "an integer >= 0 (query rows per attention block; 0 = one einsum over all queries)")
+    check_query_block(config.attention_query_block, "config.attention_query_block")
     for field in ("g_lr", "d_lr"):
         _require(config[field] > 0, field, config[field], "a positive learning rate")
     for field in ("beta1", "beta2"):

@@ -199,7 +199,7 @@ def trained_run():
     It asks for mixed_precision='auto' on hardware faked to lack native bfloat16, so it trains in float32
     on every machine and config.json must record 'float32'.
     """
-    from sagan_tf import precision
+    from sagan_tf.runtime import precision
     from sagan_tf.training import train
     config = tiny_config(mixed_precision=TRAINED_RUN_PRECISION, train_steps=2, checkpoint_every=1,
                          sample_every=1000, log_every=1000)

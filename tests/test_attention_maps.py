@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from sagan_tf.evaluation import attention_maps as am
 from sagan_tf.models import Generator
+from sagan_tf.sampling import attention_maps as am
 from tests.helpers import tiny_config
 
 SIZE = 32  # image side; the attention layer runs at 16x16 (N = 256), pooled keys at 8x8 (M = 64)

@@ -58,7 +58,7 @@ def test_variant_names():
 
 @pytest.mark.parametrize("amx, expected", [(True, "mixed_bfloat16"), (False, "float32")])
 def test_auto_variant_resolves_like_the_trainer(monkeypatch, amx, expected):
-    from sagan_tf import precision
+    from sagan_tf.runtime import precision
     monkeypatch.setattr(precision, "native_bfloat16", lambda strategy=None: amx)
     assert train_step.variant_overrides("auto_noattn")["mixed_precision"] == "auto"
     assert train_step.variant_config("fashion_mnist", 4, train_step.variant_overrides("auto")).mixed_precision == expected

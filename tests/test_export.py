@@ -17,8 +17,8 @@ import tensorflow as tf
 
 from export import saved_model as export_lib
 from export import serving_config
-from export.signatures import sample_z
-from sagan_tf import run_dir
+from sagan_tf.run import run_dir
+from sagan_tf.sampling.noise import noise_for_seeds
 from tests.helpers import ROOT, run_cli, scratch_dir as _scratch, trained_run
 from tests.shared_runs import EXPORT_DURING_SAVE, RES, Z_DIM, exported, keras_ema, sample_inputs
 
@@ -104,7 +104,7 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent("""
     import numpy as np
     import tensorflow as tf
     from tensorflow.core.protobuf import config_pb2
-    from export.signatures import sample_z
+    from sagan_tf.sampling.noise import noise_for_seeds
 
     version_dir, inputs_path, out_path = sys.argv[1:4]
     given = dict(np.load(inputs_path))
@@ -127,10 +127,9 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent("""
     out["gen_b"], _ = gen(gen_labels, seeds, [0.0] * 5)
     out["gen_alone"], _ = gen([1], [8], [0.0])
     out["gen_tiny_t"], _ = gen(gen_labels, seeds, [0.05] * 5)
-    out["gen_negative_t"], _ = gen(gen_labels, seeds, [-1.0] * 5)
     out["png_decoded"] = np.stack([tf.io.decode_png(p).numpy() for p in pngs])
     # generate == serving_default on the sampler's z (the same generator behind both).
-    z_t = sample_z(tf.constant(seeds, tf.int64), tf.constant([0.05] * 5), given["z"].shape[1])
+    z_t = noise_for_seeds(tf.constant(seeds, tf.int64), tf.constant([0.05] * 5), given["z"].shape[1])
     out["serve_on_sampled_tiny"] = serve(z=z_t, label=tf.constant(gen_labels, tf.int32))["images"].numpy()
 
     # TF-Serving loads the SavedModel into a TF1 session and feeds the signature's tensors from C++
@@ -164,6 +163,8 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent("""
                                        "truncation": np.zeros(2, np.float32)}),
             "truncation_nan": ("generate", {"label": np.zeros(3, np.int32), "seed": np.zeros(3, np.int64),
                                             "truncation": np.array([0.5, np.nan, np.inf], np.float32)}),
+            "truncation_negative": ("generate", {"label": np.zeros(3, np.int32), "seed": np.zeros(3, np.int64),
+                                                 "truncation": np.array([0.0, -1.0, 0.5], np.float32)}),
         }
         for key, (signature, feeds) in bad.items():
             try:
@@ -225,7 +226,7 @@ def test_fresh_process_serving_default_and_attention_equal_the_keras_ema_generat
 
 
 def test_keras_generator_rebuilds_the_exported_ema_generator_variable_for_variable(tmp_path):
-    from export.exported import NotAnExportError, keras_generator
+    from sagan_tf.sampling.exported import NotAnExportError, keras_generator
 
     _, version_dir = exported()
     rebuilt, ema = keras_generator(version_dir), keras_ema()
@@ -252,11 +253,10 @@ def test_fresh_process_generate_is_deterministic_per_seed_and_truncates():
     np.testing.assert_array_equal(a[0], a[3])                  # same seed and label in one batch
     np.testing.assert_array_equal(a[1], out["gen_alone"][0])   # a row does not depend on its batch
     assert not np.array_equal(a[0], a[2]) and not np.array_equal(a[1], a[4])  # other seeds differ
-    np.testing.assert_array_equal(a, out["gen_negative_t"])    # t <= 0: no truncation
     assert not np.array_equal(a, out["gen_tiny_t"])            # a tiny truncation changes the images
     np.testing.assert_array_equal(out["png_decoded"], a)       # the PNGs hold the uint8 images
-    from sagan_tf.visualization import to_uint8
-    # generate = to_uint8(generator(sample_z(seed, t))); one step of rounding slack between graphs.
+    from sagan_tf.sampling.images import to_uint8
+    # generate = to_uint8(generator(noise_for_seeds(seed, t))); one step of rounding slack between graphs.
     expected = to_uint8(out["serve_on_sampled_tiny"]).astype(int)
     assert np.abs(out["gen_tiny_t"].astype(int) - expected).max() <= 1
 
@@ -272,6 +272,7 @@ def test_fresh_session_rejects_bad_inputs_with_invalid_argument_naming_the_value
         "batch_empty": r"batch size must be between 1 and 256; label has\] \[0\]",
         "seed_rows": r"seed must have one row per label row: seed has\] \[3\] \[rows, label has\] \[2\]",
         "truncation_nan": r"truncation must be finite.*\[nan inf\] \[at rows\] \[1 2\]",
+        "truncation_negative": r"truncation must be finite and >= 0.*\[-1\] \[at rows\] \[1\]",
     }
     for key, pattern in expected.items():
         kind, message = errors[key]
@@ -279,8 +280,8 @@ def test_fresh_session_rejects_bad_inputs_with_invalid_argument_naming_the_value
         assert re.search(pattern, message), (key, message[:800])
 
 
-def test_sample_z_is_a_per_seed_truncated_normal():
-    sampler = tf.function(lambda seeds, t: sample_z(seeds, t, Z_DIM))
+def test_noise_for_seeds_is_a_per_seed_truncated_normal():
+    sampler = tf.function(lambda seeds, t: noise_for_seeds(seeds, t, Z_DIM))
     seeds = tf.range(400, dtype=tf.int64)
     plain = sampler(seeds, tf.zeros([400])).numpy()
     for t, mean_abs in ((0.01, 0.0050), (0.1, 0.0500), (0.5, 0.2448), (1.0, 0.4599), (2.5, 0.7724)):
@@ -292,7 +293,8 @@ def test_sample_z_is_a_per_seed_truncated_normal():
         inside = np.abs(plain) <= t
         np.testing.assert_array_equal(z[inside], plain[inside])
     assert np.abs(plain).max() > 2.5  # untruncated
-    np.testing.assert_array_equal(sampler(seeds, tf.fill([400], -3.0)).numpy(), plain)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"truncation must be finite and >= 0"):
+        sampler(seeds, tf.fill([400], -3.0))  # one convention: 0 is none, a negative threshold an error
     np.testing.assert_array_equal(sampler(seeds, tf.fill([400], 1e30)).numpy(), plain)
     alone = sampler(tf.constant([17], tf.int64), tf.constant([0.3])).numpy()
     np.testing.assert_array_equal(alone[0], sampler(seeds, tf.fill([400], 0.3)).numpy()[17])
@@ -314,7 +316,11 @@ def test_export_base_layout_and_serving_files():
         assert os.path.exists(os.path.join(version_dir, name)), name
     with open(os.path.join(version_dir, "assets.extra", export_lib.INFO_FILE)) as f:
         info = json.load(f)
-    assert info["step"] == 2 and info["checkpoint"].endswith("ckpt-2") and info["model"]["z_dim"] == Z_DIM
+    assert info["step"] == 2 and info["model"]["z_dim"] == Z_DIM
+    # Provenance without the training machine's paths: the run's name and the checkpoint relative to it.
+    model_dir = trained_run()[0]
+    assert (info["run"], info["checkpoint"]) == (os.path.basename(model_dir), os.path.join("checkpoints", "ckpt-2"))
+    assert os.path.dirname(os.path.abspath(model_dir)) not in json.dumps(info)
     assert info["limits"]["max_batch"] == 256 and info["dtype"] == "float32"
     with open(os.path.join(base, serving_config.MODELS_CONFIG)) as f:
         config = serving_config.parse_models_config(f.read())
@@ -325,6 +331,16 @@ def test_export_base_layout_and_serving_files():
     # Merged batches must stay within the graph's limit.
     assert batching.max_batch_size.value == info["limits"]["max_batch"]
     assert batching.num_batch_threads.value >= 1
+
+
+def test_provenance_names_the_run_and_a_checkpoint_relative_to_it():
+    assert export_lib.provenance("/data/runs/fmnist/", "/data/runs/fmnist/checkpoints/ckpt-600") == {
+        "run": "fmnist", "checkpoint": "checkpoints/ckpt-600"}
+    assert export_lib.provenance("gs://bucket/runs/a", "gs://bucket/runs/a/checkpoints/ckpt-7") == {
+        "run": "a", "checkpoint": "checkpoints/ckpt-7"}
+    # A checkpoint outside the run directory (or in a sibling sharing its prefix) keeps only its name.
+    assert export_lib.provenance("/data/runs/a", "/data/runs/ab/ckpt-3") == {"run": "a", "checkpoint": "ckpt-3"}
+    assert export_lib.provenance("runs/a", "elsewhere/ckpt-3") == {"run": "a", "checkpoint": "ckpt-3"}
 
 
 def test_serving_file_checks_can_fail():
@@ -386,7 +402,7 @@ def test_existing_version_is_refused_before_any_work():
 
 @pytest.mark.slow
 def test_statistics_truncation_exports_the_statistics_of_truncated_z(tmp_path):
-    from sagan_tf.standing_statistics import truncation_statistics
+    from sagan_tf.sampling.standing_statistics import truncation_statistics
 
     model_dir, _ = trained_run()
     with pytest.raises(export_lib.ExportError, match=r"--statistics_truncation=-1.0 must be a finite threshold"):

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from export import saved_model as export_lib
-from export.exported import read_info
+from sagan_tf.sampling.exported import read_info
 from tests.helpers import run_cli, trained_run
 
 BFLOAT16 = tf.bfloat16.as_datatype_enum

@@ -1,11 +1,11 @@
-"""sagan_tf.files: atomic writes keep the old file until the new one is complete, with open()'s permissions."""
+"""sagan_tf.run.files: atomic writes keep the old file until the new one is complete, with open()'s permissions."""
 import os
 import stat
 
 import numpy as np
 import pytest
 
-from sagan_tf import files
+from sagan_tf.run import files
 
 
 @pytest.fixture

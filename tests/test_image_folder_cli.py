@@ -12,8 +12,9 @@ from PIL import Image
 
 from export import client
 from export import saved_model as export_lib
-from sagan_tf import class_map, run_dir, sampling
+from sagan_tf import sampling
 from sagan_tf.data import image_folder as imf
+from sagan_tf.run import class_map, run_dir
 from tests.helpers import run_cli
 
 TINY = ["--config.z_dim=8", "--config.batch_size=4", "--config.mixed_precision=float32",

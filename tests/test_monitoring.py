@@ -13,11 +13,11 @@ import tensorflow as tf
 from PIL import Image
 
 from sagan_tf.layers.spectral_norm import power_iteration_paused
+from sagan_tf.sampling.images import image_grid, to_uint8
 from sagan_tf.training import build_model
 from sagan_tf.training import callbacks as cb
 from sagan_tf.training.checkpointing import make_checkpoint
 from sagan_tf.training.gan import spectral_norm_layers
-from sagan_tf.visualization import image_grid, to_uint8
 from tests.shared_runs import BATCH, IMAGES, LABELS, STEPS, monitored_run
 
 STEP_KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "d_real_active", "d_fake_active", "d_grad_norm", "g_grad_norm")
@@ -57,7 +57,7 @@ def naive_step(restore, step):
     before, after = restore(step - 1, slot=0), restore(step, slot=1)
     rows = slice((step - 1) * BATCH % len(IMAGES), (step - 1) * BATCH % len(IMAGES) + BATCH)
     real, real_labels = tf.constant(IMAGES[rows]), tf.constant(LABELS[rows])
-    z, fake_labels = before.sample_noise(BATCH, purpose=0)
+    z, fake_labels = before.replica_noise(BATCH, purpose=0)
     with power_iteration_paused():
         fake = before.generator((z, fake_labels), training=True)
     with tf.GradientTape() as tape:
@@ -66,7 +66,7 @@ def naive_step(restore, step):
             fake_logits = before.discriminator((fake, fake_labels), training=True)
         d_loss = tf.reduce_mean(tf.nn.relu(1 - real_logits)) + tf.reduce_mean(tf.nn.relu(1 + fake_logits))
     d_grads = tape.gradient(d_loss, before.discriminator.trainable_variables)
-    z, fake_labels = before.sample_noise(BATCH, purpose=1)
+    z, fake_labels = before.replica_noise(BATCH, purpose=1)
     with tf.GradientTape() as tape:
         g_loss = -tf.reduce_mean(after.discriminator((before.generator((z, fake_labels), training=True), fake_labels),
                                                      training=False))

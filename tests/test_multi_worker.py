@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from sagan_tf.training import loop
-from sagan_tf.training.strategy import get_strategy
+from sagan_tf.runtime.strategy import get_strategy
 from tests import miniature_ilsvrc
 from tests.helpers import ROOT
 
@@ -186,7 +186,7 @@ SGD_DRIVER = """
 import os, sys
 import keras, numpy as np
 from sagan_tf.training import loop
-from sagan_tf.training.strategy import get_strategy
+from sagan_tf.runtime.strategy import get_strategy
 from tests.test_multi_worker import sgd_config
 model_dir, strategy_name = sys.argv[1], sys.argv[2]
 loop.make_optimizers = lambda config: (keras.optimizers.SGD(1e-3), keras.optimizers.SGD(1e-3))
@@ -355,7 +355,7 @@ def test_workers_restoring_different_steps_fail_with_a_clear_error(tmp_path):
 
 WORKER_1_HAS_NATIVE_BFLOAT16 = """
 import json, os, runpy, sys
-from sagan_tf import precision
+from sagan_tf.runtime import precision
 index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
 precision.native_bfloat16 = lambda strategy=None, native=index == 1: native  # "auto": bf16 on worker 1 only
 sys.argv = ["fashion_mnist", *sys.argv[1:]]

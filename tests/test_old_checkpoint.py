@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf import run_dir
+from sagan_tf.run import run_dir
 from sagan_tf.training import build_model
 from sagan_tf.training.checkpointing import CheckpointManager
 from tests.helpers import ROOT, tiny_config

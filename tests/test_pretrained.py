@@ -27,6 +27,22 @@ def test_pretrained_generator_is_small_and_describes_itself():
     assert classifier["name"] == "fashion_mnist_classifier" and classifier["test_accuracy"] >= 0.9
 
 
+def test_committed_metadata_holds_no_path_of_the_machine_it_was_made_on():
+    def strings(value):
+        if isinstance(value, dict):
+            return [s for item in value.values() for s in strings(item)]
+        if isinstance(value, list):
+            return [s for item in value for s in strings(item)]
+        return [value] if isinstance(value, str) else []
+
+    metadata_files = sorted((ROOT / "pretrained").glob("*/*/assets.extra/sagan_export.json"))
+    metadata_files += sorted((ROOT / "pretrained").glob("*/classifier.json"))
+    assert GENERATOR / "assets.extra" / "sagan_export.json" in metadata_files
+    for path in metadata_files:
+        absolute = [s for s in strings(json.loads(path.read_text())) if s.startswith("/") or "://" in s]
+        assert absolute == [], (path, absolute)
+
+
 def test_pretrained_generator_draws_the_requested_classes():
     from sagan_tf.evaluation import load_feature_network
     generate = tf.saved_model.load(str(GENERATOR)).signatures["serving_default"]

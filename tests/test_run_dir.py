@@ -12,10 +12,11 @@ import pytest
 import tensorflow as tf
 
 from export.saved_model import export_run
-from sagan_tf import run_dir
+from sagan_tf.run import run_dir
+from sagan_tf.run.run_dir import ConfigMismatchError
+from sagan_tf.run.run_lock import LOCK_FILE, RunLock, RunLockedError
 from sagan_tf.training import build_model, train
-from sagan_tf.training.checkpointing import CheckpointManager, ConfigMismatchError
-from sagan_tf.training.run_lock import LOCK_FILE, RunLock, RunLockedError
+from sagan_tf.training.checkpointing import CheckpointManager
 from tests.helpers import random_dataset_fn, tiny_config
 
 CONFIG = dict(train_steps=4, checkpoint_every=2, sample_every=1000, log_every=1000)
@@ -199,7 +200,7 @@ def test_resume_with_another_model_config_names_each_field_and_changes_nothing(r
 
 
 def test_a_resume_with_auto_keeps_the_recorded_precision_on_a_bfloat16_machine(run, monkeypatch, capsys):
-    from sagan_tf import precision
+    from sagan_tf.runtime import precision
     monkeypatch.setattr(precision, "native_bfloat16", lambda strategy=None: True)  # AMX here: auto = bfloat16
     assert precision.resolve_precision("auto") == "mixed_bfloat16"
     assert json.loads((run / "config.json").read_text())["mixed_precision"] == "float32"
@@ -219,8 +220,8 @@ def test_a_resume_with_auto_keeps_the_recorded_precision_on_a_bfloat16_machine(r
     ("auto", None, True, "mixed_bfloat16", None),                # no checkpoints: a new run, auto decides
 ])
 def test_resume_precision(run, tmp_path, monkeypatch, capsys, requested, recorded, native, expected, message):
-    from sagan_tf import precision
-    from sagan_tf.training.checkpointing import resume_precision
+    from sagan_tf.runtime import precision
+    from sagan_tf.runtime.precision import resume_precision
     monkeypatch.setattr(precision, "native_bfloat16", lambda strategy=None: native)
     if recorded is None:
         model_dir = tmp_path / "new"
@@ -237,7 +238,7 @@ def test_resume_precision(run, tmp_path, monkeypatch, capsys, requested, recorde
 
 @pytest.mark.parametrize("recorded", ["auto", "float16", 32])
 def test_resume_precision_names_the_file_with_a_malformed_recorded_policy(run, recorded):
-    from sagan_tf.training.checkpointing import ConfigMismatchError, resume_precision
+    from sagan_tf.runtime.precision import resume_precision
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "mixed_precision": recorded}))
     with pytest.raises(ConfigMismatchError, match=rf"config\.json records mixed_precision={recorded!r}.*Nothing was changed"):
@@ -321,8 +322,8 @@ def test_a_stop_signal_while_the_lock_is_being_taken_still_releases_it(tmp_path,
     `acquire` returns (after the exclusive create, or during the read-back that checks it is ours)."""
     import signal
 
-    from sagan_tf import stop_signals
-    from sagan_tf.training.run_lock import holding
+    from sagan_tf.runtime import stop_signals
+    from sagan_tf.training.loop import holding
     original = getattr(RunLock, moment)
     sent = []
 

@@ -12,15 +12,15 @@ import pytest
 import tensorflow as tf
 
 from sagan_tf.evaluation.periodic import make_evaluate_fn
-from sagan_tf.layers.spectral_norm import power_iteration_paused
 from sagan_tf.evaluation.runner import load_or_compute_reference
+from sagan_tf.layers.spectral_norm import power_iteration_paused
 from sagan_tf.models import Generator
+from sagan_tf.runtime.replicas import distributed_call
+from sagan_tf.sampling.noise import noise_batches
+from sagan_tf.sampling.standing_statistics import StandingStatistics
 from sagan_tf.training import build_model
 from sagan_tf.training import callbacks as cb
-from sagan_tf.noise import noise_batches
-from sagan_tf.standing_statistics import StandingStatistics
 from sagan_tf.training.gan import spectral_norm_layers
-from sagan_tf.replicas import distributed_call
 from tests.helpers import tiny_config
 
 
@@ -187,7 +187,7 @@ def test_train_step_logs_are_the_mean_over_replicas_under_any_reduction(two_devi
 
 
 def test_health_scalars_read_in_cross_replica_context_are_every_replicas_values(two_device_strategy):
-    """The values that live in the weights are read outside `strategy.run` (sagan_tf.replicas): there they
+    """The values that live in the weights are read outside `strategy.run` (sagan_tf.runtime.replicas): there they
     equal what each replica reads inside it."""
     model = build_model(tiny_config(), two_device_strategy)
     for layer in spectral_norm_layers(model.discriminator):  # distinct u per layer, so σ differs from 1

@@ -26,7 +26,7 @@ def sgd_model(config, strategy):
     unstable for gradients near 0; SGD's update is proportional to the gradient."""
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = SAGAN.from_config(config)
+        model = SAGAN.from_experiment(config)
         model.compile(g_optimizer=keras.optimizers.SGD(1e-3), d_optimizer=keras.optimizers.SGD(1e-3))
     return model
 
@@ -174,16 +174,16 @@ def test_noise_differs_across_replicas_and_steps(two_device_strategy):
 
     @tf.function
     def draw():
-        return two_device_strategy.run(lambda: model.sample_noise(2, purpose=0))
+        return two_device_strategy.run(lambda: model.replica_noise(2, purpose=0))
 
     z, labels = draw()
     z0, z1 = [t.numpy() for t in two_device_strategy.experimental_local_results(z)]
     assert z0.shape == (2, 8) and not np.allclose(z0, z1)
     single = build_model(tiny_config(), tf.distribute.get_strategy())
-    z_global, _ = single.sample_noise(4, purpose=0)
+    z_global, _ = single.replica_noise(4, purpose=0)
     np.testing.assert_allclose(np.concatenate([z0, z1]), z_global.numpy())
     single.g_optimizer.iterations.assign(1)
-    assert not np.allclose(single.sample_noise(4, purpose=0)[0].numpy(), z_global.numpy())
+    assert not np.allclose(single.replica_noise(4, purpose=0)[0].numpy(), z_global.numpy())
 
 
 def _all_state(model):
@@ -244,8 +244,8 @@ def test_periodic_evaluation_is_wired_into_train(tmp_path):
 
 def test_standing_statistics_are_the_ema_weights_own_batch_statistics():
     from sagan_tf.models import Generator
-    from sagan_tf.noise import noise_batches
-    from sagan_tf.standing_statistics import standing_statistics
+    from sagan_tf.sampling.noise import noise_batches
+    from sagan_tf.sampling.standing_statistics import standing_statistics
     generator = Generator(tiny_config())
     generator.build()
     batches = noise_batches(8, 3, num_batches=1, batch_size=16, seed=1)
@@ -305,7 +305,7 @@ def test_noise_keys_never_coincide():
 
 
 def test_replica_major_order_gives_each_replica_its_share_of_every_d_batch():
-    from sagan_tf.replicas import replica_major_order
+    from sagan_tf.runtime.replicas import replica_major_order
 
     order = replica_major_order(global_batch=4, blocks=2, replicas=2)
     # Global rows 0-3 are D update 0's batch, 4-7 update 1's; replica r takes contiguous half r.
@@ -314,3 +314,13 @@ def test_replica_major_order_gives_each_replica_its_share_of_every_d_batch():
     np.testing.assert_array_equal(replica_major_order(6, 3, 1), np.arange(18))
     with pytest.raises(ValueError, match="6 rows .* 4 replicas"):
         replica_major_order(6, 2, 4)
+
+
+def test_each_name_has_one_meaning():
+    """SAGAN builds from an experiment config with from_experiment; from_config stays Keras' deserialisation
+    hook. The train step's per-replica draw is replica_noise, apart from sampling.sample_noise (numpy)."""
+    import keras
+
+    from sagan_tf import sampling
+    assert SAGAN.from_config.__func__ is keras.Model.from_config.__func__
+    assert not hasattr(SAGAN, "sample_noise") and callable(sampling.sample_noise)

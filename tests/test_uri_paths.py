@@ -18,12 +18,13 @@ import tensorflow as tf
 
 from export import client
 from export import saved_model as export_lib
-from export.exported import ExportedGenerator
 from export.grpc_server import InProcessServer
-from sagan_tf import files, run_dir, sampling
+from sagan_tf import sampling
 from sagan_tf.evaluation.classifier import build_classifier, save_classifier
+from sagan_tf.run import files, run_dir
+from sagan_tf.sampling.exported import ExportedGenerator
+from sagan_tf.sampling.images import save_png
 from sagan_tf.training import train
-from sagan_tf.visualization import save_png
 from tests.helpers import CLI_ENV, ROOT, random_dataset_fn, run_cli, tiny_config
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"

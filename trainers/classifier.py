@@ -41,8 +41,8 @@ flags.mark_flag_as_required("model_dir")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from sagan_tf import files
     from sagan_tf.data import FASHION_MNIST_DIR
+    from sagan_tf.run import files
     data_dir = FLAGS.data_dir or FASHION_MNIST_DIR
     if not files.isdir(data_dir):
         raise app.UsageError(f"--data_dir={data_dir} does not exist (apt-get install dataset-fashion-mnist "

@@ -5,6 +5,7 @@ Common flags: --config (a preset file, with --config.<field>= overrides), --mode
 checkpoint and continues to it), --data_dir. Everything is validated before any work starts, and
 nothing in model_dir is touched when a flag or config value is bad.
 """
+import contextlib
 import pathlib
 import sys
 
@@ -15,13 +16,22 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 FLAGS = flags.FLAGS
 
 
+@contextlib.contextmanager
+def usage_errors(prefix):
+    """A ValueError inside (a bad value; a path that is no run or export) is a usage error naming `prefix`."""
+    try:
+        yield
+    except ValueError as error:
+        raise app.UsageError(f"{prefix}: {error}") from error
+
+
 def define_flags(default_config):
     """Defines the common flags; `default_config` is a preset file name in configs/."""
     config_flags.DEFINE_config_file("config", str(CONFIG_DIR / default_config),
                                     "Preset file; override fields with --config.<field>=<value>.")
     flags.DEFINE_string("model_dir", None, "Directory for checkpoints, TensorBoard events and samples.")
     flags.DEFINE_string("strategy", "default", "tf.distribute strategy: default, one_device, mirrored, "
-                        "multi_worker_mirrored or tpu (sagan_tf.training.strategy.STRATEGIES).")
+                        "multi_worker_mirrored or tpu (sagan_tf.runtime.strategy.STRATEGIES).")
     flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu.")
     flags.DEFINE_integer("num_cpu_devices", 0, "Split the CPU into this many logical devices (CPU-only machines).",
                          lower_bound=0)
@@ -44,8 +54,9 @@ def resolved_config(overrides=None):
 
 def check_data_dir(path, dataset):
     """An image folder or idx directory must exist; a TFDS data_dir is created and filled by TFDS."""
-    from sagan_tf import files
-    if path is None or str(dataset).startswith("tfds:"):
+    from sagan_tf.data import is_tfds
+    from sagan_tf.run import files
+    if path is None or is_tfds(dataset):
         return
     if not files.exists(path):
         raise app.UsageError(f"--data_dir={path} does not exist.")
@@ -53,22 +64,23 @@ def check_data_dir(path, dataset):
 
 def run(overrides_fn=None):
     """Runs the trainer: `overrides_fn()` may return extra config values derived from flags."""
-    from sagan_tf import stop_signals
+    from sagan_tf.runtime import stop_signals
     stop_signals.install()  # from here a SIGTERM/SIGINT stops cleanly (exit 0), a second one at once
     try:
         config = resolved_config(overrides_fn() if overrides_fn else None)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     check_data_dir(FLAGS.data_dir, config.dataset)
-    from sagan_tf.training import get_strategy, train  # imports TF: after the cheap checks
     from sagan_tf.config import validate_config
+    from sagan_tf.runtime.strategy import get_strategy  # imports TF: after the cheap checks
+    from sagan_tf.training import train
     try:
         strategy = get_strategy(FLAGS.strategy, tpu=FLAGS.tpu, num_cpu_devices=FLAGS.num_cpu_devices)
         validate_config(config, strategy.num_replicas_in_sync)
     except (ValueError, RuntimeError) as error:  # RuntimeError: no TPU at --tpu, --num_cpu_devices too late
         raise app.UsageError(str(error)) from error
-    from sagan_tf.training.checkpointing import ConfigMismatchError
-    from sagan_tf.training.run_lock import RunLockedError
+    from sagan_tf.run.run_dir import ConfigMismatchError
+    from sagan_tf.run.run_lock import RunLockedError
     try:
         train(config, FLAGS.model_dir, strategy=strategy, data_dir=FLAGS.data_dir)
     except (RunLockedError, ConfigMismatchError) as error:  # refused before any work: no traceback

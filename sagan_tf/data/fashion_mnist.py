@@ -14,8 +14,8 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import files
 from sagan_tf.data import common
+from sagan_tf.run import files
 
 __all__ = [
     "IdxFormatError",

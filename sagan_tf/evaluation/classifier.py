@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import files
+from sagan_tf.run import files
 
 __all__ = [
     "build_classifier",

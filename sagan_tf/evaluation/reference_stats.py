@@ -17,9 +17,9 @@ import re
 
 import numpy as np
 
-from sagan_tf import files
 from sagan_tf.evaluation.features import iterate_features
 from sagan_tf.evaluation.metrics import GaussianStatsAccumulator
+from sagan_tf.run import files
 
 __all__ = [
     "ReferenceStatsMismatchError",

@@ -17,14 +17,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf import files, stop_signals
-from sagan_tf.evaluation.attention_maps import attention_figure
-from sagan_tf.host_step import HOST_STEP, current_step
-from sagan_tf.noise import noise_batches
-from sagan_tf.replicas import distributed_call
-from sagan_tf.standing_statistics import StandingStatistics
+from sagan_tf.run import run_dir
+from sagan_tf.runtime import stop_signals
+from sagan_tf.runtime.host_step import HOST_STEP, current_step
+from sagan_tf.runtime.replicas import distributed_call
+from sagan_tf.sampling.attention_maps import attention_figure
+from sagan_tf.sampling.images import image_grid, save_png, to_uint8
+from sagan_tf.sampling.noise import noise_batches
+from sagan_tf.sampling.standing_statistics import StandingStatistics
 from sagan_tf.training.checkpointing import NonFiniteError
-from sagan_tf.visualization import image_grid, save_png, to_uint8
 
 __all__ = [
     "StepCounter",
@@ -309,8 +310,8 @@ class SampleGrid(keras.callbacks.Callback):
                 if image is None:
                     continue
                 if self.directory:
-                    prefix = "step" if name == "ema_samples" else "attention"
-                    save_png(files.join(self.directory, f"{prefix}_{step:08d}.png"), image)
+                    kind = "step" if name == "ema_samples" else "attention"
+                    save_png(run_dir.sample_grid_file(self.directory, kind, step), image)
                 tf.summary.image(name, image[None], max_outputs=1, description=self.DESCRIPTIONS[name])
         self.writer.flush()
 
@@ -340,8 +341,8 @@ class Checkpointing(keras.callbacks.Callback):
 class StopOnSignal(keras.callbacks.Callback):
     """Turns SIGTERM/SIGINT (a preemption notice, Ctrl-C) into a clean stop after the current step;
     `Checkpointing.on_train_end` then saves, and the process can exit 0. A second signal exits at once
-    (`sagan_tf.stop_signals`: status 128 + signum, the lock released; the last complete checkpoint stays).
-    Before and after `fit`, `sagan_tf.stop_signals` handles them."""
+    (`sagan_tf.runtime.stop_signals`: status 128 + signum, the lock released; the last complete checkpoint stays).
+    Before and after `fit`, `sagan_tf.runtime.stop_signals` handles them."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

@@ -3,7 +3,7 @@
 The EMA generator's weights are an average of G's, but G's batch-norm running statistics belong to
 G's current weights, not to the average. Before the EMA generator is used in inference mode
 (sample grids, checkpoints that export/evaluation read, periodic evaluation), its statistics are
-recomputed for its own weights from batches of noise (`sagan_tf.standing_statistics`, by the
+recomputed for its own weights from batches of noise (`sagan_tf.sampling.standing_statistics`, by the
 `EMAStatistics` callback).
 """
 from __future__ import annotations

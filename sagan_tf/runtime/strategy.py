@@ -1,4 +1,4 @@
-"""The tf.distribute strategy factory behind `--strategy` (`sagan_tf.replicas` calls a network under
+"""The tf.distribute strategy factory behind `--strategy` (`sagan_tf.runtime.replicas` calls a network under
 the strategy it returns)."""
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from sagan_tf.files import atomic_write_bytes
+from sagan_tf.run.files import atomic_write_bytes
 
 __all__ = ["to_uint8", "image_grid", "png_bytes", "save_png"]
 

@@ -1,8 +1,8 @@
 """Reading an export back: which version a path names, what it recorded, and its generator as a sample function.
 
-The consumers of an export (the gRPC server, `trainers.sample --saved_model`, tests) read it here, so
-its layout is known in two places only: `export.saved_model` writes it, this module reads it. Any path
-may be a URI (all reads go through `sagan_tf.files`).
+The consumers of an export (the gRPC server, `trainers.sample --saved_model`, `sampling.load_generator`,
+tests) read it here, so its layout is known in two places only: `export.saved_model` writes it, this
+module reads it. Any path may be a URI (all reads go through `sagan_tf.run.files`).
 """
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from export.serving_config import WARMUP_DIR
-from sagan_tf import class_map, files
 from sagan_tf.models import Generator
+from sagan_tf.run import class_map, files
 
 SAVED_MODEL_FILE = "saved_model.pb"
+#: The SavedModel's extra assets (export.serving_config writes its warmup requests there too).
+ASSETS_EXTRA = "assets.extra"
 INFO_FILE = "sagan_export.json"
 DEFAULT_SIGNATURE = "serving_default"
 
@@ -45,7 +46,7 @@ def resolve_saved_model(path: str) -> tuple[str, int | None]:
 
 
 def info_file(saved_model_dir: str) -> str:
-    return files.join(saved_model_dir, WARMUP_DIR, INFO_FILE)
+    return files.join(saved_model_dir, ASSETS_EXTRA, INFO_FILE)
 
 
 def read_info(saved_model_dir: str) -> dict:
@@ -122,7 +123,7 @@ def keras_generator(path: str) -> Generator:
     recorded, holding the exported variables (weights, batch-norm statistics, spectral-norm u vectors).
 
     For what the serving graph cannot do, such as recomputing the batch-norm statistics for a truncation
-    (`sagan_tf.standing_statistics`); `ExportedGenerator` is the graph as served.
+    (`sagan_tf.sampling.standing_statistics`); `ExportedGenerator` is the graph as served.
     """
     if not is_saved_model(path):
         raise NotAnExportError(f"{path!r} holds no {SAVED_MODEL_FILE}")

@@ -5,7 +5,8 @@ JSON: pid, host, the process's start time (from /proc, to tell a reused pid from
 start time of the lock and the command line. A second writer fails at once with
 :class:`RunLockedError` naming the holder's pid and host. The lock is released (the file removed,
 only if it is still ours) when the run ends in any way Python sees: return, exception, a clean stop
-after SIGTERM/SIGINT, a forced exit on a second signal. After ``kill -9``, a power loss or an OOM
+after SIGTERM/SIGINT, a forced exit on a second signal (`sagan_tf.training.loop.holding` holds it for a
+run, safe against those signals). After ``kill -9``, a power loss or an OOM
 kill it stays behind; the next run on the same host finds the pid dead (or now another process)
 and takes the lock over with a message. A lock from another host is never taken over: whether that
 process lives cannot be checked from here, so the error says how to remove it by hand.
@@ -17,20 +18,18 @@ chief per bucket run directory.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
 import sys
 import time
-from typing import Iterator
 
 import tensorflow as tf
 
-from sagan_tf import files, stop_signals
-from sagan_tf.run_dir import LOCK_FILE
+from sagan_tf.run import files
+from sagan_tf.run.run_dir import LOCK_FILE
 
-__all__ = ["LOCK_FILE", "RunLockedError", "RunLock", "pid_alive", "holding"]
+__all__ = ["LOCK_FILE", "RunLockedError", "RunLock", "pid_alive"]
 
 # A lock file that exists but is still empty (its writer is between open and write) is "being
 # created" for this long before it counts as stale.
@@ -202,20 +201,3 @@ class RunLock:
 
     def __exit__(self, *exc):
         self.release()
-
-
-@contextlib.contextmanager
-def holding(model_dir: str) -> Iterator[RunLock]:
-    """Holds the run lock of `model_dir` for the body; released on any exit, including a stop signal
-    that arrives while the lock is being taken (it is handled once the lock is held, so the release
-    below sees it) and a second signal's forced exit (a registered cleanup)."""
-    lock = RunLock(model_dir)
-    try:
-        with stop_signals.deferred():
-            lock.acquire()
-            stop_signals.add_cleanup(lock.release)
-        yield lock
-    finally:
-        with stop_signals.deferred():
-            stop_signals.remove_cleanup(lock.release)
-            lock.release()

@@ -1,4 +1,4 @@
-"""Sampling from a trained generator: (truncated) noise, class sheets, interpolations, sample dumps.
+"""Sheets of samples from a trained generator: class sheets, interpolations, truncation rows, sample dumps.
 
 Everything here works with a *sample function* ``fn(z, labels) -> images``: z float32 [B, z_dim],
 labels int32 [B], images float [B, H, W, C] in [-1, 1]. :func:`as_sample_fn` makes one from
@@ -10,9 +10,9 @@ labels int32 [B], images float [B, H, W, C] in [-1, 1]. :func:`as_sample_fn` mak
 Noise is drawn with numpy from an explicit seed, so a sheet is reproducible and independent of
 TensorFlow's global RNG state.
 
-Truncation (``truncation=t``, see :mod:`sagan_tf.noise`): z ~ N(0, I) truncated to ``[-t, t]``. A Keras
+Truncation (``truncation=t``, see :mod:`sagan_tf.sampling.noise`): z ~ N(0, I) truncated to ``[-t, t]``. A Keras
 generator then samples with its batch-norm statistics recomputed for that truncation
-(:func:`sagan_tf.standing_statistics.truncation_statistics`, restored afterwards), as BigGAN does: the
+(:func:`sagan_tf.sampling.standing_statistics.truncation_statistics`, restored afterwards), as BigGAN does: the
 stored statistics belong to untruncated z. To sample with the stored statistics, pass
 ``as_sample_fn(generator)`` instead of the generator; any other callable (an exported generator) is used
 as it is.
@@ -35,20 +35,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sagan_tf.noise import check_truncation, sample_noise, truncate_noise, truncated_normal
-from sagan_tf.standing_statistics import truncation_statistics
-from sagan_tf.visualization import image_grid, to_uint8
+from sagan_tf.sampling.images import image_grid, to_uint8
+from sagan_tf.sampling.noise import check_truncation, sample_noise, truncate_noise
+from sagan_tf.sampling.standing_statistics import truncation_statistics
 
 __all__ = [
     "SampleFn",
     "Sheet",
     "as_sample_fn",
     "truncated_sample_fn",
-    "truncate_noise",
-    "truncated_normal",
-    "sample_noise",
     "generate",
     "balanced_labels",
+    "check_labels",
     "class_sheet",
     "class_pair_sheet",
     "interpolate",
@@ -112,7 +110,9 @@ def balanced_labels(num: int, labels: Sequence[int]) -> np.ndarray:
     return labels[np.arange(int(num)) % labels.size]
 
 
-def _check_labels(labels, num_classes):
+def check_labels(labels: Sequence[int], num_classes: int) -> list[int]:
+    """`labels` as ints, each a class of a generator with `num_classes` (0: unconditional, label 0 only);
+    a ValueError names the ones outside."""
     labels = [int(label) for label in labels]
     if not labels:
         raise ValueError("at least one label is needed")
@@ -172,7 +172,7 @@ def class_sheet(generator, labels: Sequence[int], columns: int, z_dim: int, num_
     ``shared_noise=True`` column j uses the same z in every row (shows what the label alone
     changes). The generator is called with exactly the labels in ``Sheet.labels``.
     """
-    labels = _check_labels(labels, num_classes)
+    labels = check_labels(labels, num_classes)
     rng = np.random.default_rng(seed)
     if shared_noise:
         z = np.broadcast_to(sample_noise(columns, z_dim, truncation, rng), (len(labels), columns, z_dim))
@@ -222,7 +222,7 @@ def interpolate(z0, z1, num_steps: int, method: str = "linear") -> np.ndarray:
 def z_interpolation_sheet(generator, labels: Sequence[int], num_steps: int, z_dim: int, num_classes: int,
                           truncation=None, seed=0, method: str = "linear", batch_size: int = 64) -> Sheet:
     """One row per label: z interpolated between two random endpoints (own pair per row) at that fixed class."""
-    labels = _check_labels(labels, num_classes)
+    labels = check_labels(labels, num_classes)
     rng = np.random.default_rng(seed)
     ends = sample_noise(2 * len(labels), z_dim, truncation, rng).reshape(len(labels), 2, z_dim)
     z = np.stack([interpolate(a, b, num_steps, method) for a, b in ends])
@@ -241,7 +241,7 @@ def truncation_sheet(generator, truncations: Sequence, columns: int, z_dim: int,
     """
     if not truncations:
         raise ValueError("at least one truncation value is needed")
-    labels = _check_labels(labels if labels is not None else range(max(num_classes, 1)), num_classes)
+    labels = check_labels(labels if labels is not None else range(max(num_classes, 1)), num_classes)
     rng = np.random.default_rng(seed)
     base = rng.standard_normal((columns, z_dim))
     resample_seed = int(rng.integers(2 ** 31))
@@ -262,7 +262,7 @@ def generate_samples(generator, num: int, z_dim: int, num_classes: int, labels: 
         raise ValueError(f"num must be >= 1, got {num}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    all_labels = balanced_labels(num, _check_labels(labels if labels is not None else range(max(num_classes, 1)),
+    all_labels = balanced_labels(num, check_labels(labels if labels is not None else range(max(num_classes, 1)),
                                                     num_classes))
     rng = np.random.default_rng(seed)
     images = None

@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf.layers.spectral_norm import SpectralNormalization, power_iteration_paused
-from sagan_tf.noise import check_truncation, noise_batches
-from sagan_tf.replicas import replica_rows
+from sagan_tf.runtime.replicas import replica_rows
+from sagan_tf.sampling.noise import check_truncation, noise_batches
 
 __all__ = ["StandingStatistics", "standing_statistics", "truncation_statistics"]
 
@@ -128,7 +128,7 @@ def truncation_statistics(generator: keras.Model, truncation, num_batches: int =
     classes, drawn from `seed`), for sampling with that truncation. On leaving it every non-trainable
     variable (moving statistics and spectral-norm u vectors) gets its value back.
 
-    `truncation` None (or inf) changes nothing: a trained generator's stored statistics are already the
+    `truncation` None (or 0) changes nothing: a trained generator's stored statistics are already the
     standing statistics of untruncated z. Under a strategy with N replicas `num_batches` is rounded up
     to a multiple of N (one whole batch per replica).
     """
