@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import time
 
 import keras
@@ -250,7 +251,13 @@ class SampleGrid(keras.callbacks.Callback):
     logged to TensorBoard (`ema_samples`) and written as `<directory>/step_<step>.png` (one row per
     shown class), and the attention maps of G's first attention layer as overlays (`ema_attention`,
     `attention_<step>.png`). The noise is a function of `seed` alone (drawn once, here): every frame
-    of a run, a resumed one included, shows the same z and labels, so frames differ by the weights only."""
+    of a run, a resumed one included, shows the same z and labels, so frames differ by the weights only.
+
+    A sheet is not worth a run: a PNG that cannot be written (a full disk, a read-only samples/) is a
+    warning naming its path, and training goes on. The write is atomic (a temporary name, then a
+    rename; the temporary file is removed on failure), so no partial PNG is left, and the frame is still
+    in TensorBoard's events when those can be written (if the disk is full, the events file and the next
+    checkpoint then fail with errors naming their paths)."""
 
     DESCRIPTIONS = {
         "ema_samples": "EMA generator on a fixed set of z (one row per shown class); the same z in every frame "
@@ -311,9 +318,22 @@ class SampleGrid(keras.callbacks.Callback):
                     continue
                 if self.directory:
                     prefix = "step" if name == "ema_samples" else "attention"
-                    save_png(files.join(self.directory, f"{prefix}_{step:08d}.png"), image)
+                    self.save_sheet(files.join(self.directory, f"{prefix}_{step:08d}.png"), image)
                 tf.summary.image(name, image[None], max_outputs=1, description=self.DESCRIPTIONS[name])
         self.writer.flush()
+
+
+    @staticmethod
+    def save_sheet(path, image):
+        """Writes one sheet; True if it was written, False (after a warning naming `path`) if it could not be."""
+        try:
+            save_png(path, image)
+        except (OSError, tf.errors.OpError) as error:
+            reason = " ".join(str(error).split())[:400]
+            print(f"WARNING: could not write the sample sheet {path} ({type(error).__name__}: {reason}); "
+                  "training continues without it (no partial file is left).", file=sys.stderr, flush=True)
+            return False
+        return True
 
 
 class Checkpointing(keras.callbacks.Callback):
