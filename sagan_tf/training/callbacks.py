@@ -17,6 +17,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.util import event_pb2
 
 from sagan_tf.run import files
 from sagan_tf.runtime import stop_signals
@@ -34,6 +35,7 @@ __all__ = [
     "Throughput",
     "describe",
     "ScalarSummaries",
+    "write_session_start",
     "ConfigSummary",
     "ProgressBar",
     "EMAStatistics",
@@ -180,15 +182,33 @@ class ScalarSummaries(keras.callbacks.Callback):
             self.writer.flush()
 
 
+def write_session_start(step: int) -> None:
+    """Writes a SessionLog START event at `step` to the default summary writer.
+
+    TensorBoard reads it as a restart (every START after a run's first one) and drops the events of the
+    earlier files from `step` on: the steps a killed process logged after its last checkpoint, which the
+    resumed process logs again, are then shown once, the resumed values, in order. (TF2's summary API
+    has no public call for a raw Event; `import_event` is what `tf.summary` itself is built on.)"""
+    from tensorflow.python.ops import summary_ops_v2
+
+    event = event_pb2.Event(step=int(step), wall_time=time.time(),
+                            session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
+    summary_ops_v2.import_event(tf.constant(event.SerializeToString()))
+
+
 class ConfigSummary(keras.callbacks.Callback):
-    """Writes the run's resolved config as the `config` text summary at the step training (re)starts."""
+    """At the step training (re)starts: a session START event for the next step (`write_session_start`: a
+    resume after a kill is not shown twice in TensorBoard), and the run's resolved config as the
+    `config` text summary."""
 
     def __init__(self, writer, config_json):
         super().__init__()
         self.writer, self.config_json = writer, config_json
 
     def on_train_begin(self, logs=None):
-        with self.writer.as_default(step=current_step(self.model)):
+        step = current_step(self.model)
+        with self.writer.as_default(step=step):
+            write_session_start(step + 1)
             tf.summary.text("config", f"```\n{self.config_json}\n```",
                             description="The resolved config of the run (config.json), at each (re)start.")
         self.writer.flush()
