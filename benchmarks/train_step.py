@@ -256,8 +256,8 @@ def attention_share(group):
     return shares
 
 
-def _table_sample_noise(model, local_batch, draws=64, seed=1234):
-    """A replacement for SAGAN.sample_noise that reads z and labels from a constant table.
+def _table_replica_noise(model, local_batch, draws=64, seed=1234):
+    """A replacement for SAGAN.replica_noise that reads z and labels from a constant table.
 
     tf.random.stateless_* with a seed computed at run time (the train step's (seed, step, purpose))
     draws different numbers inside an XLA cluster than TF's kernels do, whatever `alg` (even
@@ -272,10 +272,10 @@ def _table_sample_noise(model, local_batch, draws=64, seed=1234):
     z_table = tf.constant(rng.normal(size=(draws, local_batch, model.z_dim)).astype("float32"))
     label_table = tf.constant(rng.randint(0, max(model.num_classes, 1), size=(draws, local_batch)).astype("int32"))
 
-    def sample_noise(batch, purpose):
+    def replica_noise(batch, purpose):
         index = tf.cast(model.step, tf.int32) * (model.n_dis + 1) + purpose
         return tf.gather(z_table, index)[:batch], tf.gather(label_table, index)[:batch]
-    return sample_noise
+    return replica_noise
 
 
 def check_xla(preset, batch, precision="float32", steps=1):
@@ -283,7 +283,7 @@ def check_xla(preset, batch, precision="float32", steps=1):
 
     Returns the losses of the last step and relative L2 differences of the trainable weights,
     with the noise drawn as training draws it ("default") and read from a constant table ("table",
-    identical in both runs, see `_table_sample_noise`).
+    identical in both runs, see `_table_replica_noise`).
     """
     import numpy as np
     import tensorflow as tf
@@ -295,7 +295,7 @@ def check_xla(preset, batch, precision="float32", steps=1):
             config = variant_config(preset, batch, dict(mixed_precision=precision, jit_compile=jit))
             model, fn = make_step_fn(config, tf.distribute.get_strategy())
             if rng == "table":
-                model.sample_noise = _table_sample_noise(model, config.batch_size)
+                model.replica_noise = _table_replica_noise(model, config.batch_size)
             for _ in range(steps):
                 result = fn()
             if hasattr(result, "get_value"):

@@ -12,9 +12,12 @@ export's version directory (its ``assets.extra/classes.json``), a run directory 
 (see ``sagan_tf.run.class_map``; TF-Serving itself does not serve that file).
 
 * ``serving_default`` / ``attention``: the client draws z itself (numpy, from ``--seed``; with
-  ``--truncation=t > 0`` every |z| > t is redrawn) and needs z_dim: ``--z_dim`` or, by default, the
-  model's metadata (gRPC GetModelMetadata / REST ``.../metadata``).
-* ``generate``: the server draws z; row i uses seed ``--seed + i`` and ``--truncation`` (t <= 0: none).
+  ``--truncation=t > 0`` every |z| > t is redrawn: `sagan_tf.sampling.noise.sample_noise`) and needs
+  z_dim: ``--z_dim`` or, by default, the model's metadata (gRPC GetModelMetadata / REST ``.../metadata``).
+* ``generate``: the server draws z; row i uses seed ``--seed + i`` and ``--truncation``.
+
+``--truncation`` follows the project's one convention (`sagan_tf.sampling.noise`): t > 0 truncates, 0 (the
+default) is none, a negative or non-finite value is refused, naming it, before any request is sent.
 
 Requests larger than ``--batch`` (default 64) are split. Errors print the server's status and message
 and exit with status 1.
@@ -33,7 +36,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, predict
 
 from sagan_tf.run import class_map
 from sagan_tf.sampling.images import image_grid, save_png, to_uint8
-from sagan_tf.sampling.noise import truncated_normal
+from sagan_tf.sampling.noise import check_truncation, sample_noise
 
 SIGNATURES = ("serving_default", "generate", "attention")
 MAX_MESSAGE_BYTES = 512 * 2 ** 20
@@ -162,15 +165,6 @@ def signature_inputs_rest(url, model_name, timeout=30.0, version=None):
 
 # --- images ------------------------------------------------------------------------------------------
 
-def sample_z(num, z_dim, seed=0, truncation=0.0):
-    """float32 [num, z_dim] N(0, 1) noise from `seed`; with truncation t > 0, N(0, 1) truncated to [-t, t]
-    (every |z| > t redrawn, as the generate signature does; `sagan_tf.sampling.truncated_normal`)."""
-    t = float(truncation)
-    if not math.isfinite(t):
-        raise ValueError(f"truncation must be finite (<= 0 for none), got {truncation}")
-    return truncated_normal((num, z_dim), t if t > 0 else None, seed=seed)
-
-
 def parse_labels(text):
     try:
         labels = [int(part) for part in str(text).split(",") if part.strip()]
@@ -206,6 +200,7 @@ def request_images(signature="serving_default", labels=(0,), num=4, seed=0, trun
         raise ValueError(f"--signature={signature!r}; expected one of {SIGNATURES}")
     if num < 1 or batch < 1:
         raise ValueError(f"--num ({num}) and --batch ({batch}) must be >= 1")
+    check_truncation(truncation)  # a ValueError naming a negative or non-finite value
     all_labels = np.asarray(labels, np.int32)[np.arange(num) % len(labels)]
     if signature == "generate":
         inputs = {"label": all_labels, "seed": np.int64(seed) + np.arange(num, dtype=np.int64),
@@ -215,7 +210,7 @@ def request_images(signature="serving_default", labels=(0,), num=4, seed=0, trun
             shapes = (signature_inputs_grpc(server, model_name, timeout, version) if server
                       else signature_inputs_rest(rest, model_name, timeout, version))
             z_dim = shapes[signature]["z"][1]
-        inputs = {"z": sample_z(num, int(z_dim), seed, truncation), "label": all_labels}
+        inputs = {"z": sample_noise(num, int(z_dim), truncation, seed), "label": all_labels}
     chunks = []
     for start in range(0, num, batch):
         part = {key: value[start:start + batch] for key, value in inputs.items()}
@@ -247,7 +242,7 @@ def main(argv=None):
                         "(assets.extra/classes.json), a run directory or a classes.json file.")
     flags.DEFINE_integer("num", 4, "Number of images.", lower_bound=1)
     flags.DEFINE_integer("seed", 0, "Noise seed (generate: row i uses seed+i).")
-    flags.DEFINE_float("truncation", 0.0, "Truncation t: |z| <= t; t <= 0 means none.")
+    flags.DEFINE_float("truncation", 0.0, "Truncation t > 0: |z| <= t; 0 means none.")
     flags.DEFINE_integer("z_dim", None, "Noise width for serving_default/attention (default: from model metadata).")
     flags.DEFINE_integer("rows", None, "Grid rows (default: near-square).", lower_bound=1)
     flags.DEFINE_integer("batch", 64, "Largest batch per request.", lower_bound=1)

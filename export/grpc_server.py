@@ -17,7 +17,10 @@ field; TF-Serving's status codes and messages for a bad model spec (empty name �
 version label: ..."; unknown model or version → NOT_FOUND; unknown signature → FAILED_PRECONDITION
 'Serving signature key "..." not found.'); graph errors mapped to their gRPC codes (the signatures'
 in-graph checks raise InvalidArgumentError → INVALID_ARGUMENT). A failed request never affects the
-next one.
+next one. Request bytes that do not decode as the method's message are answered INTERNAL, as
+TF-Serving's gRPC layer answers them, but with a message a client can act on where TF-Serving's is
+empty: "could not parse the request as tensorflow.serving.PredictRequest: ..." (see
+``UNDECODABLE_REQUEST_CODE``).
 
 What it adds, because a Python server is easier to exhaust than TF-Serving (see "Limits" below):
 
@@ -40,6 +43,11 @@ What it adds, because a Python server is easier to exhaust than TF-Serving (see 
   ``maximum_concurrent_rpcs`` slot. (grpcio's thread-pool server hands each call to a worker thread
   that then blocks reading the request: four silent clients held all four threads.) The model runs
   in a ``max_workers`` thread pool.
+* **A bounded log of refused calls**: one line each (kind, method, peer, code, message; never a
+  traceback), at most ``log_limit`` lines per ``log_interval`` seconds per kind with a "suppressed N
+  similar messages" summary, written by a background thread (``export.request_log``): a flood of
+  bad requests cannot flood the log, and a stderr pipe that nobody reads cannot stop the server.
+  An unexpected exception in a handler is answered INTERNAL and logged the same way.
 
 Differences from TF-Serving that remain: shapes are checked here before running (TF-Serving feeds
 any shape and relies on the graph's own checks, which the export has); the limits above (TF-Serving
@@ -49,16 +57,20 @@ labels), Classify/Regress/MultiInference (UNIMPLEMENTED), REST API, TLS or monit
 """
 import asyncio
 import math
+import os
 import signal
 import sys
 import threading
+import traceback
 from concurrent import futures
 
 import grpc
 import numpy as np
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
+from export import request_log
 from sagan_tf.sampling.exported import DEFAULT_SIGNATURE, read_max_batch, read_signature_defs, resolve_saved_model
 
 SERVICE = "tensorflow.serving.PredictionService"
@@ -73,6 +85,11 @@ DEFAULT_QUEUE = 16
 DEFAULT_MAX_CONCURRENT_RPCS = 64
 DEFAULT_READ_TIMEOUT = 10.0
 UNKNOWN_SIGNATURE_CODE = grpc.StatusCode.FAILED_PRECONDITION  # as TF-Serving's predict_util.cc
+# Request bytes that do not decode as the method's message: TF-Serving's code. Its C++ gRPC layer
+# (GenericDeserialize in grpcpp's proto_utils.h) answers INTERNAL, with an empty message, before the
+# servable sees the call, as gRPC's status-code table lists request parse errors; a client tested
+# against this server must meet the code it will meet in production. The message here says more.
+UNDECODABLE_REQUEST_CODE = grpc.StatusCode.INTERNAL
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 # TensorProto value fields per dtype (what tf.make_ndarray reads when tensor_content is empty).
 _VALUE_FIELDS = {tf.float32: "float_val", tf.float64: "double_val", tf.int32: "int_val", tf.int16: "int_val",
@@ -111,6 +128,28 @@ def clean_tf_message(message):
 
 def _invalid(message):
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def parse_request(message_class, data):
+    """`data`, a call's request bytes, parsed as `message_class`; RequestError (UNDECODABLE_REQUEST_CODE)
+    naming the expected type, the cause and the size if they do not decode."""
+    try:
+        return message_class.FromString(data)
+    except DecodeError as error:
+        name = message_class.DESCRIPTOR.full_name
+        cause = str(error).rpartition(": ")[2] or "not a protobuf encoding"
+        size = f"{len(data)} byte{'' if len(data) == 1 else 's'}"
+        raise RequestError(UNDECODABLE_REQUEST_CODE,
+                           f"could not parse the request as {name}: {cause} ({size} received). This method takes "
+                           f"a serialized {name} (tensorflow_serving.apis); check the message type and that the "
+                           "bytes are not truncated.") from error
+
+
+def describe_internal_error(error):
+    """One line for an unexpected exception: its type, message and the line that raised it."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+    return f"internal server error: {type(error).__name__}: {error}{where}"
 
 
 class PredictionServicer:
@@ -299,18 +338,23 @@ class InProcessServer:
     `max_workers` requests run the model at once, `max_queue` more wait (then RESOURCE_EXHAUSTED);
     `maximum_concurrent_rpcs` bounds all open calls; `read_timeout` ends calls whose request does not
     arrive in time; `max_message_bytes` / `max_send_bytes` are gRPC's receive / send limits.
+    Every refused call is logged to `log_stream` (default: stderr at :meth:`start`) by an
+    :class:`export.request_log.RequestLog`: one line, at most `log_limit` per `log_interval` seconds
+    per kind, written by a background thread so that a stream that blocks never stops the server.
     """
 
     def __init__(self, saved_model, model_name="sagan", host="127.0.0.1", port=0, max_workers=DEFAULT_WORKERS,
                  max_queue=DEFAULT_QUEUE, maximum_concurrent_rpcs=DEFAULT_MAX_CONCURRENT_RPCS,
                  read_timeout=DEFAULT_READ_TIMEOUT, max_message_bytes=MAX_MESSAGE_BYTES, max_send_bytes=MAX_SEND_BYTES,
-                 max_batch=None):
+                 max_batch=None, log_stream=None, log_limit=request_log.DEFAULT_LIMIT,
+                 log_interval=request_log.DEFAULT_INTERVAL):
         for name, value, low in (("max_workers", max_workers, 1), ("max_queue", max_queue, 0),
-                                 ("maximum_concurrent_rpcs", maximum_concurrent_rpcs, 1)):
+                                 ("maximum_concurrent_rpcs", maximum_concurrent_rpcs, 1), ("log_limit", log_limit, 1)):
             if int(value) < low:
                 raise ValueError(f"{name}={value} must be >= {low}")
-        if not read_timeout > 0:
-            raise ValueError(f"read_timeout={read_timeout} must be > 0 seconds")
+        for name, value in (("read_timeout", read_timeout), ("log_interval", log_interval)):
+            if not value > 0:
+                raise ValueError(f"{name}={value} must be > 0 seconds")
         if isinstance(saved_model, PredictionServicer):  # an already loaded model (tests)
             self.servicer = saved_model
         else:
@@ -319,8 +363,9 @@ class InProcessServer:
         self.host, self.requested_port = host, int(port)
         self.max_workers, self.max_queue = int(max_workers), int(max_queue)
         self.maximum_concurrent_rpcs, self.read_timeout = int(maximum_concurrent_rpcs), float(read_timeout)
+        self.log_stream, self.log_limit, self.log_interval = log_stream, int(log_limit), float(log_interval)
         self.port = None
-        self._server = self._loop = self._thread = self._pool = None
+        self._server = self._loop = self._thread = self._pool = self._log = None
         self._admitted = 0  # running + waiting; touched only on the event loop
 
     @property
@@ -334,6 +379,8 @@ class InProcessServer:
     # --- lifecycle --------------------------------------------------------------------------------
 
     def start(self):
+        self._log = request_log.RequestLog(self.log_stream or sys.stderr, limit=self.log_limit,
+                                           interval=self.log_interval)
         self._pool = futures.ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="predict")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-aio-server", daemon=True)
@@ -352,12 +399,13 @@ class InProcessServer:
         server = grpc.aio.server(options=options, maximum_concurrent_rpcs=self.maximum_concurrent_rpcs)
         handlers = {
             # Registered as stream-unary (the wire format of a unary call is the same) so that the handler
-            # reads the request itself, with a timeout.
+            # reads the request itself, with a timeout; and without a request deserializer, so that it
+            # parses the bytes itself: bytes that fail a deserializer are answered by grpc (UNKNOWN, the
+            # exception's class name) and logged with a traceback from the event loop, once per call.
             "Predict": grpc.stream_unary_rpc_method_handler(
-                self._predict, request_deserializer=predict_pb2.PredictRequest.FromString,
-                response_serializer=predict_pb2.PredictResponse.SerializeToString),
+                self._predict, response_serializer=predict_pb2.PredictResponse.SerializeToString),
             "GetModelMetadata": grpc.stream_unary_rpc_method_handler(
-                self._get_model_metadata, request_deserializer=get_model_metadata_pb2.GetModelMetadataRequest.FromString,
+                self._get_model_metadata,
                 response_serializer=get_model_metadata_pb2.GetModelMetadataResponse.SerializeToString),
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
@@ -384,6 +432,9 @@ class InProcessServer:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._log is not None:
+            self._log.close()  # writes the counts of suppressed lines
+            self._log = None
 
     def wait(self):
         self._thread.join()
@@ -396,33 +447,65 @@ class InProcessServer:
 
     # --- RPCs (on the event loop) -----------------------------------------------------------------
 
-    async def _read_request(self, context):
-        """The call's one request message, or None after the call was aborted (no message in time)."""
+    async def _refuse(self, context, method, code, message, kind=None):
+        """Logs the refused call (one line, rate-limited; `kind` defaults to the code's name) and ends it
+        with `code` and `message` (raises grpc.aio.AbortError, as ``context.abort`` does; or
+        CancelledError if the call has already ended, e.g. its deadline passed, and nothing can be sent)."""
+        self._log.refused(kind or code.name.lower(), method, context.peer() or "a peer already gone", code.name,
+                          message)
         try:
-            request = await asyncio.wait_for(context.read(), timeout=self.read_timeout)
+            await context.abort(code, message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:  # gRPC's ExecuteBatchError: the call is over; end the handler as cancelled
+            raise asyncio.CancelledError(f"the call ended before its status could be sent ({error})") from None
+
+    async def _guarded(self, method, context, handler):
+        """Runs `handler(context)`; a bug in it ends the call INTERNAL with one log line, never a
+        traceback written from the event loop (gRPC logs one for every exception a handler lets out)."""
+        try:
+            return await handler(context)
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as error:
+            self.servicer._count("error")
+            await self._refuse(context, method, grpc.StatusCode.INTERNAL, describe_internal_error(error),
+                               kind="internal")
+
+    async def _read_request(self, context, method, message_class):
+        """The call's one request message parsed as `message_class`; ends the call (raises AbortError) if
+        none arrives within read_timeout, if the call ends without one or if its bytes do not decode."""
+        try:
+            data = await asyncio.wait_for(context.read(), timeout=self.read_timeout)
         except asyncio.TimeoutError:
             self.servicer._count("read_timeout")
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                f"no request message within {self.read_timeout:g} s (read_timeout); call ended.")
-        if request is grpc.aio.EOF:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call ended without a request message.")
-        return request
+            await self._refuse(context, method, grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"no request message within {self.read_timeout:g} s (read_timeout); call ended.")
+        if data is grpc.aio.EOF:
+            self.servicer._count("error")
+            await self._refuse(context, method, grpc.StatusCode.INVALID_ARGUMENT,
+                               "the call ended without a request message.")
+        try:
+            return parse_request(message_class, data)
+        except RequestError as error:
+            self.servicer._count("error")
+            await self._refuse(context, method, error.code, error.message, kind="undecodable")
 
     async def _predict(self, request_iterator, context):
-        request = await self._read_request(context)
+        return await self._guarded("Predict", context, self._predict_call)
+
+    async def _predict_call(self, context):
+        request = await self._read_request(context, "Predict", predict_pb2.PredictRequest)
         try:
             prepared = self.servicer.prepare(request)  # cheap: sizes are bounded before anything is built
         except RequestError as error:
             self.servicer._count("error")
-            await context.abort(error.code, error.message)
-        except Exception as error:  # never let one request take the server down
-            self.servicer._count("error")
-            await context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+            await self._refuse(context, "Predict", error.code, error.message)
         if self._admitted >= self.max_workers + self.max_queue:
             self.servicer._count("rejected")
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"server busy: {self._admitted} requests running or queued (limit {self.max_workers} "
-                                f"running + {self.max_queue} queued); retry later.")
+            await self._refuse(context, "Predict", grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"server busy: {self._admitted} requests running or queued (limit {self.max_workers} "
+                               f"running + {self.max_queue} queued); retry later.")
         self._admitted += 1
         try:
             response = await self._run_admitted(prepared, context)
@@ -434,13 +517,14 @@ class InProcessServer:
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             self.servicer._count("expired")
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the request could run.")
+            await self._refuse(context, "Predict", grpc.StatusCode.DEADLINE_EXCEEDED,
+                               "deadline exceeded before the request could run.")
         try:
             await asyncio.wait_for(self._slots.acquire(), timeout=remaining)
         except asyncio.TimeoutError:
             self.servicer._count("expired")
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                f"deadline exceeded after {remaining:.3g} s in the queue; the request did not run.")
+            await self._refuse(context, "Predict", grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"deadline exceeded after {remaining:.3g} s in the queue; the request did not run.")
         except asyncio.CancelledError:  # gRPC cancelled the call (its deadline passed first, or the client left)
             self.servicer._count("expired")
             raise
@@ -448,26 +532,28 @@ class InProcessServer:
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
                 self.servicer._count("expired")
-                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded in the queue; not run.")
+                await self._refuse(context, "Predict", grpc.StatusCode.DEADLINE_EXCEEDED,
+                                   "deadline exceeded in the queue; not run.")
             try:
                 response = await asyncio.get_running_loop().run_in_executor(self._pool, self.servicer.run, prepared)
             except RequestError as error:
                 self.servicer._count("error")
-                await context.abort(error.code, error.message)
-            except Exception as error:
-                self.servicer._count("error")
-                await context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+                await self._refuse(context, "Predict", error.code, error.message)
         finally:
             self._slots.release()
         self.servicer._count("ok")
         return response
 
     async def _get_model_metadata(self, request_iterator, context):
-        request = await self._read_request(context)
+        return await self._guarded("GetModelMetadata", context, self._get_model_metadata_call)
+
+    async def _get_model_metadata_call(self, context):
+        request = await self._read_request(context, "GetModelMetadata",
+                                           get_model_metadata_pb2.GetModelMetadataRequest)
         try:
             return self.servicer.get_model_metadata(request)
         except RequestError as error:
-            await context.abort(error.code, error.message)
+            await self._refuse(context, "GetModelMetadata", error.code, error.message)
 
 
 def main(argv=None):
@@ -487,6 +573,11 @@ def main(argv=None):
     flags.DEFINE_integer("max_message_bytes", MAX_MESSAGE_BYTES, "Largest request (and declared input) in bytes.",
                          lower_bound=1024)
     flags.DEFINE_integer("max_send_bytes", MAX_SEND_BYTES, "Largest response in bytes.", lower_bound=1024)
+    flags.DEFINE_integer("log_limit", request_log.DEFAULT_LIMIT,
+                         "Log lines per kind of refused request per --log_interval (the rest are counted).",
+                         lower_bound=1)
+    flags.DEFINE_float("log_interval", request_log.DEFAULT_INTERVAL, "Seconds of one --log_limit window.",
+                       lower_bound=0.001)
     flags.mark_flag_as_required("saved_model")
     FLAGS = flags.FLAGS
 
@@ -499,7 +590,8 @@ def main(argv=None):
                                      max_workers=FLAGS.max_workers, max_queue=FLAGS.max_queue,
                                      maximum_concurrent_rpcs=FLAGS.maximum_concurrent_rpcs,
                                      read_timeout=FLAGS.read_timeout, max_message_bytes=FLAGS.max_message_bytes,
-                                     max_send_bytes=FLAGS.max_send_bytes).start()
+                                     max_send_bytes=FLAGS.max_send_bytes, log_limit=FLAGS.log_limit,
+                                     log_interval=FLAGS.log_interval).start()
         except (FileNotFoundError, OSError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 1

@@ -7,22 +7,23 @@ Signatures (all batch-major; TF-Serving's batching concatenates requests along d
 ``generate``
     inputs ``label`` int32 [-1], ``seed`` int64 [-1], ``truncation`` float32 [-1] →
     ``images`` uint8 [-1, H, W, C] and ``png`` string [-1] (one encoded PNG per row).
-    Row i's z is drawn by stateless RNG from ``seed[i]`` alone (see :func:`sample_z`), so the same
-    (seed, truncation, label) gives the same image in any batch, on any call.
+    Row i's z is drawn by stateless RNG from ``seed[i]`` alone (`sagan_tf.sampling.noise.noise_for_seeds`,
+    the sampler the train step draws with), so the same (seed, truncation, label) gives the same image in
+    any batch, on any call.
 ``attention``
     like ``serving_default`` plus ``attention_<k>`` float32 [-1, N, M] for the k-th attention layer
     (N = positions of its feature map, M = N/4 with pooled attention).
 
-Truncation (per row): ``t > 0`` draws z from N(0, 1) truncated to [-t, t] (every coordinate with
-|z| > t is redrawn until it falls inside, so the result is exactly the truncated normal and never
-leaves [-t, t]); ``t <= 0`` means no truncation (``0`` is "off" because it is what an unset proto or
-JSON number gives). NaN and ±inf are rejected with INVALID_ARGUMENT rather than read as "none": a
-non-finite value is far more likely a client bug than a request.
+Truncation (per row), the project's one convention (`sagan_tf.sampling.noise`): ``t > 0`` draws z from
+N(0, 1) truncated to [-t, t] (every coordinate with |z| > t is redrawn until it falls inside, so the
+result is exactly the truncated normal and never leaves [-t, t]); ``t = 0`` means no truncation (what an
+unset proto or JSON number gives). Negative values, NaN and ±inf are rejected with INVALID_ARGUMENT
+rather than read as "none": such a value is far more likely a client bug than a request.
 
 Every input is checked inside the graph with `tf.debugging` assertions that run before the
 generator, so a bad request fails with InvalidArgumentError (TF-Serving: INVALID_ARGUMENT) whose
 message names the input and the offending values: labels outside [0, num_classes), z of the wrong
-width, inputs with different batch sizes, non-finite truncation, and batches outside
+width, inputs with different batch sizes, negative or non-finite truncation, and batches outside
 [1, max_batch] (one limit for every signature; the batching file's max_batch_size equals it, so
 batches merged by TF-Serving never exceed it). The width check does not rely on the static shape:
 TF-Serving does not check fed shapes against the signature, and grappler may fold shape ops whose
@@ -35,64 +36,13 @@ answer the bad request itself with OK. Clients should validate labels, z and bat
 limits in ``assets.extra/sagan_export.json`` before sending; docs/serving.md ("Bad requests under
 TF-Serving's batching") gives the reasoning.
 """
-import math
-
 import tensorflow as tf
 
 from sagan_tf.models.architecture import generator_stages
+from sagan_tf.sampling.noise import noise_for_seeds
 
 DEFAULT_MAX_BATCH = 256
 SIGNATURES = ("serving_default", "generate", "attention")
-# Rejection rounds of the truncated sampler before the final clip; each round accepts a redraw with
-# probability >= 0.6, so 64 rounds leave an entry unresolved with probability < 1e-14.
-MAX_TRUNCATION_ROUNDS = 64
-_UNIFORM_PROPOSAL_BELOW = 1.0
-
-
-def _row_noise(seed, truncation, z_dim, max_rounds):
-    """z [z_dim] for one row: N(0, 1) from `seed`, truncated to [-t, t] when t > 0.
-
-    Rejection sampling with stateless draws keyed by (seed, round): entries inside the box are kept,
-    entries outside are replaced by accepted proposals. Proposals come from N(0, 1) for t >= 1
-    (acceptance 2Φ(t) − 1 >= 0.68) and from U(−t, t) accepted with probability exp(−x²/2) for t < 1
-    (acceptance >= 0.6); both give exactly the truncated normal. The final clip only guards float
-    rounding and the (astronomically unlikely) round limit.
-    """
-    seed = tf.cast(seed, tf.int64)
-    truncation = tf.cast(truncation, tf.float32)
-    limit = tf.where(truncation > 0, truncation, tf.constant(math.inf, tf.float32))
-    z = tf.random.stateless_normal([z_dim], seed=tf.stack([seed, tf.constant(0, tf.int64)]))
-
-    def outside(z):
-        return tf.abs(z) > limit
-
-    def cond(i, z):
-        return tf.logical_and(i < max_rounds, tf.reduce_any(outside(z)))
-
-    def body(i, z):
-        key = tf.cast(2 * i + 1, tf.int64)
-        normal = tf.random.stateless_normal([z_dim], seed=tf.stack([seed, key]))
-        uniform = tf.random.stateless_uniform([z_dim], seed=tf.stack([seed, key]), minval=-1.0, maxval=1.0) * limit
-        coin = tf.random.stateless_uniform([z_dim], seed=tf.stack([seed, key + 1]))
-        small = limit < _UNIFORM_PROPOSAL_BELOW
-        proposal = tf.where(small, uniform, normal)
-        accepted = tf.where(small, coin < tf.exp(-0.5 * tf.square(uniform)), tf.abs(normal) <= limit)
-        return i + 1, tf.where(tf.logical_and(outside(z), accepted), proposal, z)
-
-    _, z = tf.while_loop(cond, body, [tf.constant(0, tf.int32), z])
-    return tf.clip_by_value(z, -limit, limit)
-
-
-def sample_z(seed, truncation, z_dim, max_rounds=MAX_TRUNCATION_ROUNDS):
-    """float32 [batch, z_dim]: row i drawn from `seed[i]` (int64 [batch]) with truncation `truncation[i]`.
-
-    Row i depends only on (seed[i], truncation[i]), never on the other rows. t <= 0 is no
-    truncation; for t > 0 every entry satisfies |z| <= t. Non-finite t must be rejected by the caller.
-    """
-    seed = tf.convert_to_tensor(seed, tf.int64)
-    truncation = tf.convert_to_tensor(truncation, tf.float32)
-    return tf.map_fn(lambda row: _row_noise(row[0], row[1], int(z_dim), max_rounds), (seed, truncation),
-                     fn_output_signature=tf.TensorSpec([int(z_dim)], tf.float32), parallel_iterations=16)
 
 
 def to_uint8(images):
@@ -237,15 +187,9 @@ class GeneratorServing(tf.Module):
 
     def _generate(self, label, seed, truncation):
         checks = self._batch_checks(label, [("seed", seed), ("truncation", truncation)], self.max_batch)
-        finite = tf.math.is_finite(truncation)
-        checks.append(tf.debugging.Assert(
-            tf.reduce_all(finite),
-            ["truncation must be finite (t <= 0 means no truncation); non-finite:",
-             tf.boolean_mask(truncation, tf.logical_not(finite)), "at rows",
-             tf.reshape(tf.where(tf.logical_not(finite)), [-1])], summarize=16))
         checks += self._label_checks(label)
         label, seed, truncation = self._after(checks, label, seed, truncation)
-        z = sample_z(seed, truncation, self.z_dim)
+        z = noise_for_seeds(seed, truncation, self.z_dim)  # checks the truncations first
         images = to_uint8(self.generator((z, label), training=False))
         png = tf.map_fn(tf.io.encode_png, images, fn_output_signature=tf.TensorSpec([], tf.string))
         return {"images": images, "png": png}

@@ -37,6 +37,8 @@ Training fields:
   g_ortho_reg      BigGAN's orthogonal regularisation of G's spectrally normalised kernels (sagan_tf.losses:
                    coefficient β of β‖WᵀW ⊙ (1 − I)‖²_F / 2 added to G's loss; BigGAN uses 1e-4); 0 = off (the
                    paper's SAGAN).
+  augment          DiffAugment for D's inputs, real and generated alike (sagan_tf.training.augment):
+                   '' (off, the paper's) or a comma-separated list of 'translation', 'cutout'.
   ema_decay        decay of the EMA of G's weights used for sampling.
   ema_start        G step from which the EMA averages (before: it copies G).
   mixed_precision  'auto' | 'float32' | 'mixed_bfloat16' | 'mixed_float16'; 'auto' (default) is
@@ -60,14 +62,27 @@ from __future__ import annotations
 
 import ml_collections
 
-from sagan_tf.runtime.precision import AUTO, POLICIES
+from sagan_tf.layers.attention import check_query_block
 from sagan_tf.layers.initializers import INITIALIZERS
+from sagan_tf.losses import LOSSES
 from sagan_tf.models.architecture import RESOLUTIONS, attention_resolutions, discriminator_stages, generator_stages
+from sagan_tf.runtime.precision import AUTO, POLICIES
 
-__all__ = ["default_config", "validate_config"]
+__all__ = ["default_config", "validate_config", "AUGMENTATIONS", "parse_policy"]
 
 PRECISIONS = (AUTO, *POLICIES)
-LOSSES = ("hinge", "non_saturating")
+# The operations of config.augment (sagan_tf.training.augment implements them), applied in this order.
+AUGMENTATIONS = ("translation", "cutout")
+
+
+def parse_policy(policy: str) -> tuple[str, ...]:
+    """The operations of an augmentation policy ("translation,cutout" → ('translation', 'cutout')); "" → ()."""
+    names = tuple(name.strip() for name in str(policy).split(",") if name.strip())
+    unknown = [name for name in names if name not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"augmentation policy {policy!r}: unknown operation(s) {unknown}; "
+                         f"choose from {list(AUGMENTATIONS)} (comma-separated), or '' for none")
+    return names
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -82,7 +97,7 @@ def default_config() -> ml_collections.ConfigDict:
         manual_dir=ml_collections.config_dict.placeholder(str), data_prepare_timeout=24 * 3600.0,
         # Optimisation (paper, section 5)
         batch_size=256, g_lr=1e-4, d_lr=4e-4, beta1=0.0, beta2=0.9, n_dis=1, loss="hinge", g_ortho_reg=0.0,
-        ema_decay=0.9999, ema_start=1000,
+        ema_decay=0.9999, ema_start=1000, augment="",
         # Runtime
         mixed_precision="auto", jit_compile=False, steps_per_execution=1, seed=0,
         train_steps=1_000_000, checkpoint_every=1000, sample_every=1000, log_every=100, keep_checkpoints=3,
@@ -141,9 +156,7 @@ def validate_config(config: ml_collections.ConfigDict, num_replicas: int = 1) ->
         _require(not stage.attention or stage.out_channels % 8 == 0, "ch", config.ch,
                  f"a width giving a multiple of 8 channels where attention sits ({stage.out_channels} channels "
                  f"at {stage.resolution}x{stage.resolution})")
-    block = config.attention_query_block
-    _require(isinstance(block, int) and not isinstance(block, bool) and block >= 0, "attention_query_block", block,
-             "an integer >= 0 (query rows per attention block; 0 = one einsum over all queries)")
+    check_query_block(config.attention_query_block, "config.attention_query_block")
     for field in ("g_lr", "d_lr"):
         _require(config[field] > 0, field, config[field], "a positive learning rate")
     for field in ("beta1", "beta2"):
@@ -151,6 +164,10 @@ def validate_config(config: ml_collections.ConfigDict, num_replicas: int = 1) ->
     _require(isinstance(config.g_ortho_reg, (int, float)) and not isinstance(config.g_ortho_reg, bool)
              and config.g_ortho_reg >= 0, "g_ortho_reg", config.g_ortho_reg,
              "a coefficient >= 0 (BigGAN uses 1e-4; 0 = off)")
+    try:
+        parse_policy(config.augment)
+    except ValueError as error:
+        raise ValueError(f"config.augment={config.augment!r}: {error}") from None
     _require(0 <= config.ema_decay < 1, "ema_decay", config.ema_decay, "a value in [0, 1)")
     _require(config.ema_start >= 0, "ema_start", config.ema_start, "a step >= 0")
     _require(config.data_prepare_timeout > 0, "data_prepare_timeout", config.data_prepare_timeout,

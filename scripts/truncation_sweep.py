@@ -169,6 +169,7 @@ def main(argv=None) -> int:
             parser.error(f"{flag}={path} is not a directory")
 
     from sagan_tf import sampling
+    from sagan_tf.data import real_images
     from sagan_tf.evaluation import load_feature_network, runner
     from sagan_tf.run import files, run_dir
     from sagan_tf.sampling import exported
@@ -184,11 +185,10 @@ def main(argv=None) -> int:
     except (ValueError, ModuleNotFoundError) as error:  # RunDirError, NotAnExportError, an unknown preset
         parser.error(str(error))
     network = load_feature_network(args.feature_network)
-    cache = args.reference_cache or os.path.join(args.model_dir or os.path.dirname(args.saved_model),
-                                                 "reference_stats")
+    cache = args.reference_cache or run_dir.reference_cache(args.model_dir or os.path.dirname(args.saved_model))
     reference, reference_name, _ = runner.run_reference(config, network, args.model_dir or "", args.num_samples,
                                                         args.num_samples, args.batch_size, cache=cache)
-    dataset_name = runner.canonical_dataset_name(config.dataset)
+    dataset_name = real_images.canonical_dataset_name(config.dataset)
     print(f"{source}: {args.num_samples} samples per cell vs {reference_name}, feature network {network.name}")
 
     records = []

@@ -5,9 +5,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from sagan_tf.run import run_dir
+from sagan_tf.training import train
+from tests.helpers import tiny_config
+from tests.shared_runs import in_memory_dataset
+
+from sagan_tf.config import parse_policy
 from sagan_tf.training import augment as aug
 
-POLICY = aug.parse_policy("translation,cutout")
+POLICY = parse_policy("translation,cutout")
 
 
 def numpy_translate(images, shifts):
@@ -33,9 +39,9 @@ def numpy_cut_out(images, centres):
 
 
 def test_policy_parsing_names_an_unknown_operation():
-    assert aug.parse_policy("") == () and aug.parse_policy(" translation , cutout ") == POLICY
+    assert parse_policy("") == () and parse_policy(" translation , cutout ") == POLICY
     with pytest.raises(ValueError, match=r"'colour'.*'translation', 'cutout'"):
-        aug.parse_policy("translation,colour")
+        parse_policy("translation,colour")
 
 
 def test_off_is_the_identity():
@@ -104,3 +110,18 @@ def test_two_replicas_augment_their_rows_of_the_one_device_batch(two_device_stra
     (batch,) = list(two_device_strategy.experimental_distribute_dataset(dataset))
     parts = two_device_strategy.experimental_local_results(run(batch))
     np.testing.assert_array_equal(np.concatenate([part.numpy() for part in parts]), expected)
+
+
+def test_the_train_step_augments_what_d_sees_and_the_run_records_the_policy(tmp_path):
+    """Off, D's first update is the plain one; on, it differs (D saw augmented images), from the same
+    weights and batch; the run's config.json keeps the policy, so a resume trains the same recipe."""
+    dataset_fn = lambda start: in_memory_dataset(4, start)
+    discriminators = {}
+    for policy in ("", "translation,cutout"):
+        model = train(tiny_config(train_steps=1, augment=policy), str(tmp_path / (policy or "off")),
+                      dataset_fn=dataset_fn, verbose=0)
+        discriminators[policy] = [w.copy() for w in model.discriminator.get_weights()]
+        assert model.augment == parse_policy(policy)
+        assert run_dir.read_config(str(tmp_path / (policy or "off"))).augment == policy
+    changed = [not np.array_equal(a, b) for a, b in zip(discriminators[""], discriminators["translation,cutout"])]
+    assert any(changed)

@@ -192,3 +192,23 @@ def test_layer_memory_rows_cover_every_attention_placement(monkeypatch):
         assert row["layer_ratio"] == pytest.approx(3.0) and row["maps_ratio"] == pytest.approx(4.0)
         # 32² map: N = 1024, M = 256 pooled; float32 logits + float32 softmax = 8 bytes, batch 8.
         assert row["pooled_maps_MB"] == pytest.approx(8 * 1024 * 256 * 8 / 2 ** 20)
+
+
+def test_recipe_study_tables_and_cpu_accounting(tmp_path):
+    from benchmarks import recipe_study as study
+    records = str(tmp_path / "records")
+    for step, cpu, fid in ((1000, 900.0, 15.0), (2000, 1800.0, 9.0), (4000, 3600.0, 5.0)):
+        study.append_point(records, "base", {"step": step, "train_cpu_seconds": cpu, "precision": "float32",
+                                             "metrics": {"fid": fid, "precision": 0.9, "recall": 0.4,
+                                                         "conditional_accuracy": 0.8}})
+    rows = study.table_rows(records)
+    assert [(row["step"], row["CPU-h"], row["FID"]) for row in rows] == [(1000, 0.25, 15.0), (2000, 0.5, 9.0),
+                                                                        (4000, 1.0, 5.0)]
+    (budgets,) = study.budget_rows(rows)
+    assert (budgets["FID ≤0.25 CPU-h"], budgets["FID ≤0.5 CPU-h"], budgets["FID ≤1 CPU-h"]) == (15.0, 9.0, 5.0)
+    # CPU of a segment a signal cut short is carried to the next recorded point.
+    model_dir = str(tmp_path / "run")
+    assert study.read_pending(model_dir) == 0.0
+    study.write_pending(model_dir, 12.5)
+    assert study.read_pending(model_dir) == 12.5
+    assert "diffaug" in study.RECIPES and study.RECIPES["diffaug"][0] == ("--config.augment=translation,cutout",)

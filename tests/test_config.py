@@ -22,6 +22,7 @@ def test_presets_are_valid(preset):
     ("n_dis", 0, r"config\.n_dis=0.*positive integer"),
     ("ch", 1, r"config\.ch=1.*multiple of 8"),
     ("g_ortho_reg", -1e-4, r"config\.g_ortho_reg=-0\.0001.*>= 0.*BigGAN uses 1e-4"),
+    ("augment", "translation,colour", r"config\.augment='translation,colour'.*\['colour'\].*'translation', 'cutout'"),
 ])
 def test_bad_values_are_named(field, value, message):
     config = tiny_config()
@@ -33,3 +34,29 @@ def test_bad_values_are_named(field, value, message):
 def test_batch_not_divisible_by_replicas_names_both_numbers():
     with pytest.raises(ValueError, match=r"batch_size=6.*replicas \(4\)"):
         validate_config(tiny_config(batch_size=6), num_replicas=4)
+
+
+def test_each_constant_has_one_home():
+    """The config validates against what the owning modules define, and says so in their words: the losses
+    of sagan_tf.losses; the query-block rule of the attention layer (one message from the layer, the
+    networks' model fields and the config); the fields a resume keeps, derived from the model fields; the
+    "tfds:" form of config.dataset, parsed by sagan_tf.data alone."""
+    from sagan_tf import losses
+    from sagan_tf.data import is_tfds, real_images, tfds_name
+    from sagan_tf.layers.attention import check_query_block
+    from sagan_tf.models.architecture import MODEL_FIELDS, RESUME_FIXED_FIELDS, model_fields
+
+    for name in losses.LOSSES:
+        validate_config(tiny_config(loss=name))
+    messages = set()
+    for check in (lambda: check_query_block(-1, "config.attention_query_block"),
+                  lambda: model_fields(tiny_config(attention_query_block=-1)),
+                  lambda: validate_config(tiny_config(attention_query_block=-1))):
+        with pytest.raises(ValueError, match=r"config\.attention_query_block=-1 is not allowed") as raised:
+            check()
+        messages.add(str(raised.value))
+    assert len(messages) == 1, messages
+    assert set(RESUME_FIXED_FIELDS) == set(MODEL_FIELDS) - {"init", "sync_bn"}
+    assert is_tfds("tfds:cifar10") and not is_tfds("cifar10")
+    assert tfds_name("tfds:imagenet2012:5.1.0") == "imagenet2012:5.1.0"
+    assert real_images.canonical_dataset_name("tfds:cifar10:3.0.2/plain") == "cifar10"

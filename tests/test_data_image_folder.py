@@ -10,6 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from sagan_tf.data import image_folder as imf
+from sagan_tf.data.image_folder import scan as imf_scan
 
 RESOLUTION = 8
 
@@ -316,8 +317,8 @@ def test_a_second_scan_of_an_unchanged_folder_decodes_nothing(tmp_path, monkeypa
     _png(tmp_path / "c" / "b.png")
     imf.scan_image_folder(str(tmp_path))
     decoded = []
-    real_check = imf._is_readable
-    monkeypatch.setattr(imf, "_is_readable", lambda path: decoded.append(path) or real_check(path))
+    real_check = imf_scan._is_readable
+    monkeypatch.setattr(imf_scan, "_is_readable", lambda path: decoded.append(path) or real_check(path))
     assert len(imf.scan_image_folder(str(tmp_path))) == 2 and decoded == []
     (tmp_path / "c" / "b.png").write_text("now broken")  # a changed file is checked again
     index = imf.scan_image_folder(str(tmp_path))

@@ -38,7 +38,7 @@ def ilsvrc(tmp_path_factory):
     root = tmp_path_factory.mktemp("ilsvrc")
     manual_dir = str(miniature_ilsvrc.write(root / "manual"))
     data_dir = str(root / "tfds")  # does not exist yet: TFDS creates it
-    tfds_pipeline.prepare_dataset("imagenet2012", data_dir=data_dir, manual_dir=manual_dir)
+    tfds_pipeline.prepare_tfds("imagenet2012", data_dir=data_dir, manual_dir=manual_dir)
     return manual_dir, data_dir
 
 
@@ -186,7 +186,7 @@ def test_manual_dir_without_the_train_tar_names_it_and_writes_nothing(tmp_path):
     os.remove(manual_dir / "ILSVRC2012_img_train.tar")
     data_dir = tmp_path / "tfds"
     with pytest.raises(FileNotFoundError, match=r"lacks ILSVRC2012_img_train.tar"):
-        tfds_pipeline.prepare_dataset("imagenet2012", data_dir=str(data_dir), manual_dir=str(manual_dir))
+        tfds_pipeline.prepare_tfds("imagenet2012", data_dir=str(data_dir), manual_dir=str(manual_dir))
     assert not data_dir.exists()
 
 
@@ -197,11 +197,11 @@ def test_truncated_tar_is_named_and_a_prepared_dataset_is_kept(tmp_path, ilsvrc)
         f.truncate(os.path.getsize(train_tar) // 2)
     data_dir = tmp_path / "tfds"
     with pytest.raises(ValueError, match=rf"{train_tar} is truncated: member 'n0\d+\.tar'"):
-        tfds_pipeline.prepare_dataset("imagenet2012", data_dir=str(data_dir), manual_dir=str(manual_dir))
+        tfds_pipeline.prepare_tfds("imagenet2012", data_dir=str(data_dir), manual_dir=str(manual_dir))
     assert not data_dir.exists()
     # An already prepared dataset is used as it is: the bad archive is not even opened.
     _, prepared = ilsvrc
-    builder = tfds_pipeline.prepare_dataset("imagenet2012", data_dir=prepared, manual_dir=str(manual_dir))
+    builder = tfds_pipeline.prepare_tfds("imagenet2012", data_dir=prepared, manual_dir=str(manual_dir))
     assert builder.info.splits["train"].num_examples == len(miniature_ilsvrc.train_file_names())
 
 
@@ -222,7 +222,7 @@ def test_a_waiting_worker_returns_once_the_chief_has_prepared(tmp_path):
     chief = threading.Timer(0.3, tiny_tfds.prepare, args=(data_dir,))
     chief.start()
     try:
-        builder = tfds_pipeline.prepare_dataset(TINY_NAME, data_dir=data_dir, wait=True, timeout=60,
+        builder = tfds_pipeline.prepare_tfds(TINY_NAME, data_dir=data_dir, wait=True, timeout=60,
                                                 poll_seconds=0.05)
     finally:
         chief.join()
@@ -231,7 +231,7 @@ def test_a_waiting_worker_returns_once_the_chief_has_prepared(tmp_path):
 
 def test_a_waiting_worker_times_out_with_a_clear_error(tmp_path):
     with pytest.raises(TimeoutError, match=rf"{TINY_NAME}.*not prepared in .* within 0.2 s.*chief"):
-        tfds_pipeline.prepare_dataset(TINY_NAME, data_dir=str(tmp_path), wait=True, timeout=0.2, poll_seconds=0.05)
+        tfds_pipeline.prepare_tfds(TINY_NAME, data_dir=str(tmp_path), wait=True, timeout=0.2, poll_seconds=0.05)
 
 
 def test_a_split_that_does_not_exist_is_named(tiny_data_dir):

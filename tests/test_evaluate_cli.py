@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from sagan_tf.data import real_images
 from sagan_tf.evaluation import metrics
 from sagan_tf.evaluation import runner
 from sagan_tf.evaluation.periodic import (BestCheckpointSaver, PeriodicEvaluation, build_periodic_evaluation,
@@ -141,7 +142,7 @@ def test_reference_is_cached_and_checked(tmp_path):
 def test_real_sample_fn_answers_each_label_with_an_unused_real_image_of_that_class():
     labels = np.array([0, 1, 0, 2, 1, 0])
     images = np.arange(6, dtype=np.float32).reshape(6, 1, 1, 1)  # image i holds the value i
-    sample = runner.real_sample_fn(images, labels, seed=3)
+    sample = real_images.real_sample_fn(images, labels, seed=3)
     first = sample(None, np.array([0, 0, 0, 1, 2]))[:, 0, 0, 0].astype(int)
     assert list(labels[first]) == [0, 0, 0, 1, 2]
     assert sorted(first[:3]) == [0, 2, 5]  # the three class-0 images, each once
@@ -157,10 +158,10 @@ def test_real_images_score_like_a_generator_of_them():
     real = np.tanh(np.random.default_rng(1).standard_normal((200, 8, 8, 1))).astype(np.float32)
     labels = np.random.default_rng(2).integers(0, K, 200)
     real[:, 0, 0, 0] = labels / 10.0 - 1  # the stand-in network's logits read the class from pixel (0, 0)
-    results = runner.evaluate_generator(runner.real_sample_fn(real, labels), network, real_reference(network),
+    results = runner.evaluate_generator(real_images.real_sample_fn(real, labels), network, real_reference(network),
                                         num_samples=200, batch_size=50, num_classes=K, z_dim=2)
     assert results["conditional_accuracy/standin_net"] == 1.0
-    mislabelled = runner.evaluate_generator(runner.real_sample_fn(real, (labels + 1) % K), network,
+    mislabelled = runner.evaluate_generator(real_images.real_sample_fn(real, (labels + 1) % K), network,
                                             real_reference(network), num_samples=200, batch_size=50,
                                             num_classes=K, z_dim=2)
     assert mislabelled["conditional_accuracy/standin_net"] == 0.0
@@ -174,13 +175,13 @@ def test_real_split_sample_fn_answers_with_real_images_of_the_requested_class(tm
             Image.new("L", (8, 8), value).save(tmp_path / name / f"{i}.png")
     config = tiny_config(dataset="image_folder", num_classes=2)
     said = []
-    sample = runner.real_split_sample_fn(config, "train", 4, 2, str(tmp_path), log_fn=said.append)
+    sample = real_images.real_split_sample_fn(config, "train", 4, 2, str(tmp_path), log_fn=said.append)
     assert said == [f"scoring 4 real images of image_folder_{tmp_path.name}_train in place of a generator"]
     images = sample(None, np.array([0, 1, 1, 0]))
     assert images.shape == (4, 32, 32, 1)
     np.testing.assert_array_equal(images[:, 0, 0, 0], [1.0, -1.0, -1.0, 1.0])
-    with pytest.raises(runner.ReferenceSplitError, match=r"split 'test': .*no splits"):
-        runner.real_split_sample_fn(config, "test", 4, 2, str(tmp_path))
+    with pytest.raises(real_images.ReferenceSplitError, match=r"split 'test': .*no splits"):
+        real_images.real_split_sample_fn(config, "test", 4, 2, str(tmp_path))
 
 
 def test_format_table_lists_metric_value_network():
@@ -188,7 +189,8 @@ def test_format_table_lists_metric_value_network():
     lines = table.splitlines()
     assert lines[0].split() == ["metric", "value", "network"]
     assert lines[1].split() == ["fid", "12.25", "net_a"] and lines[2].split() == ["recall", "0.5", "net_a"]
-    assert runner.canonical_dataset_name("fashion_mnist_idx") == runner.canonical_dataset_name("tfds:fashion_mnist")
+    canonical = real_images.canonical_dataset_name
+    assert canonical("fashion_mnist_idx") == canonical("tfds:fashion_mnist")
 
 
 # ----------------------------------------------------------------------------------------------

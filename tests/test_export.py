@@ -17,8 +17,8 @@ import tensorflow as tf
 
 from export import saved_model as export_lib
 from export import serving_config
-from export.signatures import sample_z
 from sagan_tf.run import run_dir
+from sagan_tf.sampling.noise import noise_for_seeds
 from tests.helpers import ROOT, run_cli, scratch_dir as _scratch, trained_run
 from tests.shared_runs import EXPORT_DURING_SAVE, RES, Z_DIM, exported, keras_ema, sample_inputs
 
@@ -104,7 +104,7 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent("""
     import numpy as np
     import tensorflow as tf
     from tensorflow.core.protobuf import config_pb2
-    from export.signatures import sample_z
+    from sagan_tf.sampling.noise import noise_for_seeds
 
     version_dir, inputs_path, out_path = sys.argv[1:4]
     given = dict(np.load(inputs_path))
@@ -127,10 +127,9 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent("""
     out["gen_b"], _ = gen(gen_labels, seeds, [0.0] * 5)
     out["gen_alone"], _ = gen([1], [8], [0.0])
     out["gen_tiny_t"], _ = gen(gen_labels, seeds, [0.05] * 5)
-    out["gen_negative_t"], _ = gen(gen_labels, seeds, [-1.0] * 5)
     out["png_decoded"] = np.stack([tf.io.decode_png(p).numpy() for p in pngs])
     # generate == serving_default on the sampler's z (the same generator behind both).
-    z_t = sample_z(tf.constant(seeds, tf.int64), tf.constant([0.05] * 5), given["z"].shape[1])
+    z_t = noise_for_seeds(tf.constant(seeds, tf.int64), tf.constant([0.05] * 5), given["z"].shape[1])
     out["serve_on_sampled_tiny"] = serve(z=z_t, label=tf.constant(gen_labels, tf.int32))["images"].numpy()
 
     # TF-Serving loads the SavedModel into a TF1 session and feeds the signature's tensors from C++
@@ -164,6 +163,8 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent("""
                                        "truncation": np.zeros(2, np.float32)}),
             "truncation_nan": ("generate", {"label": np.zeros(3, np.int32), "seed": np.zeros(3, np.int64),
                                             "truncation": np.array([0.5, np.nan, np.inf], np.float32)}),
+            "truncation_negative": ("generate", {"label": np.zeros(3, np.int32), "seed": np.zeros(3, np.int64),
+                                                 "truncation": np.array([0.0, -1.0, 0.5], np.float32)}),
         }
         for key, (signature, feeds) in bad.items():
             try:
@@ -252,11 +253,10 @@ def test_fresh_process_generate_is_deterministic_per_seed_and_truncates():
     np.testing.assert_array_equal(a[0], a[3])                  # same seed and label in one batch
     np.testing.assert_array_equal(a[1], out["gen_alone"][0])   # a row does not depend on its batch
     assert not np.array_equal(a[0], a[2]) and not np.array_equal(a[1], a[4])  # other seeds differ
-    np.testing.assert_array_equal(a, out["gen_negative_t"])    # t <= 0: no truncation
     assert not np.array_equal(a, out["gen_tiny_t"])            # a tiny truncation changes the images
     np.testing.assert_array_equal(out["png_decoded"], a)       # the PNGs hold the uint8 images
     from sagan_tf.sampling.images import to_uint8
-    # generate = to_uint8(generator(sample_z(seed, t))); one step of rounding slack between graphs.
+    # generate = to_uint8(generator(noise_for_seeds(seed, t))); one step of rounding slack between graphs.
     expected = to_uint8(out["serve_on_sampled_tiny"]).astype(int)
     assert np.abs(out["gen_tiny_t"].astype(int) - expected).max() <= 1
 
@@ -272,6 +272,7 @@ def test_fresh_session_rejects_bad_inputs_with_invalid_argument_naming_the_value
         "batch_empty": r"batch size must be between 1 and 256; label has\] \[0\]",
         "seed_rows": r"seed must have one row per label row: seed has\] \[3\] \[rows, label has\] \[2\]",
         "truncation_nan": r"truncation must be finite.*\[nan inf\] \[at rows\] \[1 2\]",
+        "truncation_negative": r"truncation must be finite and >= 0.*\[-1\] \[at rows\] \[1\]",
     }
     for key, pattern in expected.items():
         kind, message = errors[key]
@@ -279,8 +280,8 @@ def test_fresh_session_rejects_bad_inputs_with_invalid_argument_naming_the_value
         assert re.search(pattern, message), (key, message[:800])
 
 
-def test_sample_z_is_a_per_seed_truncated_normal():
-    sampler = tf.function(lambda seeds, t: sample_z(seeds, t, Z_DIM))
+def test_noise_for_seeds_is_a_per_seed_truncated_normal():
+    sampler = tf.function(lambda seeds, t: noise_for_seeds(seeds, t, Z_DIM))
     seeds = tf.range(400, dtype=tf.int64)
     plain = sampler(seeds, tf.zeros([400])).numpy()
     for t, mean_abs in ((0.01, 0.0050), (0.1, 0.0500), (0.5, 0.2448), (1.0, 0.4599), (2.5, 0.7724)):
@@ -292,7 +293,8 @@ def test_sample_z_is_a_per_seed_truncated_normal():
         inside = np.abs(plain) <= t
         np.testing.assert_array_equal(z[inside], plain[inside])
     assert np.abs(plain).max() > 2.5  # untruncated
-    np.testing.assert_array_equal(sampler(seeds, tf.fill([400], -3.0)).numpy(), plain)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"truncation must be finite and >= 0"):
+        sampler(seeds, tf.fill([400], -3.0))  # one convention: 0 is none, a negative threshold an error
     np.testing.assert_array_equal(sampler(seeds, tf.fill([400], 1e30)).numpy(), plain)
     alone = sampler(tf.constant([17], tf.int64), tf.constant([0.3])).numpy()
     np.testing.assert_array_equal(alone[0], sampler(seeds, tf.fill([400], 0.3)).numpy()[17])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from sagan_tf.data import common
 from sagan_tf.evaluation import classifier as classifier_lib
 from sagan_tf.evaluation import features as features_lib
 from sagan_tf.evaluation import reference_stats
@@ -75,6 +76,25 @@ def test_savedmodel_network_resizes_and_converts_grey_to_rgb(standin_savedmodel)
     expected_features, expected_logits = _expected_standin_outputs(module, np.repeat(levels[:, None], 3, 1))
     np.testing.assert_allclose(features, expected_features, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(logits, expected_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_one_rgb_to_grey_for_the_training_data_and_the_feature_networks():
+    """A grey feature network sees RGB samples as the data pipelines make grey images: one function,
+    BT.601 luma (0.299, 0.587, 0.114), not the channel mean the networks used before."""
+    assert features_lib.rgb_to_grey is common.rgb_to_grey
+    rng = np.random.default_rng(0)
+    rgb = rng.uniform(-1, 1, (2, 6, 6, 3)).astype(np.float32)
+    luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    np.testing.assert_allclose(common.rgb_to_grey(rgb).numpy()[..., 0], luma, atol=1e-6)
+    np.testing.assert_allclose(features_lib.prepare_images(rgb, 6, channels=1).numpy()[..., 0], luma, atol=1e-6)
+    grey = rgb[..., :1]  # a grey image replicated to RGB comes back unchanged (the weights sum to 1)
+    np.testing.assert_allclose(common.rgb_to_grey(np.repeat(grey, 3, axis=-1)).numpy(), grey, atol=1e-6)
+    pixels = rng.integers(0, 256, (1, 500, 3)).astype(np.uint8)  # uint8: rounded to a level, as Pillow's "L"
+    converted = common.rgb_to_grey(pixels).numpy()[..., 0]
+    assert converted.dtype == np.uint8
+    np.testing.assert_array_equal(converted, np.round(pixels.astype(np.float64) @ [0.299, 0.587, 0.114]))
+    from PIL import Image
+    assert np.abs(converted.astype(int) - np.asarray(Image.fromarray(pixels).convert("L")).astype(int)).max() <= 1
 
 
 @pytest.mark.parametrize("kind,advice", [("savedmodel", "savedmodel:"),

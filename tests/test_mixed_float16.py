@@ -9,7 +9,7 @@ import tensorflow as tf
 from sagan_tf.training import build_model
 from sagan_tf.training.checkpointing import make_checkpoint
 from sagan_tf.training.gan import spectral_norm_layers
-from sagan_tf.training.loop import StepCountingLossScaleOptimizer
+from sagan_tf.training.optimizers import StepCountingLossScaleOptimizer
 from tests.helpers import tiny_config
 
 RNG = np.random.default_rng(0)

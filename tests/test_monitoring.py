@@ -57,7 +57,7 @@ def naive_step(restore, step):
     before, after = restore(step - 1, slot=0), restore(step, slot=1)
     rows = slice((step - 1) * BATCH % len(IMAGES), (step - 1) * BATCH % len(IMAGES) + BATCH)
     real, real_labels = tf.constant(IMAGES[rows]), tf.constant(LABELS[rows])
-    z, fake_labels = before.sample_noise(BATCH, purpose=0)
+    z, fake_labels = before.replica_noise(BATCH, purpose=0)
     with power_iteration_paused():
         fake = before.generator((z, fake_labels), training=True)
     with tf.GradientTape() as tape:
@@ -66,7 +66,7 @@ def naive_step(restore, step):
             fake_logits = before.discriminator((fake, fake_labels), training=True)
         d_loss = tf.reduce_mean(tf.nn.relu(1 - real_logits)) + tf.reduce_mean(tf.nn.relu(1 + fake_logits))
     d_grads = tape.gradient(d_loss, before.discriminator.trainable_variables)
-    z, fake_labels = before.sample_noise(BATCH, purpose=1)
+    z, fake_labels = before.replica_noise(BATCH, purpose=1)
     with tf.GradientTape() as tape:
         g_loss = -tf.reduce_mean(after.discriminator((before.generator((z, fake_labels), training=True), fake_labels),
                                                      training=False))

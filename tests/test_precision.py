@@ -155,7 +155,7 @@ def test_mixed_bfloat16_matches_float32_within_tolerance():
     ("mixed_float16", 2, 0, "mixed_float16"),     # asked for by name on every worker
 ])
 def test_workers_agree_on_one_policy(policy, replicas, bfloat16, expected):
-    from sagan_tf.training.loop import agree_on_precision, agreed_precision
+    from sagan_tf.runtime.precision import agree_on_precision, agreed_precision
     assert agreed_precision(policy, replicas, bfloat16) == expected
     import tensorflow as tf
     assert agree_on_precision(tf.distribute.get_strategy(), policy) == policy  # one process: nothing to agree

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sagan_tf.data import split_size
+from sagan_tf.data import real_images, split_size
 from sagan_tf.evaluation import metrics, runner
 from tests import tiny_tfds
 from tests.helpers import tiny_config
@@ -98,7 +98,7 @@ def test_image_folder_reference_is_capped_at_the_folder(folder, tmp_path):
 def test_image_folder_real_split_sample_fn_takes_each_image_once(folder):
     config = tiny_config(dataset="image_folder", num_classes=2)
     said = []
-    runner.real_split_sample_fn(config, "train", ASKED, 16, folder, log_fn=said.append)
+    real_images.real_split_sample_fn(config, "train", ASKED, 16, folder, log_fn=said.append)
     name = f"image_folder_{folder.rstrip('/').rsplit('/', 1)[-1]}_train"
     assert said == [f"scoring {2 * PER_CLASS} real images of {name} in place of a generator"]
 
@@ -124,13 +124,13 @@ def test_tfds_reference_is_capped_at_the_split(tiny_tfds_dir, tmp_path, split, e
 
 def test_unknown_tfds_split_is_a_reference_split_error(tiny_tfds_dir):
     config = tiny_config(dataset=f"tfds:{tiny_tfds.NAME}")
-    with pytest.raises(runner.ReferenceSplitError, match="split 'test'"):
-        runner.real_image_source(config, "test", 4, tiny_tfds_dir)
+    with pytest.raises(real_images.ReferenceSplitError, match="split 'test'"):
+        real_images.real_image_source(config, "test", 4, tiny_tfds_dir)
 
 
 def test_fashion_mnist_keeps_its_held_out_test_split_and_sizes():
-    assert runner.default_reference_split("fashion_mnist_idx") == "test"
-    assert runner.default_reference_split("tfds:fashion_mnist") == "test"
-    assert runner.default_reference_split("image_folder") == "train"
+    assert real_images.default_reference_split("fashion_mnist_idx") == "test"
+    assert real_images.default_reference_split("tfds:fashion_mnist") == "test"
+    assert real_images.default_reference_split("image_folder") == "train"
     config = tiny_config(dataset="fashion_mnist_idx")
     assert split_size(config, "test") == 10000 and split_size(config, "train") == 60000

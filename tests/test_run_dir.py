@@ -13,9 +13,10 @@ import tensorflow as tf
 
 from export.saved_model import export_run
 from sagan_tf.run import run_dir
+from sagan_tf.run.run_dir import ConfigMismatchError
 from sagan_tf.run.run_lock import LOCK_FILE, RunLock, RunLockedError
 from sagan_tf.training import build_model, train
-from sagan_tf.training.checkpointing import CheckpointManager, ConfigMismatchError
+from sagan_tf.training.checkpointing import CheckpointManager
 from tests.helpers import random_dataset_fn, tiny_config
 
 CONFIG = dict(train_steps=4, checkpoint_every=2, sample_every=1000, log_every=1000)
@@ -220,7 +221,7 @@ def test_a_resume_with_auto_keeps_the_recorded_precision_on_a_bfloat16_machine(r
 ])
 def test_resume_precision(run, tmp_path, monkeypatch, capsys, requested, recorded, native, expected, message):
     from sagan_tf.runtime import precision
-    from sagan_tf.training.checkpointing import resume_precision
+    from sagan_tf.runtime.precision import resume_precision
     monkeypatch.setattr(precision, "native_bfloat16", lambda strategy=None: native)
     if recorded is None:
         model_dir = tmp_path / "new"
@@ -237,7 +238,7 @@ def test_resume_precision(run, tmp_path, monkeypatch, capsys, requested, recorde
 
 @pytest.mark.parametrize("recorded", ["auto", "float16", 32])
 def test_resume_precision_names_the_file_with_a_malformed_recorded_policy(run, recorded):
-    from sagan_tf.training.checkpointing import ConfigMismatchError, resume_precision
+    from sagan_tf.runtime.precision import resume_precision
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "mixed_precision": recorded}))
     with pytest.raises(ConfigMismatchError, match=rf"config\.json records mixed_precision={recorded!r}.*Nothing was changed"):

@@ -1,6 +1,7 @@
 """Sampling: truncated noise, class sheets, interpolations, and the sample CLI's .npz output."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import tensorflow as tf
 from scipy import stats
 
 from sagan_tf import sampling
+from sagan_tf.sampling import noise
 from sagan_tf.models import Generator
 from tests.helpers import class_sensitive_generator, run_cli, tiny_config
 from tests.shared_runs import tiny_run
@@ -47,7 +49,7 @@ def test_truncate_noise_only_redraws_entries_outside():
     assert np.all(np.abs(truncated) <= 1.0) and not np.array_equal(truncated[~inside], z[~inside])
 
 
-@pytest.mark.parametrize("t", [None, np.inf, float("inf")])
+@pytest.mark.parametrize("t", [None, 0, 0.0])
 def test_no_truncation_is_plain_normal(t):
     z = sampling.truncated_normal(40_000, t, seed=3)
     np.testing.assert_array_equal(z, np.random.default_rng(3).standard_normal(40_000).astype(np.float32))
@@ -57,16 +59,50 @@ def test_no_truncation_is_plain_normal(t):
 
 def test_truncation_lists_are_parsed_and_a_bad_item_named():
     from sagan_tf.sampling.noise import parse_truncations
-    assert parse_truncations(["none", " 2", "0.5", "INF"]) == [None, 2.0, 0.5, None]
-    for bad in ("0", "-1", "nan", "1e999", "big", ""):
+    assert parse_truncations(["none", " 2", "0.5", "0", "NONE"]) == [None, 2.0, 0.5, None, None]
+    for bad in ("inf", "-1", "nan", "1e999", "big", ""):
         with pytest.raises(ValueError, match=f"^{bad!r}"):
             parse_truncations(["1", bad])
 
 
-@pytest.mark.parametrize("t", [0, -1.0, float("nan")])
-def test_bad_truncation_is_rejected(t):
-    with pytest.raises(ValueError, match="truncation"):
+@pytest.mark.parametrize("t", [-1.0, float("nan"), float("inf"), -float("inf"), "big"])
+def test_bad_truncation_is_rejected_naming_the_value(t):
+    with pytest.raises(ValueError, match=rf"truncation={re.escape(repr(t))}"):
         sampling.truncated_normal(10, t)
+
+
+_TF_SAMPLER = tf.function(lambda seeds, t: noise.noise_for_seeds(seeds, t, 8))
+
+
+def _tf_face(num, t, seed):
+    """`num` draws of the TF face (as the serving signature calls it: one row of 8 per seed)."""
+    seeds = tf.range(seed * 10_000, seed * 10_000 + num // 8, dtype=tf.int64)
+    return _TF_SAMPLER(seeds, tf.fill([num // 8], float(t))).numpy().reshape(-1)
+
+
+@pytest.mark.parametrize("t", [0.3, 0.99, 1.0, 2.5, 0])
+@pytest.mark.parametrize("face", ["numpy", "tf"])
+def test_both_faces_of_the_sampler_draw_scipys_truncnorm(face, t):
+    """The one sampler's two faces (numpy for sheets and evaluations, stateless TF for the train step and
+    the serving signature) draw the same law: N(0, 1) truncated to [-t, t], plain N(0, 1) for t = 0."""
+    z = sampling.truncated_normal(16_000, t, seed=11) if face == "numpy" else _tf_face(16_000, t, 11)
+    z = z.astype(np.float64)
+    reference = stats.truncnorm(-t, t) if t else stats.norm
+    assert stats.kstest(z, reference.cdf).pvalue > 1e-3, (face, t)
+    if t:
+        assert np.abs(z).max() <= np.float32(t)
+    if 0 < t <= 1.5:  # here plain N(0, 1) fails the same test: the test can tell the two apart
+        assert stats.kstest(z, stats.norm.cdf).pvalue < 1e-6
+
+
+def test_the_train_step_draws_with_the_same_stateless_sampler():
+    key = tf.constant([3, 17], tf.int32)
+    np.testing.assert_array_equal(noise.stateless_truncated_normal([4, 5], key).numpy(),
+                                  tf.random.stateless_normal([4, 5], seed=key).numpy())
+    truncated = noise.stateless_truncated_normal([64, 8], key, 0.5).numpy()
+    assert np.abs(truncated).max() <= 0.5
+    with pytest.raises(ValueError, match=r"truncation=-0\.5"):
+        noise.stateless_truncated_normal([2], key, -0.5)
 
 
 # ----------------------------------------------------------------------------------------------

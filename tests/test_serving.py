@@ -25,8 +25,8 @@ from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, predict
 
 from export import client, serving_config
 from export.grpc_server import InProcessServer, RequestError
-from export.signatures import sample_z
 from sagan_tf.sampling.images import image_grid, to_uint8
+from sagan_tf.sampling.noise import noise_for_seeds, sample_noise
 from tests.helpers import ROOT, run_cli
 from tests.shared_runs import CLASSES, RES, Z_DIM, exported, keras_ema, sample_inputs
 
@@ -53,7 +53,7 @@ def raw_request(signature, inputs, model_name="sagan"):
 
 
 def expected_generate(labels, seeds, truncations):
-    z = sample_z(tf.constant(seeds, tf.int64), tf.constant(truncations, tf.float32), Z_DIM)
+    z = noise_for_seeds(tf.constant(seeds, tf.int64), tf.constant(truncations, tf.float32), Z_DIM)
     return to_uint8(keras_ema()((z, tf.constant(labels, tf.int32)), training=False).numpy())
 
 
@@ -456,11 +456,11 @@ def test_client_cli_writes_the_grid_over_grpc(server, tmp_path):
 def test_client_serving_default_uses_metadata_z_dim_and_its_truncation(server):
     images = client.request_images("serving_default", [0, 2], num=3, seed=4, truncation=0.5, server=server.address,
                                    batch=2)  # two requests: 2 + 1
-    z = client.sample_z(3, Z_DIM, seed=4, truncation=0.5)
+    z = sample_noise(3, Z_DIM, 0.5, seed=4)
     assert np.abs(z).max() <= 0.5
     expected = to_uint8(keras_ema()((z, np.int32([0, 2, 0]))).numpy())
     assert np.abs(images.astype(int) - expected.astype(int)).max() <= 1
-    np.testing.assert_array_equal(client.sample_z(3, Z_DIM, seed=4), client.sample_z(3, Z_DIM, seed=4, truncation=0))
+    np.testing.assert_array_equal(sample_noise(3, Z_DIM, seed=4), sample_noise(3, Z_DIM, 0, seed=4))
 
 
 class FakeRestServing(http.server.BaseHTTPRequestHandler):

@@ -88,7 +88,7 @@ def test_the_first_batch_norm_variance_shrinks_by_the_truncated_normal_variance(
 
 def test_no_truncation_leaves_the_stored_statistics_alone(generator):
     before = state(generator)
-    for t in (None, float("inf")):
+    for t in (None, 0):
         with truncation_statistics(generator, t):
             assert_same_state(before, generator)
 

@@ -26,7 +26,7 @@ def sgd_model(config, strategy):
     unstable for gradients near 0; SGD's update is proportional to the gradient."""
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = SAGAN.from_config(config)
+        model = SAGAN.from_experiment(config)
         model.compile(g_optimizer=keras.optimizers.SGD(1e-3), d_optimizer=keras.optimizers.SGD(1e-3))
     return model
 
@@ -174,16 +174,16 @@ def test_noise_differs_across_replicas_and_steps(two_device_strategy):
 
     @tf.function
     def draw():
-        return two_device_strategy.run(lambda: model.sample_noise(2, purpose=0))
+        return two_device_strategy.run(lambda: model.replica_noise(2, purpose=0))
 
     z, labels = draw()
     z0, z1 = [t.numpy() for t in two_device_strategy.experimental_local_results(z)]
     assert z0.shape == (2, 8) and not np.allclose(z0, z1)
     single = build_model(tiny_config(), tf.distribute.get_strategy())
-    z_global, _ = single.sample_noise(4, purpose=0)
+    z_global, _ = single.replica_noise(4, purpose=0)
     np.testing.assert_allclose(np.concatenate([z0, z1]), z_global.numpy())
     single.g_optimizer.iterations.assign(1)
-    assert not np.allclose(single.sample_noise(4, purpose=0)[0].numpy(), z_global.numpy())
+    assert not np.allclose(single.replica_noise(4, purpose=0)[0].numpy(), z_global.numpy())
 
 
 def _all_state(model):
@@ -192,9 +192,10 @@ def _all_state(model):
     return state
 
 
-@pytest.mark.slow  # ~80 s: trains the same tiny run twice, interrupted and not
-def test_resume_equals_uninterrupted_run(tmp_path):
-    config = tiny_config(train_steps=6, checkpoint_every=3, ema_start=2)
+@pytest.mark.slow  # ~80 s each: trains the same tiny run twice, interrupted and not
+@pytest.mark.parametrize("augment", ["", "translation,cutout"])
+def test_resume_equals_uninterrupted_run(tmp_path, augment):
+    config = tiny_config(train_steps=6, checkpoint_every=3, ema_start=2, augment=augment)
     dataset_fn = lambda start: in_memory_dataset(4, start)
     train(config, str(tmp_path / "resumed"), dataset_fn=dataset_fn, verbose=0)
     config.train_steps = 12
@@ -314,3 +315,13 @@ def test_replica_major_order_gives_each_replica_its_share_of_every_d_batch():
     np.testing.assert_array_equal(replica_major_order(6, 3, 1), np.arange(18))
     with pytest.raises(ValueError, match="6 rows .* 4 replicas"):
         replica_major_order(6, 2, 4)
+
+
+def test_each_name_has_one_meaning():
+    """SAGAN builds from an experiment config with from_experiment; from_config stays Keras' deserialisation
+    hook. The train step's per-replica draw is replica_noise, apart from sampling.sample_noise (numpy)."""
+    import keras
+
+    from sagan_tf import sampling
+    assert SAGAN.from_config.__func__ is keras.Model.from_config.__func__
+    assert not hasattr(SAGAN, "sample_noise") and callable(sampling.sample_noise)

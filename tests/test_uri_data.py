@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from sagan_tf.data import fashion_mnist as fm
 from sagan_tf.data import image_folder as imf
+from sagan_tf.data.image_folder import report as imf_report
 from sagan_tf.data import tfds_pipeline
 from sagan_tf.evaluation import classifier as classifier_lib
 from sagan_tf.evaluation import features as features_lib
@@ -142,7 +143,7 @@ def _write_folder(root, layout=FOLDER):
 def _relative_index(index):
     """The index with paths relative to its folder, so folders at different places compare equal."""
     def rel(path):
-        return imf._relative_path(path, index.data_dir)
+        return imf_report._relative_path(path, index.data_dir)
     return ([rel(p) for p in index.paths], list(index.labels), list(index.class_names),
             {reason: [rel(p) for p in paths] for reason, paths in index.skipped.items()})
 
@@ -306,7 +307,7 @@ def test_tfds_data_dir_as_file_uri_reads_what_the_local_path_reads(tmp_path):
 def test_imagenet2012_prepared_from_file_uris_by_tfds_builder(tmp_path):
     manual_dir = miniature_ilsvrc.write(tmp_path / "manual")
     data_dir = _file_uri(tmp_path / "data")
-    builder = tfds_pipeline.prepare_dataset("imagenet2012", data_dir=data_dir, manual_dir=_file_uri(manual_dir))
+    builder = tfds_pipeline.prepare_tfds("imagenet2012", data_dir=data_dir, manual_dir=_file_uri(manual_dir))
     assert builder.info.splits["train"].num_examples == len(miniature_ilsvrc.train_file_names())
     assert str(builder.data_dir).startswith(str(tmp_path / "data" / "imagenet2012"))
     images, labels = next(iter(tfds_pipeline.tfds_dataset("imagenet2012", 8, 15, data_dir=data_dir)))
@@ -316,7 +317,7 @@ def test_imagenet2012_prepared_from_file_uris_by_tfds_builder(tmp_path):
     # A file:// manual_dir lacking an archive is named as given, before TFDS runs.
     os.remove(manual_dir / "ILSVRC2012_img_val.tar")
     with pytest.raises(FileNotFoundError, match=f"{_file_uri(manual_dir)} lacks ILSVRC2012_img_val.tar"):
-        tfds_pipeline.prepare_dataset("imagenet2012", data_dir=_file_uri(tmp_path / "other"),
+        tfds_pipeline.prepare_tfds("imagenet2012", data_dir=_file_uri(tmp_path / "other"),
                                       manual_dir=_file_uri(manual_dir))
 
 

@@ -24,6 +24,15 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 FLAGS = flags.FLAGS
 
 
+@contextlib.contextmanager
+def usage_errors(prefix):
+    """A ValueError inside (a bad value; a path that is no run or export) is a usage error naming `prefix`."""
+    try:
+        yield
+    except ValueError as error:
+        raise app.UsageError(f"{prefix}: {error}") from error
+
+
 def define_flags(default_config):
     """Defines the common flags; `default_config` is a preset file name in configs/."""
     config_flags.DEFINE_config_file("config", str(CONFIG_DIR / default_config),
@@ -53,8 +62,9 @@ def resolved_config(overrides=None):
 
 def check_data_dir(path, dataset):
     """An image folder or idx directory must exist; a TFDS data_dir is created and filled by TFDS."""
+    from sagan_tf.data import is_tfds
     from sagan_tf.run import files
-    if path is None or str(dataset).startswith("tfds:"):
+    if path is None or is_tfds(dataset):
         return
     if not files.exists(path):
         raise app.UsageError(f"--data_dir={path} does not exist.")
@@ -153,8 +163,8 @@ def _configure_and_train(overrides_fn, release_lock):
         raise app.UsageError(str(error)) from error
     if not is_chief(strategy):
         release_lock()  # held only if TF_CONFIG was read otherwise than TensorFlow reads it: a worker holds none
+    from sagan_tf.run.run_dir import ConfigMismatchError
     from sagan_tf.run.run_lock import RunLockedError
-    from sagan_tf.training.checkpointing import ConfigMismatchError
     try:
         train(config, FLAGS.model_dir, strategy=strategy, data_dir=FLAGS.data_dir)
     except (RunLockedError, ConfigMismatchError) as error:  # refused before any work: no traceback

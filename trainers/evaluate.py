@@ -4,19 +4,17 @@
         --feature_network=classifier:runs/fmnist_classifier [--reference_split=test] \
         [--reference_cache=runs/reference_stats] [--checkpoint_dir=runs/fmnist/best] [--json=out.json]
 
-The EMA generator is restored (float32) from the latest checkpoint of ``<model_dir>/checkpoints``
-(or --checkpoint_dir / a --checkpoint prefix). Real-data statistics come from the config's data set
+The EMA generator is restored (float32) from the latest checkpoint of ``<model_dir>/checkpoints`` (or
+--checkpoint_dir / a --checkpoint prefix). Real-data statistics come from the config's data set
 (--reference_split, default "test" for Fashion-MNIST, "train" otherwise) and are cached under
---reference_cache (default ``<model_dir>/reference_stats``), named by feature network, data set
-and count. Prints a table (metric, value, network) and writes JSON (default
-``<model_dir>/eval_<step>.json``).
-
-Feature networks (nothing is downloaded): ``classifier:<dir>`` (trainers.classifier),
-``savedmodel:<dir>`` (TF-GAN-style Inception SavedModel), ``keras_inception:<weights.h5>``.
+--reference_cache (default ``<model_dir>/reference_stats``), named by feature network, data set and count.
+Prints a table (metric, value, network) and writes JSON (default ``<model_dir>/eval_<step>.json``). Feature
+networks (nothing is downloaded): ``classifier:<dir>`` (trainers.classifier), ``savedmodel:<dir>``
+(TF-GAN-style Inception SavedModel), ``keras_inception:<weights.h5>``.
 """
-import os
-
 from absl import app, flags
+
+from trainers.common import usage_errors
 
 FLAGS = flags.FLAGS
 
@@ -36,7 +34,7 @@ flags.DEFINE_integer("num_real_features", 0, "Real features kept for KID and pre
                      "(0: min(--num_reference, --num_samples)).", lower_bound=0)
 flags.DEFINE_string("data_dir", None, "Dataset location (default: the config's).")
 flags.DEFINE_integer("batch_size", 100, "Images per generator/feature-network call.", lower_bound=1)
-flags.DEFINE_float("truncation", None, "Truncate z to [-t, t] (default: none).")
+flags.DEFINE_float("truncation", None, "Truncate z to [-t, t] (default, or 0: none).")
 flags.DEFINE_bool("truncation_statistics", True, "With --truncation: sample the EMA generator with its "
                   "batch-norm statistics recomputed for the truncated noise, as BigGAN does. "
                   "--notruncation_statistics keeps the stored ones, those of untruncated z.")
@@ -48,21 +46,21 @@ flags.mark_flag_as_required("model_dir")
 
 
 def _check_flags():
-    from sagan_tf.run import files, run_dir  # imports TF: after absl's own flag checks
+    from sagan_tf.evaluation.features import feature_network_spec  # imports TF: after absl's own flag checks
+    from sagan_tf.run import files, run_dir
+    from sagan_tf.sampling.noise import check_truncation
 
     if not run_dir.is_run_dir(FLAGS.model_dir):
         raise app.UsageError(f"--model_dir={FLAGS.model_dir} holds no config.json (not a training run)")
     if not FLAGS.feature_network:
         raise app.UsageError("--feature_network is required: classifier:<dir> (train one with "
                              "python -m trainers.classifier), savedmodel:<dir> or keras_inception:<file.h5>")
-    kind, sep, path = FLAGS.feature_network.partition(":")
-    if not sep or kind not in ("classifier", "savedmodel", "keras_inception") or not path:
-        raise app.UsageError(f"--feature_network={FLAGS.feature_network} is not KIND:PATH with KIND one of "
-                             "classifier, savedmodel, keras_inception")
-    if not files.exists(path if files.is_uri(path) else os.path.expanduser(path)):
+    with usage_errors(f"--feature_network={FLAGS.feature_network}"):
+        _, path = feature_network_spec(FLAGS.feature_network)
+    if not files.exists(path):
         raise app.UsageError(f"--feature_network={FLAGS.feature_network}: {path} does not exist")
-    if FLAGS.truncation is not None and not FLAGS.truncation > 0:
-        raise app.UsageError(f"--truncation={FLAGS.truncation} must be > 0")
+    with usage_errors(f"--truncation={FLAGS.truncation}"):
+        FLAGS.truncation = check_truncation(FLAGS.truncation)  # None: untruncated
     for name in ("checkpoint_dir", "data_dir"):
         value = getattr(FLAGS, name)
         if value is not None and not files.isdir(value):
@@ -74,58 +72,44 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     _check_flags()
     from sagan_tf import sampling
+    from sagan_tf.data import real_images
     from sagan_tf.evaluation import load_feature_network, runner
     from sagan_tf.run import files, run_dir
 
-    try:
-        if FLAGS.real_split:
+    if FLAGS.real_split:
+        with usage_errors(f"--real_split={FLAGS.real_split}"):  # RunDirError, ReferenceSplitError
             config = run_dir.read_config(FLAGS.model_dir)
-            generator = runner.real_split_sample_fn(config, FLAGS.real_split, FLAGS.num_samples, FLAGS.batch_size,
-                                                    FLAGS.data_dir, seed=FLAGS.seed)
-            checkpoint, step = f"real:{FLAGS.real_split}", None
-        else:
+            generator = real_images.real_split_sample_fn(config, FLAGS.real_split, FLAGS.num_samples,
+                                                         FLAGS.batch_size, FLAGS.data_dir, seed=FLAGS.seed)
+        checkpoint, step = f"real:{FLAGS.real_split}", None
+    else:
+        with usage_errors(f"--model_dir={FLAGS.model_dir}"):  # RunDirError
             restored = run_dir.load_ema_generator(FLAGS.model_dir, FLAGS.checkpoint or FLAGS.checkpoint_dir)
-            generator, config, checkpoint, step = restored.generator, restored.config, restored.checkpoint, restored.step
-    except run_dir.RunDirError as error:
-        raise app.UsageError(str(error)) from error
-    except runner.ReferenceSplitError as error:
-        raise app.UsageError(f"--real_split={FLAGS.real_split}: {error}") from error
+        generator, config, checkpoint, step = restored.generator, restored.config, restored.checkpoint, restored.step
     network = load_feature_network(FLAGS.feature_network)
     num_reference = FLAGS.num_reference or FLAGS.num_samples
     num_real_features = FLAGS.num_real_features or min(num_reference, FLAGS.num_samples)
-    try:
+    with usage_errors(f"--reference_split={FLAGS.reference_split or '(default)'}"):  # ReferenceSplitError
         reference, reference_name, num_reference = runner.run_reference(
             config, network, FLAGS.model_dir, num_reference, num_real_features, FLAGS.batch_size,
             split=FLAGS.reference_split, cache=FLAGS.reference_cache, data_dir=FLAGS.data_dir)
-    except runner.ReferenceSplitError as error:
-        raise app.UsageError(f"--reference_split={FLAGS.reference_split or '(default)'}: {error}") from error
     num_real_features = min(num_real_features, num_reference)
-    dataset_name = runner.canonical_dataset_name(config.dataset)
-    if not FLAGS.truncation_statistics:
-        generator = sampling.as_sample_fn(generator)  # a plain callable: sampled with the stored statistics
-    metrics = runner.evaluate_generator(generator, network, reference, FLAGS.num_samples, FLAGS.batch_size,
-                                        config.num_classes, z_dim=config.z_dim, truncation=FLAGS.truncation,
-                                        seed=FLAGS.seed, dataset_name=dataset_name)
-    scored = "real images" if FLAGS.real_split else "samples"
-    print(f"{checkpoint} (step {step}): {FLAGS.num_samples} {scored} vs {num_reference} images of "
-          f"{reference_name}, feature network {network.name}")
+    if not FLAGS.truncation_statistics:  # a plain callable is sampled with the stored statistics
+        generator = sampling.as_sample_fn(generator)
+    metrics = runner.evaluate_generator(
+        generator, network, reference, FLAGS.num_samples, FLAGS.batch_size, config.num_classes, z_dim=config.z_dim,
+        truncation=FLAGS.truncation, seed=FLAGS.seed, dataset_name=real_images.canonical_dataset_name(config.dataset))
+    print(f"{checkpoint} (step {step}): {FLAGS.num_samples} {'real images' if FLAGS.real_split else 'samples'} vs "
+          f"{num_reference} images of {reference_name}, feature network {network.name}")
     print(runner.format_table(metrics))
 
     recomputed = FLAGS.truncation is not None and FLAGS.truncation_statistics and not FLAGS.real_split
-    record = {
-        "step": step,
-        "checkpoint": checkpoint,
-        "network": network.name,
-        "network_spec": FLAGS.feature_network,
-        "network_fingerprint": getattr(network, "fingerprint", None),
-        "num_samples": FLAGS.num_samples,
-        "truncation": FLAGS.truncation,
-        "batch_norm_statistics": "recomputed for the truncation" if recomputed else "stored",
-        "seed": FLAGS.seed,
-        "reference": {"dataset": reference_name, "num": int(reference["num"]),
-                      "num_features": num_real_features},
-        "metrics": metrics,
-    }
+    record = {"step": step, "checkpoint": checkpoint, "network": network.name, "network_spec": FLAGS.feature_network,
+              "network_fingerprint": getattr(network, "fingerprint", None), "num_samples": FLAGS.num_samples,
+              "truncation": FLAGS.truncation, "seed": FLAGS.seed,
+              "batch_norm_statistics": "recomputed for the truncation" if recomputed else "stored",
+              "reference": {"dataset": reference_name, "num": int(reference["num"]), "num_features": num_real_features},
+              "metrics": metrics}
     name = f"real_{FLAGS.real_split}" if FLAGS.real_split else step if step is not None else "latest"
     out = FLAGS.json or run_dir.eval_record_file(FLAGS.model_dir, name)
     files.atomic_write_json(out, record, indent=2)

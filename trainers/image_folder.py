@@ -54,7 +54,7 @@ def _attention_overrides(resolution, explicit):
 
 def _overrides():
     from sagan_tf.models.architecture import RESOLUTIONS
-    from sagan_tf.run import files  # tf.io.gfile: --data_dir may be file://, gs://, ...
+    from sagan_tf.run import files, run_dir  # tf.io.gfile: --data_dir may be file://, gs://, ...
     data_dir = FLAGS.data_dir
     if not files.isdir(data_dir):
         raise app.UsageError(f"--data_dir={data_dir} does not exist or is not a directory.")
@@ -85,7 +85,7 @@ def _overrides():
                              f"classes ({'unconditional' if unconditional else list(index.class_names)}): the "
                              "class count comes from the folder; drop the flag (or pass --unconditional).")
     if index.class_names:
-        print(f"Class name -> label map: {files.join(FLAGS.model_dir, 'classes.json')}", flush=True)
+        print(f"Class name -> label map: {run_dir.class_map_file(FLAGS.model_dir)}", flush=True)
     overrides.update(num_classes=num_classes, class_names=tuple(index.class_names))
     return overrides
 

@@ -9,7 +9,7 @@ read through `tf.io.gfile`.
 `build_dataset(config)` picks the pipeline named by `config.dataset`:
 
 * ``"fashion_mnist_idx"``: the original Fashion-MNIST idx files, 32x32 (`fashion_mnist.py`);
-* ``"image_folder"``: a directory with one sub-folder per class (`image_folder.py`);
+* ``"image_folder"``: a directory with one sub-folder per class (`image_folder/`);
 * ``"tfds:<name>"``: a TFDS image-classification dataset, e.g. ``"tfds:imagenet2012"``,
   ``"tfds:cifar10"`` (`tfds_pipeline.py`).
 """
@@ -31,10 +31,11 @@ __all__ = [
     "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "IdxFormatError", "build_dataset", "describe_share",
     "center_crop_and_resize", "fashion_mnist_dataset", "image_folder_class_names",
     "image_folder_dataset", "is_tfds", "load_fashion_mnist", "prepare_dataset", "scan_image_folder",
-    "split_size", "tfds_dataset", "to_model_range",
+    "split_size", "tfds_dataset", "tfds_name", "TFDS_PREFIX", "to_model_range",
 ]
 
-_TFDS_PREFIX = "tfds:"
+#: How `config.dataset` names a TFDS dataset: "tfds:<builder name>[:<version>][/<config>]".
+TFDS_PREFIX = "tfds:"
 _ALLOWED_FORMS = "'fashion_mnist_idx', 'image_folder', 'tfds:<name>' (e.g. 'tfds:imagenet2012')"
 #: Examples per split of the Fashion-MNIST idx files.
 _FASHION_MNIST_SPLIT_SIZES = {"train": 60000, "test": 10000}
@@ -42,7 +43,12 @@ _FASHION_MNIST_SPLIT_SIZES = {"train": 60000, "test": 10000}
 
 def is_tfds(dataset: str) -> bool:
     """Whether `config.dataset` names a TFDS dataset (whose data_dir TFDS creates and fills)."""
-    return str(dataset).startswith(_TFDS_PREFIX) and len(str(dataset)) > len(_TFDS_PREFIX)
+    return str(dataset).startswith(TFDS_PREFIX) and len(str(dataset)) > len(TFDS_PREFIX)
+
+
+def tfds_name(dataset: str) -> str:
+    """The TFDS builder name (with any version or config) of a `config.dataset` for which `is_tfds`."""
+    return str(dataset)[len(TFDS_PREFIX):]
 
 
 def prepare_dataset(config, *, data_dir: str | None = None, wait: bool = False) -> str | None:
@@ -50,12 +56,12 @@ def prepare_dataset(config, *, data_dir: str | None = None, wait: bool = False) 
 
     Only TFDS datasets need preparing (from `config.manual_dir`, once). In a multi-worker run the chief
     calls this with `wait=False` and prepares; the other workers call it with `wait=True` and wait for
-    the chief, up to `config.data_prepare_timeout` seconds (see `tfds_pipeline.prepare_dataset`).
+    the chief, up to `config.data_prepare_timeout` seconds (see `tfds_pipeline.prepare_tfds`).
     """
     if not is_tfds(config.dataset):
         return None
-    name = str(config.dataset)[len(_TFDS_PREFIX):]
-    builder = tfds_pipeline.prepare_dataset(name, data_dir=data_dir, manual_dir=config.manual_dir, wait=wait,
+    name = tfds_name(config.dataset)
+    builder = tfds_pipeline.prepare_tfds(name, data_dir=data_dir, manual_dir=config.manual_dir, wait=wait,
                                             timeout=float(config.data_prepare_timeout))
     return f"TFDS dataset {builder.name} {builder.version} ready in {builder.data_dir}"
 
@@ -63,7 +69,7 @@ def prepare_dataset(config, *, data_dir: str | None = None, wait: bool = False) 
 def describe_share(config, data_dir: str | None,
                    input_context: tf.distribute.InputContext | None = None) -> str:
     """One line for the log: what this input pipeline of a TFDS dataset reads."""
-    name = str(config.dataset)[len(_TFDS_PREFIX):]
+    name = tfds_name(config.dataset)
     return tfds_pipeline.pipeline_share(tfds_pipeline.tfds_builder(name, data_dir), "train", input_context)
 
 
@@ -118,7 +124,7 @@ def build_dataset(config, *, data_dir: str | None = None, start_step: int = 0,
         return image_folder_dataset(data_dir, num_classes=config.num_classes,
                                     **_image_folder_selection(config, data_dir, split), **image_args)
     if is_tfds(name):
-        return tfds_dataset(name[len(_TFDS_PREFIX):], split=split, data_dir=data_dir,
+        return tfds_dataset(tfds_name(name), split=split, data_dir=data_dir,
                             manual_dir=config.manual_dir, input_context=input_context,
                             **image_args)
     raise ValueError(f"unknown dataset {name!r}; expected one of {_ALLOWED_FORMS}")
@@ -160,7 +166,7 @@ def split_size(config, split: str = "train", data_dir: str | None = None) -> int
     if name == "image_folder":
         return len(scan_image_folder(data_dir, **_image_folder_selection(config, data_dir, split)))
     if is_tfds(name):
-        builder = tfds_pipeline.prepare_dataset(name[len(_TFDS_PREFIX):], data_dir=data_dir,
+        builder = tfds_pipeline.prepare_tfds(tfds_name(name), data_dir=data_dir,
                                                 manual_dir=config.manual_dir)
         return tfds_pipeline.shard_for(builder, split).num_examples
     raise ValueError(f"unknown dataset {name!r}; expected one of {_ALLOWED_FORMS}")

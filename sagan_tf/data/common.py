@@ -30,6 +30,8 @@ __all__ = [
     "shuffled_indices",
     "epoch_stream",
     "to_model_range",
+    "LUMA_WEIGHTS",
+    "rgb_to_grey",
     "convert_channels",
     "center_crop_and_resize",
     "maybe_flip",
@@ -164,11 +166,27 @@ def to_model_range(images) -> tf.Tensor:
     return tf.cast(images, tf.float32) / 127.5 - 1.0
 
 
+#: ITU-R BT.601 luma weights, the grey of every input path: Pillow's "L" mode (image folders) and the
+#: JPEG and PNG decoders' one-channel output (TFDS) compute it. They sum to exactly 1, so the grey of a
+#: grey image replicated to RGB is that image, and converting in [0, 255] or in the model's [-1, 1] agrees.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def rgb_to_grey(images) -> tf.Tensor:
+    """[..., 3] RGB images -> [..., 1] luma (:data:`LUMA_WEIGHTS`), in the input's dtype and value range:
+    integer images are rounded to the nearest level, float images (in [0, 255] or [-1, 1]) are not.
+    The one RGB -> grey of the project: the data pipelines and the feature networks use this function."""
+    images = tf.convert_to_tensor(images)
+    grey = tf.reduce_sum(tf.cast(images, tf.float32) * tf.constant(LUMA_WEIGHTS, tf.float32), axis=-1, keepdims=True)
+    if images.dtype.is_integer:
+        grey = tf.clip_by_value(tf.round(grey), images.dtype.min, images.dtype.max)
+    return tf.cast(grey, images.dtype)
+
+
 def convert_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
     """Converts an [H, W, C] image with a static channel count to `channels` (1 or 3).
 
-    Alpha is dropped, grayscale is replicated to RGB, RGB becomes luma (ITU-R BT.601 weights, like
-    Pillow's "L" mode).
+    Alpha is dropped, grayscale is replicated to RGB, RGB becomes luma (:func:`rgb_to_grey`).
     """
     have = image.shape[-1]
     if have is None:
@@ -181,7 +199,7 @@ def convert_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
     if have == 1 and channels == 3:
         return tf.image.grayscale_to_rgb(image)
     if have == 3 and channels == 1:
-        return tf.image.rgb_to_grayscale(image)
+        return rgb_to_grey(image)
     raise ValueError(f"cannot convert a {have}-channel image to {channels} channels")
 
 

@@ -2,7 +2,7 @@
 
 Nothing is ever downloaded: the dataset must already be prepared in `data_dir`, or be preparable offline
 from `manual_dir` (the ILSVRC2012 tars for `imagenet2012`; for other datasets the archives that TFDS
-would otherwise download, under their usual file names). See `prepare_dataset`.
+would otherwise download, under their usual file names). See `prepare_tfds`.
 
 The prepared record files are read directly, from the file list TFDS itself gives for the split
 (`info.splits[split].file_instructions`, which also resolves slices such as "train[:90%]"), and parsed
@@ -48,7 +48,7 @@ __all__ = [
     "tfds_dataset",
     "shard_for",
     "record_stream",
-    "prepare_dataset",
+    "prepare_tfds",
     "check_manual_dir",
     "check_tar",
     "pipeline_share",
@@ -143,7 +143,7 @@ def tfds_dataset(name: str, resolution: int, batch_size: int, split: str = "trai
     """
     common.check_pipeline_args(batch_size=batch_size, start_step=start_step,
                                image_channels=image_channels, resolution=resolution)
-    builder = prepare_dataset(name, data_dir=data_dir, manual_dir=manual_dir)
+    builder = prepare_tfds(name, data_dir=data_dir, manual_dir=manual_dir)
     features = builder.info.features
     _check_features(builder)
     shard = shard_for(builder, split, input_context)
@@ -260,7 +260,7 @@ def _check_features(builder: tfds.core.DatasetBuilder) -> None:
 # --------------------------------------------------------------------------------------------------
 # Preparing the dataset: offline, once, by one process.
 # --------------------------------------------------------------------------------------------------
-def prepare_dataset(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
+def prepare_tfds(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
                     wait: bool = False, timeout: float = DEFAULT_PREPARE_TIMEOUT,
                     poll_seconds: float = 5.0) -> tfds.core.DatasetBuilder:
     """The builder of `name`, prepared in `data_dir`; prepares it from `manual_dir` if needed.

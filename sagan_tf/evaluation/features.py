@@ -10,7 +10,8 @@ A feature network is any object with
 * ``__call__(images)`` -- images float32 [N, H, W, C] in [-1, 1] (the generator's range, any
   H, W and C in {1, 3}) -> (features [N, D] float32 ndarray, logits [N, K] float32 ndarray).
   Inputs are resized (bilinear, antialiased) to ``image_size`` and converted to the channel
-  count the network wants (grey tiled to RGB, RGB averaged to grey).
+  count the network wants (grey tiled to RGB; RGB to grey by the training data's own conversion,
+  `sagan_tf.data.common.rgb_to_grey`).
 
 Three implementations, all loaded from files the user provides (nothing is downloaded at run time):
 local paths or any URI `tf.io.gfile` reads (``file:///...``, ``gs://...``):
@@ -45,6 +46,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sagan_tf.data.common import rgb_to_grey
 from sagan_tf.evaluation import classifier as classifier_lib
 from sagan_tf.run import files
 
@@ -52,6 +54,7 @@ __all__ = [
     "SavedModelFeatureNetwork",
     "KerasInceptionV3FeatureNetwork",
     "ClassifierFeatureNetwork",
+    "feature_network_spec",
     "load_feature_network",
     "prepare_images",
     "iterate_features",
@@ -82,8 +85,8 @@ def prepare_images(images, image_size: int, channels: int = 3) -> tf.Tensor:
     if in_channels != channels:
         if in_channels == 1:
             images = tf.tile(images, [1, 1, 1, channels])
-        elif channels == 1:
-            images = tf.reduce_mean(images, axis=-1, keepdims=True)
+        elif channels == 1 and in_channels == 3:
+            images = rgb_to_grey(images)
         else:
             raise ValueError(f"cannot convert {in_channels}-channel images to {channels} channels")
     if images.shape[1] != image_size or images.shape[2] != image_size:
@@ -263,16 +266,23 @@ _KINDS = {
 }
 
 
+def feature_network_spec(spec: str) -> tuple[str, str]:
+    """(kind, path) of a "KIND:PATH" spec (a local path with ~ expanded); a ValueError names a spec that is not
+    one. Loads nothing, so a caller can check a spec before its slow work."""
+    kind, sep, path = str(spec).partition(":")
+    if not sep or kind not in _KINDS or not path:
+        raise ValueError(f"feature network spec must be KIND:PATH with KIND one of "
+                         f"{sorted(_KINDS)}, got {spec!r}")
+    return kind, path if files.is_uri(path) else os.path.expanduser(path)
+
+
 def load_feature_network(spec: str):
     """Build a feature network from "savedmodel:/dir", "keras_inception:/file.h5" or "classifier:/path".
 
     A missing path raises FileNotFoundError explaining how to provide the network locally.
     """
-    kind, sep, path = spec.partition(":")
-    if not sep or kind not in _KINDS or not path:
-        raise ValueError(f"feature network spec must be KIND:PATH with KIND one of "
-                         f"{sorted(_KINDS)}, got {spec!r}")
-    return _KINDS[kind](path if files.is_uri(path) else os.path.expanduser(path))
+    kind, path = feature_network_spec(spec)
+    return _KINDS[kind](path)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sagan_tf.data.real_images import canonical_dataset_name
 from sagan_tf.evaluation import runner
 from sagan_tf.evaluation.features import load_feature_network
 from sagan_tf.evaluation.runner import LOWER_IS_BETTER, evaluate_generator, split_metric_key
@@ -40,7 +41,6 @@ from sagan_tf.sampling.sheets import as_sample_fn
 
 __all__ = ["PeriodicEvaluation", "BestCheckpointSaver", "make_evaluate_fn", "build_periodic_evaluation"]
 
-BEST_FILE = "best.json"
 HISTORY_FILE = run_dir.EVAL_HISTORY_FILE
 
 
@@ -180,7 +180,7 @@ class BestCheckpointSaver:
 
     @property
     def best_file(self) -> str:
-        return files.join(self.directory, BEST_FILE)
+        return run_dir.best_file(self.directory)
 
     def best_value(self) -> float | None:
         """The monitored value recorded in ``best.json``; None if there is none yet, or if it was
@@ -268,7 +268,7 @@ def build_periodic_evaluation(config, checkpoint: tf.train.Checkpoint, model_dir
                                            split=config.eval_reference_split, cache=config.eval_reference_cache,
                                            data_dir=data_dir, log_fn=log_fn)
     evaluate_fn = make_evaluate_fn(config, network, reference, num_samples, batch_size,
-                                   dataset_name=runner.canonical_dataset_name(config.dataset), strategy=strategy,
+                                   dataset_name=canonical_dataset_name(config.dataset), strategy=strategy,
                                    call=call)
     metric = runner.metric_key("fid", network.name)
     saver = BestCheckpointSaver(checkpoint, run_dir.best_dir(model_dir), metric=metric)

@@ -37,10 +37,12 @@ from sagan_tf.layers.spectral_norm import SpectralNormalization
 __all__ = ["SelfAttention", "attention", "check_query_block", "query_blocks"]
 
 
-def check_query_block(query_block) -> int:
-    """`query_block` as an int >= 0, or a ValueError naming the value."""
+def check_query_block(query_block, name: str = "query_block") -> int:
+    """`query_block` as an int >= 0, or a ValueError naming `name` (the layer's argument, or the config
+    field ``config.attention_query_block``) and the value. The one check of the layer, the networks'
+    model fields and the config validation."""
     if isinstance(query_block, bool) or not isinstance(query_block, int) or query_block < 0:
-        raise ValueError(f"query_block={query_block!r} is not allowed; allowed: an integer >= 0 "
+        raise ValueError(f"{name}={query_block!r} is not allowed; allowed: an integer >= 0 "
                          f"(query rows per attention block; 0 = one einsum over all queries).")
     return query_block
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-__all__ = ["RESOLUTIONS", "DEFAULT_ATTENTION", "GENERATOR_BASE_RESOLUTION", "Stage", "generator_stages",
-           "discriminator_stages", "attention_resolutions", "model_fields"]
+from sagan_tf.layers.attention import check_query_block
+
+__all__ = ["RESOLUTIONS", "DEFAULT_ATTENTION", "GENERATOR_BASE_RESOLUTION", "MODEL_FIELDS", "RESUME_FIXED_FIELDS",
+           "Stage", "generator_stages", "discriminator_stages", "attention_resolutions", "model_fields"]
 
 # Generator: (in, out) channel multipliers of each ResBlockUp; the first block reads the 4×4 map made
 # by the input linear layer and every block doubles the resolution.
@@ -42,6 +44,11 @@ MODEL_FIELDS = ("resolution", "ch", "z_dim", "num_classes", "image_channels", "g
 #   fused_resample         resampling folded into the blocks' convolutions (sagan_tf.layers.resample_conv)
 #   attention_query_block  query rows per block of every SelfAttention (0 = one einsum over all queries)
 EXECUTION_FIELDS = {"fused_resample": True, "attention_query_block": 0}
+# The model fields a resume may change: `init` (only used before the first checkpoint) and `sync_bn` (how BN
+# statistics are reduced in training). The others decide the variables and what the networks compute, so a
+# resume must keep them (training.checkpointing.check_resume_config).
+RESUME_FREE_FIELDS = ("init", "sync_bn")
+RESUME_FIXED_FIELDS = tuple(name for name in MODEL_FIELDS if name not in RESUME_FREE_FIELDS)
 GENERATOR_BASE_RESOLUTION = 4
 
 
@@ -108,7 +115,4 @@ def _execution_value(name, value):
     """An execution field's value as the type of its default, or a ValueError naming it."""
     if isinstance(EXECUTION_FIELDS[name], bool):
         return bool(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"config.{name}={value!r} is not allowed; allowed: an integer >= 0 "
-                         f"(query rows per attention block; 0 = one einsum over all queries).")
-    return int(value)
+    return check_query_block(value, f"config.{name}")

@@ -19,8 +19,8 @@ from typing import Sequence
 import tensorflow as tf
 
 from sagan_tf.run import files
+from sagan_tf.run.run_dir import CLASS_MAP_FILE, class_map_file
 
-CLASS_MAP_FILE = "classes.json"
 #: Where an export keeps it, relative to the SavedModel version directory.
 EXPORT_CLASS_MAP = "assets.extra/" + CLASS_MAP_FILE
 
@@ -76,11 +76,18 @@ def read_class_map(path: str) -> list[str]:
 def run_class_names(model_dir: str, config=None) -> list[str]:
     """The class names of the training run in `model_dir`: its ``classes.json``, else ``config.class_names``
     (from config.json); [] when the run recorded none."""
-    path = files.join(model_dir, CLASS_MAP_FILE)
+    path = class_map_file(model_dir)
     if _is_file(path):
         return read_class_map(path)
     names = config.get("class_names") if config is not None else None
     return [str(name) for name in names or ()]
+
+
+def describe_labels(labels: Sequence[int] | None, class_names: Sequence[str], limit: int = 20) -> str:
+    """``"labels: 0=cats, 1=dogs"`` for `labels` (None: every class), the first `limit` of them."""
+    shown = list(labels if labels is not None else range(len(class_names)))
+    return ("labels: " + ", ".join(f"{label}={class_names[label]}" for label in shown[:limit])
+            + (", ..." if len(shown) > limit else ""))
 
 
 def labels_for_names(names: Sequence[str], class_names: Sequence[str], source: str = "the class map") -> list[int]:

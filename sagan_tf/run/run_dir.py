@@ -4,14 +4,17 @@
         config.json              the run's config (written once the checkpoints are restored; checked on resume)
         classes.json             class name -> label (runs with class names; see sagan_tf.run.class_map)
         checkpoints/ckpt-<step>  tf.train checkpoints numbered by G step, and TF's `checkpoint` index file
-        checkpoints/unreadable/  damaged checkpoints moved aside by a resume (never deleted)
+        checkpoints/unreadable/  damaged checkpoints moved aside by a resume (never deleted), with REASON.txt
         best/                    the best-FID checkpoint and best.json (periodic evaluation)
         eval_history.jsonl       one line per periodic evaluation
         eval_<step>.json         a `trainers.evaluate` record
+        <mode>_step<step>.png    a `trainers.sample` sheet (when no --out is given)
         reference_stats/         cached real-image statistics for FID/KID/precision-recall
-        samples/                 sample grids (PNG) by step
+        samples/                 sample grids and attention figures (step_<step>.png, attention_<step>.png)
         train/                   TensorBoard events
         .lock                    the writer's pid and host while a run trains
+
+Every name above is defined here and nowhere else; the modules that write the files ask for them.
 
 Every path may be a URI (`gs://`, `file://`, `ram://`): everything goes through `sagan_tf.run.files`.
 Sampling, export, evaluation and the trainers restore the EMA generator through :func:`load_ema_generator`.
@@ -36,15 +39,24 @@ __all__ = [
     "LOCK_FILE",
     "EMA_GENERATOR",
     "RunDirError",
+    "ConfigMismatchError",
     "RestoredGenerator",
+    "CONFIG_FILE",
+    "CLASS_MAP_FILE",
+    "BEST_FILE",
+    "UNREADABLE_REASON_FILE",
     "config_file",
+    "class_map_file",
     "checkpoint_dir",
     "best_dir",
+    "best_file",
     "eval_history_file",
     "reference_cache",
     "samples_dir",
     "tensorboard_dir",
     "eval_record_file",
+    "sheet_file",
+    "sample_grid_file",
     "is_run_dir",
     "read_config",
     "write_config",
@@ -52,16 +64,20 @@ __all__ = [
     "checkpoint_files",
     "unreadable_reason",
     "find_checkpoint",
+    "recorded_config",
     "restore_ema_generator",
     "load_ema_generator",
 ]
 
 CONFIG_FILE = "config.json"
+CLASS_MAP_FILE = "classes.json"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PREFIX = "ckpt"
 CHECKPOINT_INDEX = "checkpoint"
 UNREADABLE_DIR = "unreadable"
+UNREADABLE_REASON_FILE = "REASON.txt"
 BEST_DIR = "best"
+BEST_FILE = "best.json"
 EVAL_HISTORY_FILE = "eval_history.jsonl"
 REFERENCE_CACHE = "reference_stats"
 SAMPLES_DIR = "samples"
@@ -83,8 +99,17 @@ def checkpoint_dir(model_dir: str) -> str:
     return files.join(model_dir, CHECKPOINT_DIR)
 
 
+def class_map_file(model_dir: str) -> str:
+    return files.join(model_dir, CLASS_MAP_FILE)
+
+
 def best_dir(model_dir: str) -> str:
     return files.join(model_dir, BEST_DIR)
+
+
+def best_file(best_directory: str) -> str:
+    """The record of the best checkpoint in `best_directory` (a run's :func:`best_dir`)."""
+    return files.join(best_directory, BEST_FILE)
 
 
 def eval_history_file(model_dir: str) -> str:
@@ -105,6 +130,17 @@ def tensorboard_dir(model_dir: str) -> str:
 
 def eval_record_file(model_dir: str, name) -> str:
     return files.join(model_dir, f"eval_{name}.json")
+
+
+def sheet_file(model_dir: str, mode: str, step) -> str:
+    """Where `trainers.sample` writes a sheet of `mode` from the checkpoint of `step` by default."""
+    return files.join(model_dir, f"{mode}_step{step}.png")
+
+
+def sample_grid_file(samples_directory: str, kind: str, step: int) -> str:
+    """A training run's picture at `step` in `samples_directory` (a run's :func:`samples_dir`): `kind`
+    "step" for the sample grid, "attention" for the attention figure."""
+    return files.join(samples_directory, f"{kind}_{step:08d}.png")
 
 
 def is_run_dir(model_dir: str) -> bool:
@@ -177,6 +213,27 @@ def find_checkpoint(model_dir: str, checkpoint: str | None = None) -> str:
     if found is None:
         raise RunDirError(f"no checkpoint in {directory!r}: train first, or pass --checkpoint.")
     return found
+
+
+class ConfigMismatchError(ValueError):
+    """The config does not match the run whose checkpoints are in model_dir."""
+
+
+def recorded_config(model_dir: str) -> dict | None:
+    """The config.json (a dict) of the run whose checkpoints are in `model_dir`, what a resume must keep to;
+    None when it has no checkpoints (a run without any may change anything) or no config.json (restore
+    still checks the variables). Raises ConfigMismatchError when config.json cannot be read."""
+    checkpoints = checkpoint_dir(model_dir)
+    if not (checkpoint_files(checkpoints) or files.exists(files.join(checkpoints, CHECKPOINT_INDEX))):
+        return None
+    path = config_file(model_dir)
+    if not files.exists(path):
+        return None
+    try:
+        return files.read_json(path)
+    except (OSError, ValueError, tf.errors.OpError) as error:
+        raise ConfigMismatchError(f"{path} cannot be read ({error}); it describes the checkpoints in {checkpoints}. "
+                                  "Nothing was changed; repair or remove it.") from error
 
 
 def restore_ema_generator(config, checkpoint: str, dtype: str = "float32") -> Generator:

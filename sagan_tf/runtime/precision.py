@@ -10,15 +10,18 @@ only if it is at least ``PROBE_MIN_SPEEDUP`` faster.
 
 The presets ask for ``"auto"``, which :func:`resolve_precision` turns into a concrete Keras policy name
 before anything is built; the run's config.json records the resolved name, so a resumed or exported
-run never depends on the machine it is read on.
+run never depends on the machine it is read on (:func:`resume_precision`: "auto" keeps a resumed run's
+recorded policy), and every worker of a multi-worker run trains the same one (:func:`agree_on_precision`).
 
 "mixed_float16" is never chosen by "auto" (V100/T4 GPUs need it by name): each optimizer then gets its
 own dynamic loss scale, and a skipped update still counts as a step
-(sagan_tf.training.loop.StepCountingLossScaleOptimizer; docs/distributed.md, "mixed_float16").
+(sagan_tf.training.optimizers.StepCountingLossScaleOptimizer; docs/distributed.md, "mixed_float16").
 """
 from __future__ import annotations
 
 import functools
+
+from sagan_tf.run import run_dir
 
 AUTO = "auto"
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -30,7 +33,7 @@ PROBE_SIZE = 1024
 PROBE_ROUNDS = 5
 
 __all__ = ["AUTO", "POLICIES", "PROBE_MIN_SPEEDUP", "bfloat16_matmul_speedup", "cpu_bfloat16_kind",
-           "native_bfloat16", "resolve_precision"]
+           "native_bfloat16", "resolve_precision", "resume_precision", "agreed_precision", "agree_on_precision"]
 
 
 def cpu_bfloat16_kind(cpuinfo: str | None = None) -> str | None:
@@ -120,3 +123,59 @@ def resolve_precision(name: str, strategy=None) -> str:
     if name not in POLICIES:
         raise ValueError(f"mixed_precision={name!r} is not one of {[AUTO, *POLICIES]}")
     return name
+
+
+# --- a run's policy: resumed as recorded, the same on every worker --------------------------------------
+
+def resume_precision(requested: str, model_dir: str, strategy=None) -> str:
+    """The Keras policy a run (re)started with ``mixed_precision=requested`` trains in.
+
+    "auto" picks for the hardware (:func:`resolve_precision`) only for a new run: a resume keeps the policy
+    its config.json recorded, so a run moved to a machine with (or without) native bfloat16 keeps its
+    arithmetic. An explicit policy is obeyed, with a message when it changes the run's.
+    """
+    stored = run_dir.recorded_config(model_dir)
+    recorded = (stored or {}).get("mixed_precision")
+    if recorded is None:
+        return resolve_precision(requested, strategy)
+    if recorded not in POLICIES:
+        raise run_dir.ConfigMismatchError(f"{run_dir.config_file(model_dir)} records mixed_precision={recorded!r}, which is not "
+                                  f"one of {list(POLICIES)}; it describes the checkpoints in "
+                                  f"{run_dir.checkpoint_dir(model_dir)}. Nothing was changed; repair it.")
+    if requested == AUTO:
+        here = resolve_precision(AUTO, strategy)
+        if here != recorded:
+            print(f"{model_dir}: resuming in the run's recorded precision {recorded!r}; mixed_precision='auto' "
+                  f"would pick {here!r} on this machine for a new run (pass --config.mixed_precision={here} "
+                  "to switch this run).", flush=True)
+        return resolve_precision(recorded)
+    policy = resolve_precision(requested, strategy)
+    if policy != recorded:
+        print(f"{model_dir}: the run trained in {recorded!r}; it continues in mixed_precision={policy!r} "
+              "as asked.", flush=True)
+    return policy
+
+
+def agreed_precision(policy: str, replicas: int, bfloat16_replicas: int) -> str:
+    """The policy every worker trains in, given how many of the `replicas` resolved mixed_bfloat16: theirs
+    when they agree, float32 (what every CPU and GPU computes natively) when they do not."""
+    if bfloat16_replicas in (0, replicas):
+        return policy
+    return "float32"
+
+
+def agree_on_precision(strategy: tf.distribute.Strategy, policy: str) -> str:
+    """Multi-worker runs only: "auto" is resolved on each worker's own hardware (and, on an avx512_bf16
+    CPU, by a timing), so workers may disagree; they must all train one policy."""
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return policy
+    values = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant([1.0, float(policy == "mixed_bfloat16")], tf.float64))
+    replicas, bfloat16 = strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None).numpy()
+    agreed = agreed_precision(policy, int(replicas), int(bfloat16))
+    if 0 < bfloat16 < replicas:  # said on every worker, the chief's log included
+        print(f"mixed_precision: {int(bfloat16)} of {int(replicas)} replicas resolved 'mixed_bfloat16', the others "
+              f"'float32'; every worker trains in {agreed!r} (pass --config.mixed_precision to choose).", flush=True)
+    return agreed

@@ -17,14 +17,21 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["replica_rows", "replica_major_order", "mean_over_replicas", "distributed_call"]
+__all__ = ["replica_count", "replica_rows", "replica_major_order", "mean_over_replicas", "distributed_call"]
+
+
+def replica_count() -> int:
+    """N, the replicas in sync, in a strategy's replica context (the train step, `strategy.run`); 1 under no
+    strategy or in cross-replica context. A global batch is N times a replica's rows."""
+    context = tf.distribute.get_replica_context()
+    return context.num_replicas_in_sync if context else 1
 
 
 def replica_rows(*tensors: tf.Tensor) -> list[tf.Tensor]:
     """This replica's share of each global-batch tensor, in replica context: replica r of N takes rows
     [r·B/N, (r+1)·B/N) (B must be a multiple of N). Under no strategy, the tensors unchanged."""
     context = tf.distribute.get_replica_context()
-    replicas = context.num_replicas_in_sync if context else 1
+    replicas = replica_count()
     replica = context.replica_id_in_sync_group if context else 0
     shares = []
     for tensor in tensors:

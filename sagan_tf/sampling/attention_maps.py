@@ -20,6 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from sagan_tf.sampling.images import image_grid, to_uint8
+from sagan_tf.sampling.noise import sample_noise
+from sagan_tf.sampling.sheets import default_rows
+from sagan_tf.sampling.standing_statistics import truncation_statistics
 
 __all__ = [
     "grid_shape",
@@ -31,6 +34,8 @@ __all__ = [
     "draw_marker",
     "attention_overlays",
     "attention_figure",
+    "parse_query_points",
+    "attention_sheet",
 ]
 
 MARKER_COLOR = np.array([0, 255, 0], np.uint8)
@@ -200,3 +205,29 @@ def attention_figure(generator, z, labels, query_points: Sequence[tuple[int, int
             draw_marker(marked, (y * scale + scale // 2, x * scale + scale // 2), scale + 1)
         rows.append(np.concatenate([marked[None], row]))
     return image_grid(np.concatenate(rows), len(rows))
+
+
+def parse_query_points(text: str | None) -> list[tuple[int, int]] | None:
+    """Query pixels from ``"y,x;y,x;..."`` (None: None, the default points); a ValueError names the text."""
+    if text is None:
+        return None
+    try:
+        points = [tuple(int(v) for v in item.split(",")) for item in text.split(";") if item.strip()]
+    except ValueError:
+        points = []
+    if not points or any(len(point) != 2 for point in points):
+        raise ValueError(f"{text!r} must look like 'y,x;y,x'")
+    return points
+
+
+def attention_sheet(generator, labels: Sequence[int] | None, z_dim: int, num_classes: int, truncation=None,
+                    seed: int = 0, query_points: Sequence[tuple[int, int]] | None = None, layer: int = 0,
+                    scale: int = 4, recompute_statistics: bool = True) -> np.ndarray:
+    """:func:`attention_figure` of a Keras generator, one row per label (default: up to 4 classes spread over
+    them), z drawn from `seed` (truncated at `truncation`, with batch-norm statistics recomputed for it
+    unless `recompute_statistics` is False). A ValueError names a layer, or a query point, that the
+    generator does not have."""
+    rows = list(labels) if labels is not None else default_rows(num_classes, limit=4)
+    z = sample_noise(len(rows), z_dim, truncation, seed)
+    with truncation_statistics(generator, truncation if recompute_statistics else None):
+        return attention_figure(generator, z, np.asarray(rows, np.int32), query_points, layer, scale=scale)

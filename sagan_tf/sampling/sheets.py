@@ -46,6 +46,7 @@ __all__ = [
     "truncated_sample_fn",
     "generate",
     "balanced_labels",
+    "check_labels",
     "class_sheet",
     "class_pair_sheet",
     "interpolate",
@@ -109,7 +110,9 @@ def balanced_labels(num: int, labels: Sequence[int]) -> np.ndarray:
     return labels[np.arange(int(num)) % labels.size]
 
 
-def _check_labels(labels, num_classes):
+def check_labels(labels: Sequence[int], num_classes: int) -> list[int]:
+    """`labels` as ints, each a class of a generator with `num_classes` (0: unconditional, label 0 only);
+    a ValueError names the ones outside."""
     labels = [int(label) for label in labels]
     if not labels:
         raise ValueError("at least one label is needed")
@@ -169,7 +172,7 @@ def class_sheet(generator, labels: Sequence[int], columns: int, z_dim: int, num_
     ``shared_noise=True`` column j uses the same z in every row (shows what the label alone
     changes). The generator is called with exactly the labels in ``Sheet.labels``.
     """
-    labels = _check_labels(labels, num_classes)
+    labels = check_labels(labels, num_classes)
     rng = np.random.default_rng(seed)
     if shared_noise:
         z = np.broadcast_to(sample_noise(columns, z_dim, truncation, rng), (len(labels), columns, z_dim))
@@ -219,7 +222,7 @@ def interpolate(z0, z1, num_steps: int, method: str = "linear") -> np.ndarray:
 def z_interpolation_sheet(generator, labels: Sequence[int], num_steps: int, z_dim: int, num_classes: int,
                           truncation=None, seed=0, method: str = "linear", batch_size: int = 64) -> Sheet:
     """One row per label: z interpolated between two random endpoints (own pair per row) at that fixed class."""
-    labels = _check_labels(labels, num_classes)
+    labels = check_labels(labels, num_classes)
     rng = np.random.default_rng(seed)
     ends = sample_noise(2 * len(labels), z_dim, truncation, rng).reshape(len(labels), 2, z_dim)
     z = np.stack([interpolate(a, b, num_steps, method) for a, b in ends])
@@ -238,7 +241,7 @@ def truncation_sheet(generator, truncations: Sequence, columns: int, z_dim: int,
     """
     if not truncations:
         raise ValueError("at least one truncation value is needed")
-    labels = _check_labels(labels if labels is not None else range(max(num_classes, 1)), num_classes)
+    labels = check_labels(labels if labels is not None else range(max(num_classes, 1)), num_classes)
     rng = np.random.default_rng(seed)
     base = rng.standard_normal((columns, z_dim))
     resample_seed = int(rng.integers(2 ** 31))
@@ -259,7 +262,7 @@ def generate_samples(generator, num: int, z_dim: int, num_classes: int, labels: 
         raise ValueError(f"num must be >= 1, got {num}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    all_labels = balanced_labels(num, _check_labels(labels if labels is not None else range(max(num_classes, 1)),
+    all_labels = balanced_labels(num, check_labels(labels if labels is not None else range(max(num_classes, 1)),
                                                     num_classes))
     rng = np.random.default_rng(seed)
     images = None

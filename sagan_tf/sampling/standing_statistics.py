@@ -128,7 +128,7 @@ def truncation_statistics(generator: keras.Model, truncation, num_batches: int =
     classes, drawn from `seed`), for sampling with that truncation. On leaving it every non-trainable
     variable (moving statistics and spectral-norm u vectors) gets its value back.
 
-    `truncation` None (or inf) changes nothing: a trained generator's stored statistics are already the
+    `truncation` None (or 0) changes nothing: a trained generator's stored statistics are already the
     standing statistics of untruncated z. Under a strategy with N replicas `num_batches` is rounded up
     to a multiple of N (one whole batch per replica).
     """

@@ -21,23 +21,13 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from sagan_tf.runtime.replicas import replica_rows
+from sagan_tf.config import AUGMENTATIONS, parse_policy
+from sagan_tf.runtime.replicas import replica_count, replica_rows
 
-__all__ = ["AUGMENTATIONS", "parse_policy", "augment", "translate", "cut_out", "translation_limits", "cutout_size"]
+__all__ = ["augment", "translate", "cut_out", "translation_limits", "cutout_size"]
 
-AUGMENTATIONS = ("translation", "cutout")
 TRANSLATION_RATIO = 1 / 8
 CUTOUT_RATIO = 1 / 2
-
-
-def parse_policy(policy: str) -> tuple[str, ...]:
-    """The operations of a policy string ("translation,cutout" → ('translation', 'cutout')); "" → ()."""
-    names = tuple(name.strip() for name in str(policy).split(",") if name.strip())
-    unknown = [name for name in names if name not in AUGMENTATIONS]
-    if unknown:
-        raise ValueError(f"augmentation policy {policy!r}: unknown operation(s) {unknown}; "
-                         f"choose from {list(AUGMENTATIONS)} (comma-separated), or '' for none")
-    return names
 
 
 def _fraction(size: int, ratio: float) -> int:
@@ -93,8 +83,7 @@ def augment(images: tf.Tensor, policy: tuple[str, ...], key: tf.Tensor) -> tf.Te
     when `policy` is empty."""
     if not policy:
         return images
-    context = tf.distribute.get_replica_context()
-    global_batch = tf.shape(images)[0] * (context.num_replicas_in_sync if context else 1)
+    global_batch = tf.shape(images)[0] * replica_count()
     height, width = images.shape[1], images.shape[2]
     for index, name in enumerate(policy):
         op_key = tf.random.experimental.stateless_fold_in(key, index)

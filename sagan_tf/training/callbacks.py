@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
-from sagan_tf.run import files
+from sagan_tf.run import run_dir
 from sagan_tf.runtime import stop_signals
 from sagan_tf.runtime.host_step import HOST_STEP, current_step
 from sagan_tf.runtime.replicas import distributed_call
@@ -337,8 +337,8 @@ class SampleGrid(keras.callbacks.Callback):
                 if image is None:
                     continue
                 if self.directory:
-                    prefix = "step" if name == "ema_samples" else "attention"
-                    self.save_sheet(files.join(self.directory, f"{prefix}_{step:08d}.png"), image)
+                    kind = "step" if name == "ema_samples" else "attention"
+                    self.save_sheet(run_dir.sample_grid_file(self.directory, kind, step), image)
                 tf.summary.image(name, image[None], max_outputs=1, description=self.DESCRIPTIONS[name])
         self.writer.flush()
 

@@ -29,12 +29,11 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from sagan_tf.models.architecture import RESUME_FIXED_FIELDS
 from sagan_tf.run import files, run_dir
 from sagan_tf.run.run_dir import CHECKPOINT_INDEX, UNREADABLE_DIR, checkpoint_files, unreadable_reason
-from sagan_tf.runtime.precision import AUTO, POLICIES, resolve_precision
 
-__all__ = ["NonFiniteError", "ConfigMismatchError", "CheckpointManager", "make_checkpoint", "non_finite_weights",
-           "check_resume_config", "resume_precision"]
+__all__ = ["NonFiniteError", "CheckpointManager", "make_checkpoint", "non_finite_weights", "check_resume_config"]
 
 
 class NonFiniteError(RuntimeError):
@@ -122,7 +121,7 @@ class CheckpointManager:
             if name == base + ".index" or name.startswith(base + ".data-"):
                 tf.io.gfile.rename(files.join(self.directory, name), files.join(target, name), overwrite=True)
                 moved.append(name)
-        files.atomic_write_text(files.join(target, "REASON.txt"),
+        files.atomic_write_text(files.join(target, run_dir.UNREADABLE_REASON_FILE),
                                 f"{base}: {reason}\nmoved here at {stamp} by pid {os.getpid()}; files: {moved}\n")
         return files.join(target, base)
 
@@ -222,15 +221,6 @@ class CheckpointManager:
 
 # --- resuming with another config ------------------------------------------------------------------------
 
-# The model fields (sagan_tf.models.architecture.MODEL_FIELDS) a resume must keep: they decide the
-# variables and what the networks compute. `init` (only used before the first checkpoint) and `sync_bn`
-# (how BN statistics are reduced in training) may change.
-RESUME_FIXED_FIELDS = ("resolution", "ch", "z_dim", "num_classes", "image_channels", "g_attention", "d_attention",
-                       "pooled_attention")
-
-
-class ConfigMismatchError(ValueError):
-    """The config does not match the run whose checkpoints are in model_dir."""
 
 
 def _plain(value):
@@ -241,26 +231,10 @@ def _plain(value):
     return value
 
 
-def _recorded_config(model_dir: str) -> dict | None:
-    """The config.json of the run whose checkpoints are in `model_dir`; None when it has no checkpoints
-    (a run without any may change anything) or no config.json (restore still checks the variables)."""
-    checkpoints = run_dir.checkpoint_dir(model_dir)
-    if not (checkpoint_files(checkpoints) or files.exists(files.join(checkpoints, CHECKPOINT_INDEX))):
-        return None
-    path = run_dir.config_file(model_dir)
-    if not files.exists(path):
-        return None
-    try:
-        return files.read_json(path)
-    except (OSError, ValueError, tf.errors.OpError) as error:
-        raise ConfigMismatchError(f"{path} cannot be read ({error}); it describes the checkpoints in {checkpoints}. "
-                                  "Nothing was changed; repair or remove it.") from error
-
-
 def check_resume_config(config: ml_collections.ConfigDict, model_dir: str) -> None:
     """Raises ConfigMismatchError naming every model field that differs from the run's config.json, when
     `model_dir` holds checkpoints. Reads only."""
-    stored = _recorded_config(model_dir)
+    stored = run_dir.recorded_config(model_dir)
     if stored is None:
         return
     path = run_dir.config_file(model_dir)
@@ -269,36 +243,7 @@ def check_resume_config(config: ml_collections.ConfigDict, model_dir: str) -> No
                  for name in RESUME_FIXED_FIELDS
                  if name in stored and name in config and _plain(stored[name]) != _plain(config[name])]
     if differing:
-        raise ConfigMismatchError(
+        raise run_dir.ConfigMismatchError(
             f"cannot resume {model_dir} with another model config; differing fields: {'; '.join(differing)}. "
             f"Its checkpoints hold the networks of {path}. Nothing in {model_dir} was changed: drop the override(s) "
             "to resume, or use another --model_dir for the new config.")
-
-
-def resume_precision(requested: str, model_dir: str, strategy=None) -> str:
-    """The Keras policy a run (re)started with ``mixed_precision=requested`` trains in.
-
-    "auto" picks for the hardware (sagan_tf.runtime.precision) only for a new run: a resume keeps the policy
-    its config.json recorded, so a run moved to a machine with (or without) native bfloat16 keeps its
-    arithmetic. An explicit policy is obeyed, with a message when it changes the run's.
-    """
-    stored = _recorded_config(model_dir)
-    recorded = (stored or {}).get("mixed_precision")
-    if recorded is None:
-        return resolve_precision(requested, strategy)
-    if recorded not in POLICIES:
-        raise ConfigMismatchError(f"{run_dir.config_file(model_dir)} records mixed_precision={recorded!r}, which is not "
-                                  f"one of {list(POLICIES)}; it describes the checkpoints in "
-                                  f"{run_dir.checkpoint_dir(model_dir)}. Nothing was changed; repair it.")
-    if requested == AUTO:
-        here = resolve_precision(AUTO, strategy)
-        if here != recorded:
-            print(f"{model_dir}: resuming in the run's recorded precision {recorded!r}; mixed_precision='auto' "
-                  f"would pick {here!r} on this machine for a new run (pass --config.mixed_precision={here} "
-                  "to switch this run).", flush=True)
-        return resolve_precision(recorded)
-    policy = resolve_precision(requested, strategy)
-    if policy != recorded:
-        print(f"{model_dir}: the run trained in {recorded!r}; it continues in mixed_precision={policy!r} "
-              "as asked.", flush=True)
-    return policy

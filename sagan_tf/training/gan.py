@@ -29,12 +29,16 @@ from sagan_tf.layers.spectral_norm import SpectralNormalization, power_iteration
 from sagan_tf.losses import hinge_d_loss, hinge_g_loss, orthogonal_penalty
 from sagan_tf.models import Discriminator, Generator
 from sagan_tf.runtime.precision import resolve_precision
-from sagan_tf.runtime.replicas import mean_over_replicas, replica_rows
+from sagan_tf.runtime.replicas import mean_over_replicas, replica_count, replica_rows
+from sagan_tf.sampling.noise import stateless_truncated_normal
+from sagan_tf.config import parse_policy
+from sagan_tf.training.augment import augment as augment_images
 from sagan_tf.training.ema import update_ema
 
 __all__ = ["SAGAN", "noise_keys", "spectral_norm_layers"]
 
 _LABELS = 1  # what noise_keys folds into z's key to make the labels' key
+_AUGMENT_REAL, _AUGMENT_FAKE = 2, 3  # ... and the keys of DiffAugment's draws for the real and fake images
 
 
 def spectral_norm_layers(network: keras.Model) -> list[SpectralNormalization]:
@@ -65,7 +69,8 @@ def _summed_rows(gradient):
 class SAGAN(keras.Model):
     """A class-conditional GAN over any `generator` G((z, labels)) and `discriminator` D((images, labels)),
     as keras-io's GAN examples shape it: build the networks, compile with the optimizers (and losses),
-    then `fit`. `SAGAN.from_config(config)` builds the paper's networks from an experiment config.
+    then `fit`. `SAGAN.from_experiment(config)` builds the paper's networks from an experiment config
+    (Keras' own `from_config` stays the deserialisation hook it is).
 
     The EMA generator is a copy of `generator` made from its Keras config (`generator.get_config()`), so
     a replacement network only needs to serialise like the Keras layers here. `generator.spec` gives
@@ -76,7 +81,7 @@ class SAGAN(keras.Model):
     """
 
     def __init__(self, generator, discriminator, *, n_dis=1, seed=0, ema_decay=0.9999, ema_start=1000,
-                 g_ortho_reg=0.0, health=True, **kwargs):
+                 g_ortho_reg=0.0, augment="", health=True, **kwargs):
         kwargs.setdefault("name", "sagan")
         super().__init__(**kwargs)
         self.generator, self.discriminator = generator, discriminator
@@ -85,15 +90,16 @@ class SAGAN(keras.Model):
         self.n_dis, self.seed = int(n_dis), int(seed)
         self.ema_decay, self.ema_start = float(ema_decay), int(ema_start)
         self.g_ortho_reg = float(g_ortho_reg)
+        self.augment = parse_policy(augment)
         self.health = bool(health)
 
     @classmethod
-    def from_config(cls, config, health=True):
+    def from_experiment(cls, config, health=True):
         """The SAGAN an experiment config (sagan_tf.config) describes: its G and D in its precision policy."""
         dtype = resolve_precision(config.mixed_precision)
         return cls(Generator(config, dtype=dtype), Discriminator(config, dtype=dtype), n_dis=config.n_dis,
                    seed=config.seed, ema_decay=config.ema_decay, ema_start=config.ema_start,
-                   g_ortho_reg=config.g_ortho_reg, health=health)
+                   g_ortho_reg=config.g_ortho_reg, augment=config.augment, health=health)
 
     def compile(self, g_optimizer, d_optimizer, d_loss_fn=hinge_d_loss, g_loss_fn=hinge_g_loss, **kwargs):
         """Both optimizers (TTUR: each with its own rate) and the per-example losses (sagan_tf.losses:
@@ -122,31 +128,35 @@ class SAGAN(keras.Model):
     def metrics(self):
         return []  # no Keras metric trackers: fit's logs are what train_step returns, this step's values
 
-    def sample_noise(self, local_batch, purpose):
+    def replica_noise(self, local_batch, purpose):
         """(z, labels) for this replica: its rows (`replicas.replica_rows`) of a global draw keyed by
         (seed, step, purpose) (`noise_keys`)."""
-        context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync if context else 1
         step = tf.cast(self.step, tf.int32)
         z_key, label_key = noise_keys(self.seed, step * (self.n_dis + 1) + purpose)
-        global_batch = local_batch * replicas
-        z = tf.random.stateless_normal([global_batch, self.z_dim], seed=z_key)
+        global_batch = local_batch * replica_count()
+        z = stateless_truncated_normal([global_batch, self.z_dim], z_key)
         labels = tf.random.stateless_uniform([global_batch], seed=label_key, minval=0,
                                              maxval=max(self.num_classes, 1), dtype=tf.int32)
         return tuple(replica_rows(z, labels))
+
+    def augmented(self, images, purpose, which):
+        """`images` (this replica's rows) through DiffAugment (`augment`), drawn from the key of this step's
+        draw `purpose` folded with `which` (real or fake); `images` itself when augmentation is off."""
+        if not self.augment:
+            return images
+        z_key, _ = noise_keys(self.seed, tf.cast(self.step, tf.int32) * (self.n_dis + 1) + purpose)
+        return augment_images(images, self.augment, tf.random.experimental.stateless_fold_in(z_key, which))
 
     def _apply(self, optimizer, tape, scaled_loss, variables):
         """Applies the gradients of `scaled_loss` (`optimizer.scale_loss(loss)`, computed under `tape`);
         returns their global norm, unscaled, for this replica's batch (the gradients here are this
         replica's share, 1/N of its batch-mean gradient on N replicas). Under mixed_float16 the norm is
         not finite exactly when the optimizer skips the update (its loss scale halves; `step` still
-        advances: training.loop.StepCountingLossScaleOptimizer)."""
+        advances: training.optimizers.StepCountingLossScaleOptimizer)."""
         scale = optimizer.scale_loss(tf.constant(1.0))  # a LossScaleOptimizer's dynamic scale, else 1
         grads = tape.gradient(scaled_loss, variables)
         optimizer.apply_gradients(zip(grads, variables))
-        context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync if context else 1
-        return tf.linalg.global_norm([_summed_rows(g) for g in grads]) * (replicas / scale)
+        return tf.linalg.global_norm([_summed_rows(g) for g in grads]) * (replica_count() / scale)
 
     def train_step(self, data):
         images, labels = data
@@ -156,9 +166,11 @@ class SAGAN(keras.Model):
         for k in range(self.n_dis):
             real = images[k * local_batch:(k + 1) * local_batch]
             real_labels = labels[k * local_batch:(k + 1) * local_batch]
-            z, fake_labels = self.sample_noise(local_batch, purpose=k)
+            z, fake_labels = self.replica_noise(local_batch, purpose=k)
             with power_iteration_paused():  # G's u advances once per step, in the G update below
                 fake = ops.stop_gradient(self.generator((z, fake_labels), training=True))
+            real = self.augmented(ops.cast(real, fake.dtype), k, _AUGMENT_REAL)
+            fake = self.augmented(fake, k, _AUGMENT_FAKE)
             with tf.GradientTape() as tape:
                 # Real and fake in one pass: D has no batch statistics, so this equals two passes.
                 logits = self.discriminator(
@@ -171,10 +183,10 @@ class SAGAN(keras.Model):
 
         # 2. One generator update, with G's one power iteration of the step; D's advanced in its own
         #    update (here D runs in inference mode).
-        z, fake_labels = self.sample_noise(local_batch, purpose=self.n_dis)
+        z, fake_labels = self.replica_noise(local_batch, purpose=self.n_dis)
         with tf.GradientTape() as tape:
-            fake_logits_g = self.discriminator((self.generator((z, fake_labels), training=True), fake_labels),
-                                               training=False)
+            fake_g = self.augmented(self.generator((z, fake_labels), training=True), self.n_dis, _AUGMENT_FAKE)
+            fake_logits_g = self.discriminator((fake_g, fake_labels), training=False)
             g_per_example = self.g_loss_fn(fake_logits_g)
             g_loss = tf.nn.compute_average_loss(g_per_example)
             if self.g_ortho_reg:  # BigGAN's orthogonal regularisation of G's raw kernels, once over the replicas

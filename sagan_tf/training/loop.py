@@ -26,21 +26,16 @@ from sagan_tf.run import files, run_dir
 from sagan_tf.run.class_map import write_class_map
 from sagan_tf.run.run_lock import RunLock, hold
 from sagan_tf.runtime import stop_signals
-from sagan_tf.runtime.precision import resolve_precision
+from sagan_tf.runtime.cluster import check_same_start_step, is_chief, num_workers
+from sagan_tf.runtime.precision import agree_on_precision, resume_precision
 from sagan_tf.runtime.replicas import distributed_call, replica_major_order
 from sagan_tf.training import callbacks as cb
-from sagan_tf.training.checkpointing import (CheckpointManager, check_resume_config, make_checkpoint,
-                                            resume_precision)
+from sagan_tf.training.checkpointing import CheckpointManager, check_resume_config, make_checkpoint
 from sagan_tf.training.gan import SAGAN
+from sagan_tf.training.optimizers import make_optimizers
 
 __all__ = [
-    "StepCountingLossScaleOptimizer",
-    "make_optimizers",
     "build_model",
-    "is_chief",
-    "check_same_start_step",
-    "agree_on_precision",
-    "num_workers",
     "training_data",
     "replica_major",
     "execution_segments",
@@ -50,69 +45,11 @@ __all__ = [
 ]
 
 
-@keras.saving.register_keras_serializable(package="sagan_tf")
-class StepCountingLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
-    """Keras' dynamic LossScaleOptimizer, except that a skipped update still counts as a step, and that
-    on several replicas the skip is decided on every replica's gradients.
-
-    When the scaled gradients are not finite, Keras 3 skips the update (variables and Adam slots
-    unchanged) and halves the scale, but also leaves `iterations` where it was. G's `iterations` is the
-    run's step, which the noise, the data position of a resume and every callback cadence follow, so
-    here a skipped update advances it by one, as tf.keras' LossScaleOptimizer did: `step` counts train
-    steps (G updates attempted) exactly as in float32. Variables and checkpoint layout are Keras' own.
-
-    Keras decides "finite or skip" from the gradients it is given, which in a custom train step are
-    each replica's own, before the inner optimizer sums them: under MirroredStrategy from the first
-    replica's alone, under XLA on each replica for itself. An overflow on another replica would then be
-    summed into the update (non-finite weights and slots, scale kept), or replicas would take different
-    branches around the all-reduce and hang. So `apply` first sums every replica's "not finite" flag
-    (one scalar all-reduce) and, if any replica's gradients are not finite, makes them not finite on
-    every replica: all skip together, or all apply the summed gradients.
-    """
-
-    def apply(self, grads, trainable_variables=None):
-        return super().apply(self._non_finite_on_every_replica_if_on_any(grads), trainable_variables)
-
-    def _non_finite_on_every_replica_if_on_any(self, grads):
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
-            return grads
-        grads = list(grads)
-        locally_finite = self.check_finite(grads)
-        replicas_not_finite = context.all_reduce(tf.distribute.ReduceOp.SUM,
-                                                 tf.cast(tf.logical_not(locally_finite), tf.float32))
-        # NaN added to one gradient when any replica overflowed (0 otherwise): Keras' own check then
-        # sees "not finite" on every replica. One gradient suffices; the others are left as they are.
-        first = next(i for i, grad in enumerate(grads) if grad is not None)
-        grad = grads[first]
-        poison = tf.where(replicas_not_finite > 0, float("nan"), 0.0)
-        if isinstance(grad, tf.IndexedSlices):
-            grads[first] = tf.IndexedSlices(grad.values + tf.cast(poison, grad.dtype), grad.indices, grad.dense_shape)
-        else:
-            grads[first] = grad + tf.cast(poison, grad.dtype)
-        return grads
-
-    def _stateful_handle_non_finite_grads(self):
-        super()._stateful_handle_non_finite_grads()
-        self.inner_optimizer.iterations.assign_add(1)
-
-
-def make_optimizers(config: ml_collections.ConfigDict) -> tuple[keras.optimizers.Optimizer, keras.optimizers.Optimizer]:
-    """TTUR: Adam(β1, β2) for each network with its own learning rate. Under mixed_float16 each is wrapped
-    in its own dynamic loss scale (StepCountingLossScaleOptimizer): D and G skip and rescale independently."""
-    g_opt = keras.optimizers.Adam(config.g_lr, beta_1=config.beta1, beta_2=config.beta2, name="g_adam")
-    d_opt = keras.optimizers.Adam(config.d_lr, beta_1=config.beta1, beta_2=config.beta2, name="d_adam")
-    if resolve_precision(config.mixed_precision) == "mixed_float16":
-        g_opt = StepCountingLossScaleOptimizer(g_opt, name="g_loss_scale")
-        d_opt = StepCountingLossScaleOptimizer(d_opt, name="d_loss_scale")
-    return g_opt, d_opt
-
-
 def build_model(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy) -> SAGAN:
     """A compiled SAGAN whose variables live under `strategy`, initialised from `config.seed`."""
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = SAGAN.from_config(config)
+        model = SAGAN.from_experiment(config)
         g_opt, d_opt = make_optimizers(config)
         d_loss_fn, g_loss_fn = get_losses(config.loss)
         model.compile(g_optimizer=g_opt, d_optimizer=d_opt, d_loss_fn=d_loss_fn, g_loss_fn=g_loss_fn,
@@ -135,63 +72,6 @@ def _work_around_keras_fit_under_multi_worker(model):
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
     train_step = model.train_step
     model.train_step = lambda data: {name: tf.reshape(value, [1]) for name, value in train_step(data).items()}
-
-
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """True on the worker that owns model_dir (always, except on non-chief multi-worker tasks)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    return resolver.task_type in ("chief", None) or (
-        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict())
-
-
-def check_same_start_step(strategy: tf.distribute.Strategy, start: int, model_dir: str) -> None:
-    """Multi-worker runs only: every worker must have restored the same step, or they would train
-    different step counts and wait on each other's collectives. (They do when `model_dir` is storage
-    they all read; a worker given a local `model_dir` would start again from step 0.)"""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return
-    # Sums over all replicas of (1, step, step²): all steps are equal iff n·Σstep² = (Σstep)², exact in float64.
-    values = strategy.experimental_distribute_values_from_function(
-        lambda context: tf.constant([1.0, start, float(start) ** 2], tf.float64))
-    n, total, squares = strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None).numpy()
-    if n * squares != total * total:
-        raise RuntimeError(f"the workers restored different steps (this one: {start}, mean {total / n:g}) from "
-                           f"{model_dir}/checkpoints: --model_dir must be storage every worker reads "
-                           f"(GCS, NFS), the same on all of them.")
-
-
-def agreed_precision(policy: str, replicas: int, bfloat16_replicas: int) -> str:
-    """The policy every worker trains in, given how many of the `replicas` resolved mixed_bfloat16: theirs
-    when they agree, float32 (what every CPU and GPU computes natively) when they do not."""
-    if bfloat16_replicas in (0, replicas):
-        return policy
-    return "float32"
-
-
-def agree_on_precision(strategy: tf.distribute.Strategy, policy: str) -> str:
-    """Multi-worker runs only: "auto" is resolved on each worker's own hardware (and, on an avx512_bf16
-    CPU, by a timing), so workers may disagree; they must all train one policy."""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return policy
-    values = strategy.experimental_distribute_values_from_function(
-        lambda context: tf.constant([1.0, float(policy == "mixed_bfloat16")], tf.float64))
-    replicas, bfloat16 = strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None).numpy()
-    agreed = agreed_precision(policy, int(replicas), int(bfloat16))
-    if 0 < bfloat16 < replicas:  # said on every worker, the chief's log included
-        print(f"mixed_precision: {int(bfloat16)} of {int(replicas)} replicas resolved 'mixed_bfloat16', the others "
-              f"'float32'; every worker trains in {agreed!r} (pass --config.mixed_precision to choose).", flush=True)
-    return agreed
-
-
-def num_workers(strategy: tf.distribute.Strategy) -> int:
-    """Hosts taking part in the run (1 unless multi-worker with a cluster in TF_CONFIG)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None:
-        return 1
-    spec = resolver.cluster_spec().as_dict()
-    return max(1, sum(len(spec.get(job, ())) for job in ("chief", "worker")))
 
 
 def training_data(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy, data_dir: str | None,

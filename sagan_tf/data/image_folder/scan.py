@@ -1,18 +1,4 @@
-"""A directory of images, one sub-folder per class (or a flat folder, unconditionally), decoded with Pillow.
-
-    data_dir/
-      cat/    0001.jpg  0002.png  ...
-      dog/    a.gif  b/c.bmp  ...
-
-Class ids are the sorted sub-folder names (hidden entries ignored); files are found recursively inside
-each class folder by extension (JPEG, PNG, BMP, GIF, WebP, TIFF; case-insensitive). Files of any size
-and mode (grayscale, RGBA, CMYK, palette, 16-bit) are converted to RGB or L, centre-cropped to a square
-and resized to the requested resolution. With ``unconditional=True`` every image anywhere under
-``data_dir`` (sub-folders or not) is one pool with label 0, for ``num_classes=0``.
-
-``data_dir`` is a local directory or a URI that `tf.io.gfile` lists and reads (``file:///...``,
-``gs://bucket/...``, ``ram://...``): the folder is walked and every file read through `tf.io.gfile`, and
-the paths of the index keep the form ``data_dir`` was given in.
+"""Scanning an image folder once: its class folders, its images in a fixed order, and what was left out.
 
 The walk stays inside ``data_dir``: a symbolic link whose target lies outside it is not followed, and
 each real directory and file is visited once (a link to a directory or file that is also reachable
@@ -25,7 +11,7 @@ them before the shuffle, rather than filtering while training, keeps the number 
 which exact resuming (`start_step`) depends on. The price is one pass over the folder at start-up,
 spread over a thread pool (a second scan of an unchanged folder in the same process reuses the
 results). Everything left out is recorded in `ImageFolderIndex.skipped` by reason, and
-`format_summary` turns an index into the start-up report the trainer prints.
+`report.format_summary` turns an index into the start-up report the trainer prints.
 
 A class folder without a single readable image is an error naming it (a class the discriminator never
 sees real images of would still be asked of the generator), unless ``drop_empty_classes=True`` leaves
@@ -36,18 +22,14 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
-import functools
-import io
 import logging
 import os
 import posixpath
 from typing import Sequence
 
-import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageOps
 
-from sagan_tf.data import common
+from sagan_tf.data.image_folder.decode import load_image
 from sagan_tf.run import files
 
 __all__ = [
@@ -55,11 +37,10 @@ __all__ = [
     "image_folder_class_names",
     "has_class_folders",
     "scan_image_folder",
-    "check_same_classes_as_run",
-    "format_summary",
-    "load_image",
-    "image_folder_dataset",
     "IMAGE_EXTENSIONS",
+    "SKIP_REASONS",
+    "EXAMPLES_IN_LOG",
+    "FILE_ERRORS",
     "UNREADABLE",
     "NOT_AN_IMAGE",
     "LINK_OUTSIDE",
@@ -69,20 +50,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-#: Pillow modes holding more than 8 bits per sample, rescaled to 8 bits (Pillow's own convert("L")
-#: would clip everything above 255 to white).
-_WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-#: Background that transparent pixels are composited onto: what image viewers show.
-_BACKGROUND = (255, 255, 255, 255)
 #: How many paths per skip reason a log line or the summary quotes.
-_EXAMPLES_IN_LOG = 3
-#: A class with fewer images than this fraction of the largest class is marked in the summary.
-SMALL_CLASS_FRACTION = 0.1
-
+EXAMPLES_IN_LOG = 3
 # Why a file (or a directory, for the link reasons) was left out: the keys of ImageFolderIndex.skipped.
 UNREADABLE = "unreadable"
 NOT_AN_IMAGE = "not an image"
@@ -179,7 +149,7 @@ class _Tree:
 
 
 #: What listing, stat-ing or reading a path can raise: OSError locally, tf.errors.OpError through tf.io.gfile.
-_FILE_ERRORS = (OSError, tf.errors.OpError)
+FILE_ERRORS = (OSError, tf.errors.OpError)
 
 
 def _inside(real: str, root_real: str) -> bool:
@@ -297,7 +267,7 @@ def _walk(data_dir: str) -> _Tree:
             files.setdefault(top, [])  # a class folder, even if it holds no image
         try:
             entries = _list(directory)
-        except _FILE_ERRORS:
+        except FILE_ERRORS:
             skipped[UNREADABLE].append(directory)
             continue
         for entry in entries:
@@ -324,7 +294,7 @@ def _walk(data_dir: str) -> _Tree:
                             link_real[entry.path] = entry_real
                     else:
                         skipped[NOT_AN_IMAGE].append(entry.path)
-            except _FILE_ERRORS:
+            except FILE_ERRORS:
                 skipped[UNREADABLE].append(entry.path)
     return _Tree(files={top: sorted(paths) for top, paths in files.items()}, skipped=dict(skipped),
                  dir_real=dir_real, link_real=link_real)
@@ -364,7 +334,7 @@ def _file_key(path: str):
             status = os.stat(local)
             return (path, status.st_size, status.st_mtime_ns, status.st_ino)
         status = tf.io.gfile.stat(path)
-    except _FILE_ERRORS:
+    except FILE_ERRORS:
         return None
     return (path, status.length, status.mtime_nsec, None)
 
@@ -470,82 +440,6 @@ def _empty_classes_message(data_dir, empty, candidates, names, readable):
             "(trainers.image_folder: --drop_empty_classes)")
 
 
-def check_same_classes_as_run(model_dir: str | None, index: ImageFolderIndex) -> None:
-    """Fails if `model_dir` holds an image-folder run whose recorded classes differ from `index`'s.
-
-    Resuming such a run would silently give the old labels to other classes (or change their number).
-
-    Raises:
-      ValueError: naming both class lists and the classes added and removed.
-    """
-    path = files.join(model_dir, "config.json") if model_dir else None
-    if not path or not files.exists(path) or files.isdir(path):
-        return
-    try:
-        recorded = files.read_json(path)
-    except (*_FILE_ERRORS, ValueError):
-        return  # an unreadable config.json is reported by the training run itself
-    if recorded.get("dataset") != "image_folder":
-        return
-    old_names = [str(name) for name in recorded.get("class_names") or ()]
-    old_count = recorded.get("num_classes")
-    new_names = list(index.class_names)
-    if old_names == new_names or (not old_names and old_count == len(new_names)):
-        return
-
-    def describe(names, count):
-        return f"{count} classes {names}" if names or not count else f"{count} classes"
-    changes = ""
-    if old_names:
-        added = [name for name in new_names if name not in old_names]
-        removed = [name for name in old_names if name not in new_names]
-        changes = (f" (new: {added or 'none'}; gone: {removed or 'none'}"
-                   f"{'; same names, other labels' if not added and not removed else ''})")
-    raise ValueError(f"{model_dir} was trained on {describe(old_names, old_count)} but {index.data_dir} now gives "
-                     f"{describe(new_names, len(new_names))}{changes}; resuming would give the run's labels to "
-                     "other classes. Use a new --model_dir, or restore the folder's classes.")
-
-
-def format_summary(index: ImageFolderIndex) -> str:
-    """The start-up report of an index: images per class with its label, dropped classes, skipped files
-    per reason with a few example paths (relative to the folder)."""
-    def relative(path):
-        return _relative_path(path, index.data_dir)
-
-    lines = []
-    if index.unconditional:
-        lines.append(f"Image folder {index.data_dir}: {len(index)} images, unconditional (num_classes=0, labels "
-                     "ignored)")
-    else:
-        counts = index.class_counts()
-        lines.append(f"Image folder {index.data_dir}: {len(index)} images in {len(index.class_names)} classes")
-        width = max(len("class"), *(len(name) for name in index.class_names))
-        lines.append(f"  {'label':>5}  {'class':<{width}}  {'images':>6}")
-        for label, (name, count) in enumerate(zip(index.class_names, counts)):
-            note = "  (few: < 10% of the largest class)" if count < SMALL_CLASS_FRACTION * max(counts) else ""
-            lines.append(f"  {label:>5}  {name:<{width}}  {count:>6}{note}")
-    if index.dropped_classes:
-        lines.append(f"Dropped {len(index.dropped_classes)} class folder(s) without a readable image: "
-                     f"{', '.join(index.dropped_classes)}")
-    if index.skipped:
-        lines.append(f"Skipped {index.num_skipped} path(s):")
-        for reason, paths in index.skipped.items():
-            examples = ", ".join(relative(p) for p in paths[:_EXAMPLES_IN_LOG])
-            more = ", ..." if len(paths) > _EXAMPLES_IN_LOG else ""
-            lines.append(f"  {len(paths):>6}  {SKIP_REASONS[reason]}: {examples}{more}")
-    else:
-        lines.append("Skipped nothing: every file is a readable image.")
-    return "\n".join(lines)
-
-
-def _relative_path(path: str, root: str) -> str:
-    """`path` relative to the folder `root` it was found in (URIs: the part after `root/`)."""
-    if not files.is_uri(root):
-        return os.path.relpath(path, root)
-    prefix = root.rstrip("/") + "/"
-    return path[len(prefix):] if path.startswith(prefix) else path
-
-
 def _is_readable(path: str) -> bool:
     """Whether `path` fully decodes (at the smallest size the format allows, to keep the scan cheap)."""
     try:
@@ -553,90 +447,3 @@ def _is_readable(path: str) -> bool:
     except Exception:  # noqa: BLE001 -- any failure to decode, whatever its type, means "skip it"
         return False
     return True
-
-
-def load_image(path: str, channels: int, min_size: int) -> np.ndarray:
-    """Decodes an image file to uint8 [H, W, channels].
-
-    Large JPEGs are decoded directly at 1/2, 1/4 or 1/8 scale (Pillow's `draft`, which works on the
-    DCT coefficients) as long as the short side stays >= `min_size`, so a huge photo costs little
-    memory and time while the final resize still sees enough pixels. Other formats cannot be decoded
-    at a reduced size. EXIF orientation is applied; for animations the first frame is used. The file
-    is read whole through `tf.io.gfile`, so `path` may be a URI (file://, gs://, ram://, ...).
-    """
-    with Image.open(io.BytesIO(files.read_bytes(path))) as image:
-        if image.format == "JPEG":
-            image.draft("RGB" if channels == 3 else "L", (min_size, min_size))
-        image = ImageOps.exif_transpose(image)  # also forces the (lazy) decode
-        array = np.asarray(_to_rgb_or_gray(image, channels), dtype=np.uint8)
-    return array if array.ndim == 3 else array[..., np.newaxis]
-
-
-def _to_rgb_or_gray(image: Image.Image, channels: int) -> Image.Image:
-    """Converts any Pillow mode to "RGB" (channels=3) or "L" (channels=1).
-
-    16-bit grayscale is rescaled to 8 bits, transparency is composited onto white, and everything
-    else (palette, CMYK, bilevel, ...) goes through Pillow's own conversion to RGB.
-    """
-    if image.mode in _WIDE_GRAY_MODES:
-        wide = np.asarray(image).astype(np.float64)
-        image = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), "L")
-    elif image.mode in _ALPHA_MODES or "transparency" in image.info:
-        background = Image.new("RGBA", image.size, _BACKGROUND)
-        image = Image.alpha_composite(background, image.convert("RGBA"))
-    if image.mode not in ("RGB", "L"):
-        image = image.convert("RGB")
-    target = "RGB" if channels == 3 else "L"
-    return image if image.mode == target else image.convert(target)
-
-
-def image_folder_dataset(data_dir: str, resolution: int, batch_size: int, image_channels: int = 3,
-                         seed: int = 0, start_step: int = 0, random_flip: bool = False, *,
-                         unconditional: bool = False, class_names: Sequence[str] | None = None,
-                         num_classes: int | None = None) -> tf.data.Dataset:
-    """Infinite, shuffled, batched images of a class-per-folder directory.
-
-    Yields `(images float32 [batch_size, resolution, resolution, image_channels] in [-1, 1], labels
-    int32 [batch_size])`; `batch_size` is the GLOBAL batch size and labels index
-    `scan_image_folder(data_dir, class_names=class_names).class_names` (all 0 when `unconditional`).
-    Each epoch is a permutation of the file list keyed by `(seed, epoch)`; files are decoded after
-    the shuffle, so resuming at `start_step` only skips paths (see `sagan_tf.data.common`).
-    `num_classes`, when given for a conditional pipeline, must equal the number of class folders found
-    (a folder that gained or lost a class since the config was written fails here, naming both).
-
-    Auto-shard policy: DATA. The files are not a tf.data file source (they are decoded by Pillow), so
-    multi-worker training has each worker keep its share of every global batch.
-    """
-    common.check_pipeline_args(batch_size=batch_size, start_step=start_step,
-                               image_channels=image_channels, resolution=resolution)
-    index = scan_image_folder(data_dir, unconditional=unconditional,
-                              class_names=list(class_names) if class_names else None)
-    if not unconditional and num_classes is not None and int(num_classes) != len(index.class_names):
-        raise ValueError(f"num_classes={num_classes} but image folder {data_dir} has {len(index.class_names)} "
-                         f"class folders {list(index.class_names)}")
-    unreadable = index.skipped.get(UNREADABLE, ())
-    if unreadable:
-        logger.warning("Skipped %d unreadable image file(s) under %s, e.g. %s", len(unreadable), data_dir,
-                       ", ".join(unreadable[:_EXAMPLES_IN_LOG]))
-    paths = tf.constant(index.paths)
-    labels = tf.constant(index.labels, dtype=tf.int32)
-    load = functools.partial(_load_for_tf, channels=image_channels, min_size=resolution)
-
-    def decode(i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image = tf.numpy_function(load, [tf.gather(paths, i)], tf.uint8, stateful=False)
-        image.set_shape([None, None, image_channels])
-        return common.center_crop_and_resize(image, resolution), tf.gather(labels, i)
-
-    return common.build_pipeline(
-        common.shuffled_indices(len(index), seed), decode, num_examples=len(index),
-        batch_size=batch_size, seed=seed, start_step=start_step, random_flip=random_flip,
-        auto_shard_policy=tf.data.experimental.AutoShardPolicy.DATA)
-
-
-def _load_for_tf(path: bytes, channels: int, min_size: int) -> np.ndarray:
-    """`load_image` for tf.numpy_function, which passes the path as bytes."""
-    path = os.fsdecode(path)
-    try:
-        return load_image(path, channels, min_size)
-    except Exception as e:  # noqa: BLE001 -- re-raised with the path, which TF would not show
-        raise OSError(f"{path} passed the start-up scan but cannot be decoded any more: {e}") from e
