@@ -26,7 +26,9 @@ the export came from without the training machine's paths: ``run`` (the run dire
 ``version`` defaults to one more than the largest existing numeric version (1 for a new base). The
 version directory appears atomically: everything is written into ``<export_base>/.tmp-export-*`` (a
 name TF-Serving's version polling ignores, since it is not a number) and renamed into place at the
-end, so a polling server never sees a half-written model. A failed export removes its temp dir.
+end, so a polling server never sees a half-written model. A failed export removes its temp dir; one that
+cannot be written (a full disk) raises an OSError naming the version directory and leaves the versions
+already there, and the serving files, as they were (the CLI prints it and exits 1).
 
 Every path may be a URI TensorFlow's filesystems know (``gs://``, ``file://``): all I/O goes through
 ``tf.io.gfile``. On an object store the final rename copies objects, so point TF-Serving at the
@@ -101,8 +103,8 @@ def export_generator(generator, export_base, version=None, model_name="sagan", m
         raise ExportError(f"{len(class_names)} class names for a generator with num_classes={serving.num_classes}: "
                           f"{list(class_names)[:10]}")
     tmp = files.join(export_base, TEMP_PREFIX + uuid.uuid4().hex)
-    files.makedirs(tmp)
     try:
+        files.makedirs(tmp)
         tf.saved_model.save(serving, tmp, signatures=serving.signatures())
         serving_config.write_warmup(tmp, model_name, serving.z_dim)
         details = {"version": version, "model_name": model_name, "model": dict(generator.spec),
@@ -122,13 +124,37 @@ def export_generator(generator, export_base, version=None, model_name="sagan", m
                                   f"export?); nothing was replaced. Retry (next free: {next_version(export_base)}).") \
                     from error
             raise
+    except (OSError, tf.errors.OpError) as error:  # a full disk, a quota, a permission: nothing was published
+        _remove_tree(tmp)
+        raise OSError(f"could not write export version {version} to {target} ({_reason(error)}); nothing was "
+                      f"published and its temporary directory {tmp} was removed; the versions already in "
+                      f"{export_base} ({_versions_text(export_base)}) are unchanged.") from error
     except BaseException:
         _remove_tree(tmp)
         raise
     _fsync_dir(export_base)
-    serving_config.write_serving_files(export_base, model_name, serving_base_path or export_base, max_batch,
-                                       **(batching or {}))
+    try:
+        serving_config.write_serving_files(export_base, model_name, serving_base_path or export_base, max_batch,
+                                           **(batching or {}))
+    except (OSError, tf.errors.OpError) as error:  # each file is written atomically: old or new, never half
+        raise OSError(f"exported {target}, but could not write the TF-Serving files {serving_config.MODELS_CONFIG} "
+                      f"and {serving_config.BATCHING_PARAMETERS} in {export_base} ({_reason(error)}); each is "
+                      "written atomically, so each is the previous or the new one, whole (a server polling the "
+                      "base path loads the new version either way).") from error
     return target
+
+
+def _reason(error):
+    """`error` in one line: its class and its message (TF's lines joined, without its op-name prefix)."""
+    message = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", " ".join(str(error).split()))
+    return f"{type(error).__name__}: {message[:400]}"
+
+
+def _versions_text(export_base):
+    try:
+        return ", ".join(map(str, existing_versions(export_base))) or "none"
+    except (OSError, tf.errors.OpError):
+        return "unknown"
 
 
 def _publish(tmp, target):
@@ -281,7 +307,7 @@ def main(argv=None):
                               serving_base_path=FLAGS.serving_base_path,
                               batching=dict(num_batch_threads=FLAGS.num_batch_threads,
                                             batch_timeout_micros=FLAGS.batch_timeout_micros))
-        except (ExportError, RunDirError) as error:
+        except (ExportError, RunDirError, OSError) as error:  # OSError: the export could not be written
             print(f"error: {error}", file=sys.stderr)
             return 1
         base = files.dirname(path)

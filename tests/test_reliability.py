@@ -1,11 +1,14 @@
-"""Faults a long run meets: kill -9 at random moments, a full disk while checkpointing, a second
-trainer on the same model_dir, SIGTERM before training starts, a second signal.
+"""Faults a long run meets: kill -9 at random moments, a full disk while checkpointing, writing a sample
+sheet or exporting, a second trainer on the same model_dir, SIGTERM before training starts, a second signal.
 
 (SIGTERM, non-finite losses, bad flags, corrupt images and interrupted exports are tested beside
 the code they exercise: test_trainers.py, test_training.py, test_data*.py, test_export.py.)
 """
+import contextlib
+import errno
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -17,8 +20,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from sagan_tf.run import files
 from sagan_tf.training import train
-from tests.helpers import ROOT, tiny_config
+from tests.helpers import ROOT, run_cli, tiny_config, trained_run
 from tests.shared_runs import in_memory_dataset
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -102,15 +106,30 @@ def test_kill_9_at_random_moments_loses_at_most_one_interval(tmp_path, image_fol
     assert_checkpoint_loads_finite(model_dir)
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)],
+@contextlib.contextmanager
+def tmpfs(mount_point, size):
+    """A size-limited tmpfs mounted at `mount_point` (created) for the block; skips the test without root."""
+    os.makedirs(mount_point, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(disk, leave=0):
+    """Fills the file system of `disk` up to `leave` bytes free, with `<disk>/filler`."""
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with open(os.path.join(disk, "filler"), "wb") as f:
+        f.write(b"\0" * max(free - leave, 0))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    with tmpfs(tmp_path / "disk", "3m") as mount_point:
+        yield mount_point
 
 
 @pytest.mark.slow  # fault injection, ~45 s: runs in .ci/run with the other slow tests
@@ -120,19 +139,137 @@ def test_disk_full_while_checkpointing_keeps_previous_checkpoint(small_disk):
     dataset_fn = lambda start: in_memory_dataset(4, start)
     train(config, str(model_dir), dataset_fn=dataset_fn, verbose=0)
     assert checkpoint_step(model_dir) == 2
-    # Fill the disk, leaving too little for another checkpoint.
-    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
-    with open(small_disk / "filler", "wb") as f:
-        f.write(b"\0" * max(free - 20_000, 0))
+    fill(small_disk, leave=20_000)  # too little for another checkpoint
     config.train_steps = 4
-    with pytest.raises(OSError, match=r"could not write the step-4 checkpoint.*ckpt-2 is unchanged"):
+    before = sorted(os.listdir(model_dir / "checkpoints"))
+    with pytest.raises(OSError, match=r"could not write the step-4 checkpoint.*No space left on device.*ckpt-2 is "
+                                      r"unchanged; removed the failed save's partial files \['ckpt-4_temp'\]"):
         train(config, str(model_dir), dataset_fn=dataset_fn, verbose=0)
+    # Nothing of the failed save where a reader would look: no ckpt-4 files, no temporary directory.
+    assert sorted(os.listdir(model_dir / "checkpoints")) == before
+    assert not (model_dir / ".lock").exists()
     os.remove(small_disk / "filler")
     assert checkpoint_step(model_dir) == 2
     assert_checkpoint_loads_finite(model_dir)
     # And the run resumes from it once there is space again.
     model = train(config, str(model_dir), dataset_fn=dataset_fn, verbose=0)
     assert int(model.step) == 4 and checkpoint_step(model_dir) == 4
+
+
+class FullDiskGfile:
+    """`tf.io.gfile` as `sagan_tf.run.files` uses it, except that a file written under a path containing
+    `where` gets half of its bytes, then the write fails with ENOSPC (a full disk where no tmpfs can be mounted)."""
+
+    def __init__(self, where):
+        self.where = where
+
+    def __getattr__(self, name):
+        return getattr(tf.io.gfile, name)
+
+    def GFile(self, path, mode="r"):
+        opened = tf.io.gfile.GFile(path, mode)
+        if "w" not in mode or self.where not in path:
+            return opened
+        where = self.where
+
+        class HalfWritten:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                opened.close()
+
+            def write(self, data):
+                opened.write(data[:len(data) // 2])
+                opened.flush()
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), f"{path} (under {where})")
+
+        return HalfWritten()
+
+
+def test_a_sample_sheet_that_cannot_be_written_is_a_warning_naming_it_and_leaves_no_file(tmp_path, monkeypatch,
+                                                                                         capsys):
+    from sagan_tf.training.callbacks import SampleGrid
+    monkeypatch.setattr(files, "gfile", FullDiskGfile(str(tmp_path / "samples")))
+    path = str(tmp_path / "samples" / "step_00000004.png")
+    assert SampleGrid.save_sheet(path, np.zeros([8, 8, 1], np.uint8)) is False
+    assert f"WARNING: could not write the sample sheet {path} (OSError: [Errno 28] No space left on device" \
+        in capsys.readouterr().err
+    assert os.listdir(tmp_path / "samples") == []  # the half-written temporary file is gone
+    monkeypatch.undo()
+    assert SampleGrid.save_sheet(path, np.zeros([8, 8, 1], np.uint8)) is True
+    assert os.listdir(tmp_path / "samples") == ["step_00000004.png"]
+
+
+def _image_steps(model_dir, tag):
+    steps = []
+    for name in sorted((model_dir / "train").glob("events*")):
+        for event in tf.compat.v1.train.summary_iterator(str(name)):
+            steps += [event.step for value in event.summary.value if value.tag == tag]
+    return sorted(steps)
+
+
+@pytest.mark.slow  # two tiny runs, ~30 s each
+@pytest.mark.parametrize("disk", ["tmpfs", "wrapper"])
+def test_disk_full_for_sample_sheets_warns_naming_them_and_training_goes_on(tmp_path, monkeypatch, capfd, disk):
+    model_dir = tmp_path / "run"
+    samples = model_dir / "samples"
+    with contextlib.ExitStack() as stack:
+        if disk == "tmpfs":  # samples/ on its own full file system; the rest of model_dir has room
+            stack.enter_context(tmpfs(samples, "64k"))
+            fill(samples)
+        else:
+            monkeypatch.setattr(files, "gfile", FullDiskGfile(str(samples)))
+        config = tiny_config(train_steps=2, checkpoint_every=2, sample_every=1, log_every=1)
+        model = train(config, str(model_dir), dataset_fn=lambda start: in_memory_dataset(4, start), verbose=0)
+        err = capfd.readouterr().err
+        left = sorted(os.listdir(samples))
+    assert int(model.step) == 2 and checkpoint_step(model_dir) == 2  # the run was not stopped by its sheets
+    for step in (1, 2):
+        for kind in ("step", "attention"):
+            assert f"WARNING: could not write the sample sheet {samples / f'{kind}_{step:08d}.png'} (" in err, err[-3000:]
+    assert "No space left on device" in err
+    assert left == (["filler"] if disk == "tmpfs" else [])  # no PNG, no partial temporary file
+    assert _image_steps(model_dir, "ema_samples") == [1, 2]  # the frames are still in TensorBoard
+    assert_checkpoint_loads_finite(model_dir)
+
+
+@pytest.mark.slow  # two exports of the session's tiny run and one export CLI, ~1 min
+def test_disk_full_while_exporting_keeps_the_previous_version_loadable_and_servable(tmp_path):
+    from export import saved_model as export_lib
+    from export import serving_config
+    model_dir, _ = trained_run()
+    z, labels = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32), np.array([0, 1, 2], np.int32)
+
+    def serve(version_dir):  # a fresh load and a call of the serving signature, as a server makes them
+        images = tf.saved_model.load(str(version_dir)).signatures["serving_default"](
+            z=tf.constant(z), label=tf.constant(labels))["images"].numpy()
+        assert images.shape == (3, 32, 32, 1) and np.all(np.isfinite(images))
+        return images
+
+    with tmpfs(tmp_path / "disk", "32m") as disk:
+        base = disk / "export"
+        first = export_lib.export_run(model_dir, str(base))
+        served = serve(first)
+        serving_files = {name: (base / name).read_bytes() for name in ("models.config", "batching_parameters.txt")}
+        fill(disk, leave=20_000)
+        with pytest.raises(OSError, match=re.escape(f"could not write export version 2 to {base / '2'} (") + r".*"
+                           r"No space left on device.*nothing was published.*versions already in .* \(1\) are unchanged"):
+            export_lib.export_run(model_dir, str(base))
+        assert sorted(os.listdir(base)) == ["1", "batching_parameters.txt", "models.config"]  # no temp dir
+        assert {name: (base / name).read_bytes() for name in serving_files} == serving_files
+        np.testing.assert_array_equal(serve(first), served)
+        assert len(serving_config.read_warmup(os.path.join(first, "assets.extra", "tf_serving_warmup_requests"))) > 0
+        # The CLI says the same in one line, without a traceback, and exits 1.
+        result = run_cli("export.saved_model", f"--model_dir={model_dir}", f"--export_base={base}")
+        assert result.returncode == 1 and "error: could not write export version 2 to" in result.stderr, \
+            result.stderr[-3000:]
+        assert "Traceback" not in result.stderr
+        assert sorted(os.listdir(base)) == ["1", "batching_parameters.txt", "models.config"]
+        os.remove(disk / "filler")  # with room again, the next export is version 2
+        second = export_lib.export_run(model_dir, str(base))
+        assert second == str(base / "2")
+        np.testing.assert_array_equal(serve(second), served)
 
 
 @pytest.mark.slow
@@ -175,13 +312,17 @@ def test_second_trainer_on_the_same_model_dir_fails_at_once_naming_the_first(tmp
     try:
         _wait(lambda: max(logged_steps(model_dir), default=0) >= 1 or first.poll() is not None, 240, "the first run")
         start = time.monotonic()
-        second = subprocess.run(trainer_command(image_folder, model_dir, 100000, 3), cwd=ROOT, env=ENV,
-                                capture_output=True, text=True, timeout=240)
-        took = time.monotonic() - start
-        assert second.returncode == 1, second.stderr[-3000:]
-        assert f"in use by another training run: pid {first.pid} on host" in second.stderr, second.stderr[-3000:]
-        assert "Traceback" not in second.stderr
-        print(f"second trainer refused after {took:.1f} s (mostly Python/TF start-up)")
+        second = subprocess.Popen(trainer_command(image_folder, model_dir, 100000, 3), cwd=ROOT, env=ENV,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _, second_err = second.communicate(timeout=240)
+        took = time.monotonic() - start  # from Popen to exit
+        assert second.returncode == 1, second_err[-3000:]
+        assert f"in use by another training run: pid {first.pid} on host" in second_err, second_err[-3000:]
+        assert "Traceback" not in second_err
+        # The lock is taken before TensorFlow is imported (tests/test_early_lock.py checks that no TF module
+        # is imported); before that, the refusal came after TF's import and the model build (~26 s here).
+        assert took < 5, f"the second trainer was refused only {took:.1f} s after it started"
+        print(f"second trainer refused {took:.1f} s after it started")
         steps_before = max(logged_steps(model_dir))
         _wait(lambda: max(logged_steps(model_dir)) > steps_before, 120, "the first run to keep training")
         assert first.poll() is None

@@ -127,3 +127,30 @@ def test_tensorboard_serves_the_sample_frames_and_the_config(served):
     texts = board.json("/data/plugin/text/text", run="train", tag="config")
     assert [text["step"] for text in texts] == [0, 2]  # written at each (re)start
     assert re.search(r"z_dim(&quot;|\")?: 8\b", texts[-1]["text"]), texts[-1]["text"][:500]
+
+
+def test_steps_logged_again_after_a_kill_are_shown_once_with_the_resumed_values(tmp_path):
+    """A kill -9 after step 7 with the last checkpoint at 3: the resumed process logs 4.. again. Each process
+    starts with a session START (callbacks.ConfigSummary does it at every (re)start), and TensorBoard drops the
+    killed process's steps from the START on."""
+    import tensorflow as tf
+
+    from sagan_tf.training.callbacks import write_session_start
+    logdir = tmp_path / "train"
+    for first, last, offset in ((0, 7, 0.0), (3, 9, 100.0), (8, 12, 1000.0)):  # killed at 7, then at 9, resumed
+        writer = tf.summary.create_file_writer(str(logdir))
+        with writer.as_default():
+            write_session_start(first + 1)
+            for step in range(first + 1, last + 1):
+                tf.summary.scalar("d_loss", offset + step, step=step)
+        writer.close()
+        time.sleep(1.1)  # events file names differ in their second, as those of two processes do
+    board = TensorBoard(tmp_path)
+    try:
+        points = board.wait_for("/data/plugin/scalars/scalars", lambda answer: answer and answer[-1][1] == 12,
+                                run="train", tag="d_loss")
+    finally:
+        board.close()
+    assert [(step, value) for _, step, value in points] == (
+        [(step, float(step)) for step in range(1, 4)] + [(step, 100.0 + step) for step in range(4, 9)]
+        + [(step, 1000.0 + step) for step in range(9, 13)])

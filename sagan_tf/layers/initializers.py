@@ -1,7 +1,7 @@
 """Weight initialisers selectable by name in the config (`config.init`)."""
 from __future__ import annotations
 
-import keras
+# Keras is imported by get_initializer only: sagan_tf.config reads INITIALIZERS before TensorFlow starts.
 
 __all__ = ["INITIALIZERS", "get_initializer"]
 
@@ -16,6 +16,8 @@ INITIALIZERS = {
 
 def get_initializer(name: str) -> keras.initializers.Initializer:
     """Returns a new Keras initializer for `name` (one of INITIALIZERS)."""
+    import keras
+
     if name not in INITIALIZERS:
         raise ValueError(f"Unknown init {name!r}; allowed: {sorted(INITIALIZERS)}.")
     return keras.initializers.get(dict(INITIALIZERS[name]))

@@ -30,6 +30,7 @@ import tensorflow as tf
 from sagan_tf.models import Generator
 from sagan_tf.models.architecture import model_fields
 from sagan_tf.run import files
+from sagan_tf.run.run_lock import LOCK_FILE  # defined beside the lock, which imports no TensorFlow
 
 __all__ = [
     "CHECKPOINT_INDEX",
@@ -81,7 +82,6 @@ EVAL_HISTORY_FILE = "eval_history.jsonl"
 REFERENCE_CACHE = "reference_stats"
 SAMPLES_DIR = "samples"
 TENSORBOARD_DIR = "train"
-LOCK_FILE = ".lock"
 
 # The names a training checkpoint gives its objects (sagan_tf.training.checkpointing.make_checkpoint).
 EMA_GENERATOR = "ema_generator"

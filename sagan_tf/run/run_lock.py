@@ -5,7 +5,7 @@ JSON: pid, host, the process's start time (from /proc, to tell a reused pid from
 start time of the lock and the command line. A second writer fails at once with
 :class:`RunLockedError` naming the holder's pid and host. The lock is released (the file removed,
 only if it is still ours) when the run ends in any way Python sees: return, exception, a clean stop
-after SIGTERM/SIGINT, a forced exit on a second signal (`sagan_tf.training.loop.holding` holds it for a
+after SIGTERM/SIGINT, a forced exit on a second signal (:func:`hold` holds it for a
 run, safe against those signals). After ``kill -9``, a power loss or an OOM
 kill it stays behind; the next run on the same host finds the pid dead (or now another process)
 and takes the lock over with a message. A lock from another host is never taken over: whether that
@@ -15,25 +15,57 @@ On a filesystem that is not local (``gs://``, any URI but ``file://``) there is 
 the lock is written through tf.io.gfile and read back, which refuses a second writer that starts
 after the first one's lock is visible, but not two that start within the same instant. Start one
 chief per bucket run directory.
+
+A local lock needs nothing but the standard library: the trainer CLIs take it (:func:`hold`) before
+TensorFlow is imported, so that a second trainer on a held model_dir is refused in about a second, and
+`sagan_tf.training.train` then finds it already held by this process and keeps it (the CLI releases it).
+TensorFlow is imported only for a URI.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import sys
 import time
+from typing import Iterator
 
-import tensorflow as tf
+from sagan_tf.runtime import stop_signals
 
-from sagan_tf.run import files
-from sagan_tf.run.run_dir import LOCK_FILE
+__all__ = ["LOCK_FILE", "RunLockedError", "RunLock", "pid_alive", "held_lock", "hold"]
 
-__all__ = ["LOCK_FILE", "RunLockedError", "RunLock", "pid_alive"]
+LOCK_FILE = ".lock"
 
 # A lock file that exists but is still empty (its writer is between open and write) is "being
 # created" for this long before it counts as stale.
 EMPTY_GRACE_SECONDS = 10.0
+
+# The locks this process holds, by _key(): hold() keeps one it finds here instead of taking it twice.
+_held: dict[str, "RunLock"] = {}
+
+
+def _local_path(path: str) -> str | None:
+    """`sagan_tf.run.files.local_path` (the same rule), without importing TensorFlow."""
+    if path.startswith("file://"):
+        return path[len("file://"):]
+    return None if "://" in path else path
+
+
+def _key(model_dir) -> str:
+    model_dir = os.fspath(model_dir)
+    local = _local_path(model_dir)
+    return os.path.realpath(local) if local is not None else model_dir.rstrip("/")
+
+
+def _files():
+    from sagan_tf.run import files  # tf.io.gfile: only for a URI
+    return files
+
+
+def _gfile_errors():
+    import tensorflow as tf
+    return tf.errors
 
 
 class RunLockedError(RuntimeError):
@@ -70,8 +102,10 @@ class RunLock:
 
     def __init__(self, model_dir, log=None):
         self.model_dir = os.fspath(model_dir)
-        self.path = files.join(self.model_dir, LOCK_FILE)
-        self._local = files.local_path(self.path)  # None on a filesystem without exclusive create
+        local_dir = _local_path(self.model_dir)
+        # _local: None on a filesystem without exclusive create (a URI other than file://)
+        self._local = None if local_dir is None else os.path.join(local_dir, LOCK_FILE)
+        self.path = os.path.join(self.model_dir, LOCK_FILE) if self._local else _files().join(self.model_dir, LOCK_FILE)
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.held = False
         self._content = None
@@ -82,12 +116,20 @@ class RunLock:
 
     def _read(self):
         """(info dict or None, raw text or None): None, None when there is no lock file."""
-        if not files.exists(self.path):
-            return None, None
-        try:
-            text = files.read_text(self.path)
-        except (OSError, tf.errors.NotFoundError):  # released meanwhile
-            return None, None
+        if self._local is not None:
+            try:
+                with open(self._local, encoding="utf-8") as f:
+                    text = f.read()
+            except FileNotFoundError:  # none, or released meanwhile
+                return None, None
+        else:
+            files = _files()
+            if not files.exists(self.path):
+                return None, None
+            try:
+                text = files.read_text(self.path)
+            except (OSError, _gfile_errors().NotFoundError):  # released meanwhile
+                return None, None
         try:
             info = json.loads(text)
             return (info if isinstance(info, dict) else None), text
@@ -97,9 +139,8 @@ class RunLock:
     def _stale_reason(self, info, text):
         """Why the existing lock is stale (a string), or None if its holder may be alive."""
         if info is None:
-            try:
-                age = time.time() - tf.io.gfile.stat(self.path).mtime_nsec / 1e9
-            except (OSError, tf.errors.OpError):
+            age = self._age()
+            if age is None:
                 return None
             if not text and age < EMPTY_GRACE_SECONDS:
                 return None  # being written right now
@@ -114,9 +155,23 @@ class RunLock:
             return f"pid {pid} now belongs to another process"
         return None
 
+    def _age(self):
+        """Seconds since the lock file was last written, or None if it cannot be told (gone meanwhile)."""
+        if self._local is not None:
+            try:
+                return time.time() - os.stat(self._local).st_mtime
+            except OSError:
+                return None
+        import tensorflow as tf
+        try:
+            return time.time() - tf.io.gfile.stat(self.path).mtime_nsec / 1e9
+        except (OSError, tf.errors.OpError):
+            return None
+
     def _create_exclusive(self, content):
         """Creates the lock file holding `content`; False if it already exists."""
         if self._local is None:  # no exclusive create: refuse if visible, write, and check it is ours
+            files = _files()
             if files.exists(self.path):
                 return False
             files.atomic_write_text(self.path, content)
@@ -132,7 +187,7 @@ class RunLock:
         return True
 
     def acquire(self):
-        files.makedirs(self.model_dir)
+        self._makedirs()
         info = {"pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid()),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv}
         content = json.dumps(info)
@@ -157,15 +212,22 @@ class RunLock:
                 raise RunLockedError(f"{self.path} changed while it was being created; another trainer is starting "
                                      "on this model_dir.")
             self.held, self._content = True, content
+            _held[_key(self.model_dir)] = self
             return self
         raise RunLockedError(f"could not lock {self.path}: it keeps changing (several trainers starting at once?).")
+
+    def _makedirs(self):
+        if self._local is None:
+            _files().makedirs(self.model_dir)
+        else:
+            os.makedirs(os.path.dirname(self._local), exist_ok=True)
 
     def _take_over(self, stale_text, reason, holder):
         """Removes the stale lock file if it still holds `stale_text` (renamed first, so that of two takers
         only one removes it, and a fresh lock created meanwhile is put back)."""
         if self._local is None:  # no atomic rename-aside: remove it if it still holds the stale text
             if self._read()[1] == stale_text:
-                files.remove(self.path)
+                _files().remove(self.path)
         else:
             aside = f"{self._local}.stale-{os.getpid()}"
             try:
@@ -190,10 +252,18 @@ class RunLock:
         if not self.held:
             return
         self.held = False
+        if _held.get(_key(self.model_dir)) is self:
+            del _held[_key(self.model_dir)]
         if self._read()[1] == self._content:
+            if self._local is not None:
+                try:
+                    os.remove(self._local)
+                except OSError:
+                    pass
+                return
             try:
-                files.remove(self.path)
-            except (OSError, tf.errors.NotFoundError):
+                _files().remove(self.path)
+            except (OSError, _gfile_errors().NotFoundError):
                 pass
 
     def __enter__(self):
@@ -201,3 +271,36 @@ class RunLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def held_lock(model_dir) -> RunLock | None:
+    """The lock of `model_dir` this process holds, or None."""
+    lock = _held.get(_key(model_dir))
+    if lock is None or not lock.held or json.loads(lock._content).get("pid") != os.getpid():
+        return None  # (a forked child does not hold its parent's lock)
+    return lock
+
+
+@contextlib.contextmanager
+def hold(model_dir, log=None) -> Iterator[RunLock]:
+    """Holds the run lock of `model_dir` for the body; released on any exit, including a stop signal that
+    arrives while the lock is being taken (it is handled once the lock is held, so the release below sees
+    it) and a second signal's forced exit (a registered cleanup).
+
+    When this process holds the lock already (a trainer CLI takes it before importing TensorFlow, then
+    calls `train`, which holds it for the run), the body runs under that lock, which stays held: its
+    outer holder releases it."""
+    already = held_lock(model_dir)
+    if already is not None:
+        yield already
+        return
+    lock = RunLock(model_dir, log=log)
+    try:
+        with stop_signals.deferred():
+            lock.acquire()
+            stop_signals.add_cleanup(lock.release)
+        yield lock
+    finally:
+        with stop_signals.deferred():
+            stop_signals.remove_cleanup(lock.release)
+            lock.release()

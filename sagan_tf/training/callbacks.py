@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.util import event_pb2
 
 from sagan_tf.run import run_dir
 from sagan_tf.runtime import stop_signals
@@ -33,6 +35,7 @@ __all__ = [
     "Throughput",
     "describe",
     "ScalarSummaries",
+    "write_session_start",
     "ConfigSummary",
     "ProgressBar",
     "EMAStatistics",
@@ -179,15 +182,33 @@ class ScalarSummaries(keras.callbacks.Callback):
             self.writer.flush()
 
 
+def write_session_start(step: int) -> None:
+    """Writes a SessionLog START event at `step` to the default summary writer.
+
+    TensorBoard reads it as a restart (every START after a run's first one) and drops the events of the
+    earlier files from `step` on: the steps a killed process logged after its last checkpoint, which the
+    resumed process logs again, are then shown once, the resumed values, in order. (TF2's summary API
+    has no public call for a raw Event; `import_event` is what `tf.summary` itself is built on.)"""
+    from tensorflow.python.ops import summary_ops_v2
+
+    event = event_pb2.Event(step=int(step), wall_time=time.time(),
+                            session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
+    summary_ops_v2.import_event(tf.constant(event.SerializeToString()))
+
+
 class ConfigSummary(keras.callbacks.Callback):
-    """Writes the run's resolved config as the `config` text summary at the step training (re)starts."""
+    """At the step training (re)starts: a session START event for the next step (`write_session_start`: a
+    resume after a kill is not shown twice in TensorBoard), and the run's resolved config as the
+    `config` text summary."""
 
     def __init__(self, writer, config_json):
         super().__init__()
         self.writer, self.config_json = writer, config_json
 
     def on_train_begin(self, logs=None):
-        with self.writer.as_default(step=current_step(self.model)):
+        step = current_step(self.model)
+        with self.writer.as_default(step=step):
+            write_session_start(step + 1)
             tf.summary.text("config", f"```\n{self.config_json}\n```",
                             description="The resolved config of the run (config.json), at each (re)start.")
         self.writer.flush()
@@ -250,7 +271,13 @@ class SampleGrid(keras.callbacks.Callback):
     logged to TensorBoard (`ema_samples`) and written as `<directory>/step_<step>.png` (one row per
     shown class), and the attention maps of G's first attention layer as overlays (`ema_attention`,
     `attention_<step>.png`). The noise is a function of `seed` alone (drawn once, here): every frame
-    of a run, a resumed one included, shows the same z and labels, so frames differ by the weights only."""
+    of a run, a resumed one included, shows the same z and labels, so frames differ by the weights only.
+
+    A sheet is not worth a run: a PNG that cannot be written (a full disk, a read-only samples/) is a
+    warning naming its path, and training goes on. The write is atomic (a temporary name, then a
+    rename; the temporary file is removed on failure), so no partial PNG is left, and the frame is still
+    in TensorBoard's events when those can be written (if the disk is full, the events file and the next
+    checkpoint then fail with errors naming their paths)."""
 
     DESCRIPTIONS = {
         "ema_samples": "EMA generator on a fixed set of z (one row per shown class); the same z in every frame "
@@ -311,9 +338,22 @@ class SampleGrid(keras.callbacks.Callback):
                     continue
                 if self.directory:
                     kind = "step" if name == "ema_samples" else "attention"
-                    save_png(run_dir.sample_grid_file(self.directory, kind, step), image)
+                    self.save_sheet(run_dir.sample_grid_file(self.directory, kind, step), image)
                 tf.summary.image(name, image[None], max_outputs=1, description=self.DESCRIPTIONS[name])
         self.writer.flush()
+
+
+    @staticmethod
+    def save_sheet(path, image):
+        """Writes one sheet; True if it was written, False (after a warning naming `path`) if it could not be."""
+        try:
+            save_png(path, image)
+        except (OSError, tf.errors.OpError) as error:
+            reason = " ".join(str(error).split())[:400]
+            print(f"WARNING: could not write the sample sheet {path} ({type(error).__name__}: {reason}); "
+                  "training continues without it (no partial file is left).", file=sys.stderr, flush=True)
+            return False
+        return True
 
 
 class Checkpointing(keras.callbacks.Callback):

@@ -191,11 +191,32 @@ class CheckpointManager:
         if bad:
             raise NonFiniteError(f"step {step}: non-finite weights in {bad[:5]}; not saving over the last good "
                                  f"checkpoint ({self.latest}).")
+        before = set(files.listdir(self.directory)) if files.isdir(self.directory) else set()
         try:
             return self._manager.save(checkpoint_number=step)
         except (OSError, tf.errors.OpError) as error:
+            removed = self._remove_partial_save(step, before)
             raise OSError(f"could not write the step-{step} checkpoint to {self.directory} ({error}); the "
-                          f"previous checkpoint {self.latest} is unchanged.") from error
+                          f"previous checkpoint {self.latest} is unchanged"
+                          + (f"; removed the failed save's partial files {removed}." if removed else ".")) from error
+
+    def _remove_partial_save(self, step, before):
+        """Removes what a failed save of `step` wrote (TF leaves its ``ckpt-<step>_temp/`` shards behind, on a
+        full disk the space that is needed most); names that existed before the save are never touched."""
+        base = f"{run_dir.CHECKPOINT_PREFIX}-{step}"
+        removed = []
+        for name in sorted(set(files.listdir(self.directory)) - before):
+            if name.startswith(base + "_temp") or name == base + ".index" or name.startswith(base + ".data-"):
+                path = files.join(self.directory, name)
+                try:
+                    if files.isdir(path):
+                        tf.io.gfile.rmtree(path)
+                    else:
+                        files.remove(path)
+                    removed.append(name)
+                except (OSError, tf.errors.OpError):
+                    pass
+        return removed
 
 
 # --- resuming with another config ------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import contextlib
 import functools
 import shutil
 import tempfile
-from typing import Iterator
 
 import keras
 import ml_collections
@@ -25,7 +24,7 @@ from sagan_tf.evaluation.periodic import build_periodic_evaluation
 from sagan_tf.losses import get_losses
 from sagan_tf.run import files, run_dir
 from sagan_tf.run.class_map import write_class_map
-from sagan_tf.run.run_lock import RunLock
+from sagan_tf.run.run_lock import RunLock, hold
 from sagan_tf.runtime import stop_signals
 from sagan_tf.runtime.cluster import check_same_start_step, is_chief, num_workers
 from sagan_tf.runtime.precision import agree_on_precision, resume_precision
@@ -135,21 +134,11 @@ def write_config(config: ml_collections.ConfigDict, model_dir: str) -> None:
         write_class_map(model_dir, config.class_names)
 
 
-@contextlib.contextmanager
-def holding(model_dir: str) -> Iterator[RunLock]:
-    """Holds the run lock of `model_dir` for the body; released on any exit, including a stop signal
-    that arrives while the lock is being taken (it is handled once the lock is held, so the release
-    below sees it) and a second signal's forced exit (a registered cleanup)."""
-    lock = RunLock(model_dir)
-    try:
-        with stop_signals.deferred():
-            lock.acquire()
-            stop_signals.add_cleanup(lock.release)
-        yield lock
-    finally:
-        with stop_signals.deferred():
-            stop_signals.remove_cleanup(lock.release)
-            lock.release()
+def holding(model_dir: str) -> contextlib.AbstractContextManager[RunLock]:
+    """Holds the run lock of `model_dir` for the body (`sagan_tf.run.run_lock.hold`): released on any
+    exit, a stop signal while it is being taken and a second signal's forced exit included; a lock this
+    process already holds (a trainer CLI takes it before TensorFlow starts) is kept, not taken twice."""
+    return hold(model_dir)
 
 
 def train(config: ml_collections.ConfigDict, model_dir: str, strategy: tf.distribute.Strategy | None = None,
