@@ -62,9 +62,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from sagan_tf.layers.attention import check_query_block
+from sagan_tf.layers.arguments import check_query_block
 from sagan_tf.layers.initializers import INITIALIZERS
-from sagan_tf.losses import LOSSES
 from sagan_tf.models.architecture import RESOLUTIONS, attention_resolutions, discriminator_stages, generator_stages
 from sagan_tf.runtime.precision import AUTO, POLICIES
 
@@ -144,6 +143,7 @@ def validate_config(config: ml_collections.ConfigDict, num_replicas: int = 1) ->
     _require(config.image_channels in (1, 3), "image_channels", config.image_channels, [1, 3])
     _require(config.init in INITIALIZERS, "init", config.init, sorted(INITIALIZERS))
     _require(config.mixed_precision in PRECISIONS, "mixed_precision", config.mixed_precision, list(PRECISIONS))
+    from sagan_tf.losses import LOSSES  # imports TensorFlow: only once a config is validated, not with the presets
     _require(config.loss in LOSSES, "loss", config.loss, list(LOSSES))
     for network, field in (("generator", "g_attention"), ("discriminator", "d_attention")):
         allowed = attention_resolutions(network, config.resolution)

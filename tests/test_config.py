@@ -43,7 +43,7 @@ def test_each_constant_has_one_home():
     "tfds:" form of config.dataset, parsed by sagan_tf.data alone."""
     from sagan_tf import losses
     from sagan_tf.data import is_tfds, real_images, tfds_name
-    from sagan_tf.layers.attention import check_query_block
+    from sagan_tf.layers.arguments import check_query_block
     from sagan_tf.models.architecture import MODEL_FIELDS, RESUME_FIXED_FIELDS, model_fields
 
     for name in losses.LOSSES:

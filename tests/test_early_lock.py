@@ -12,6 +12,7 @@ import pytest
 
 from sagan_tf.run import run_lock
 from sagan_tf.run.run_lock import LOCK_FILE, RunLock
+from sagan_tf.runtime.lock_holding import holding_run_lock, is_chief_task
 from tests.helpers import CLI_ENV, ROOT
 
 # `python -X importtime` writes one line per module imported, as it is imported: "import time: self | total | name".
@@ -76,7 +77,7 @@ def test_a_bad_flag_on_an_existing_run_leaves_only_its_files(tmp_path):
 def test_train_keeps_a_lock_this_process_already_holds(tmp_path):
     """What `train` does when a CLI took the lock first: `holding` runs under it and leaves it held."""
     from sagan_tf.training.loop import holding
-    with run_lock.hold(tmp_path) as outer:
+    with holding_run_lock(tmp_path) as outer:
         content = (tmp_path / LOCK_FILE).read_text()
         with holding(str(tmp_path)) as inner:
             assert inner is outer
@@ -105,7 +106,6 @@ def test_the_chief_is_known_from_tf_config_as_tensorflow_knows_it(monkeypatch, t
     import tensorflow as tf
 
     from sagan_tf.training.loop import is_chief
-    from trainers.common import is_chief_task
     text = None if tf_config is None else json.dumps(tf_config)
     if text is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -125,7 +125,7 @@ def test_the_lock_on_a_uri_is_exclusive_and_released(tmp_path, scheme):
     from sagan_tf.run import files
     model_dir = f"ram://early-lock-{os.getpid()}/run" if scheme == "ram" else f"file://{tmp_path}/run"
     lock_file = files.join(model_dir, LOCK_FILE)
-    with run_lock.hold(model_dir) as lock:
+    with holding_run_lock(model_dir) as lock:
         assert json.loads(files.read_text(lock_file))["pid"] == os.getpid()
         with pytest.raises(run_lock.RunLockedError, match=rf"pid {os.getpid()} on host"):
             RunLock(model_dir).acquire()

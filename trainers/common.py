@@ -5,15 +5,12 @@ Common flags: --config (a preset file, with --config.<field>= overrides), --mode
 checkpoint and continues to it), --data_dir. Everything is validated before any work starts, and
 nothing in model_dir is left changed when a flag or config value is bad.
 
-The chief takes the run lock (`<model_dir>/.lock`, sagan_tf.run.run_lock) first, before TensorFlow is
-imported and before the config is resolved (which may scan a large image folder): a second trainer on a
-model_dir that another one holds is refused within about a second, naming the holder, and exits 1. The
-lock is held until the process ends (`train` finds it held and keeps it); a bad flag or config value
-found after it was taken releases it and removes the model_dir it created, if that is still empty.
+The chief takes the run lock first, before TensorFlow is imported (sagan_tf.runtime.lock_holding): a
+second trainer on a model_dir that another one holds is refused within about a second, naming the
+holder, and exits 1. A bad flag or config value found after it was taken releases it and removes the
+model_dir it created, if that is still empty.
 """
 import contextlib
-import json
-import os
 import pathlib
 import sys
 
@@ -70,63 +67,6 @@ def check_data_dir(path, dataset):
         raise app.UsageError(f"--data_dir={path} does not exist.")
 
 
-def is_chief_task(tf_config: str | None, strategy: str) -> bool:
-    """Whether this process is the chief, which holds the run lock, from --strategy and TF_CONFIG alone
-    (no TensorFlow): the rule of `sagan_tf.training.loop.is_chief` for the strategy it will get. Only
-    multi_worker_mirrored reads TF_CONFIG's cluster; any other strategy runs one chief process."""
-    if strategy != "multi_worker_mirrored" or not tf_config:
-        return True
-    try:
-        spec = json.loads(tf_config)
-    except ValueError:
-        return True  # TensorFlow reports a malformed TF_CONFIG itself
-    cluster, task = spec.get("cluster") or {}, spec.get("task") or {}
-    if not cluster:
-        return True
-    task_type, task_id = task.get("type"), int(task.get("index", 0) or 0)
-    return task_type in ("chief", None) or (task_type == "worker" and task_id == 0 and "chief" not in cluster)
-
-
-def _first_missing_directory(path):
-    """The outermost directory of local `path` that does not exist yet (None if it exists, or for a URI)."""
-    if "://" in str(path) and not str(path).startswith("file://"):
-        return None
-    directory, missing = os.path.abspath(str(path).removeprefix("file://")), None
-    while not os.path.isdir(directory) and directory != os.path.dirname(directory):
-        missing, directory = directory, os.path.dirname(directory)
-    return missing
-
-
-def _remove_if_empty(path, outermost):
-    """Removes the empty directories from `path` up to `outermost` (what taking the lock created)."""
-    directory = os.path.abspath(str(path).removeprefix("file://"))
-    while True:
-        try:
-            os.rmdir(directory)
-        except OSError:  # not empty (the run wrote something), or gone
-            return
-        if directory == outermost:
-            return
-        directory = os.path.dirname(directory)
-
-
-@contextlib.contextmanager
-def run_lock_of_the_chief(model_dir, strategy):
-    """`<model_dir>/.lock` held for the body when this process is the chief (see the module docstring);
-    a model_dir the lock created is removed again if nothing was written into it."""
-    if not is_chief_task(os.environ.get("TF_CONFIG"), strategy):
-        yield None
-        return
-    from sagan_tf.run import run_lock  # the standard library only, for a local model_dir
-    created = _first_missing_directory(model_dir)
-    try:
-        with run_lock.hold(model_dir) as lock:
-            yield lock
-    finally:
-        if created is not None:
-            _remove_if_empty(model_dir, created)
-
-
 def refuse(error):
     """A run refused before any work (another run holds model_dir, another config): exit 1, no traceback."""
     print(f"error: {error}", file=sys.stderr, flush=True)
@@ -138,9 +78,10 @@ def run(overrides_fn=None):
     from sagan_tf.runtime import stop_signals
     stop_signals.install()  # from here a SIGTERM/SIGINT stops cleanly (exit 0), a second one at once
     from sagan_tf.run.run_lock import RunLockedError
+    from sagan_tf.runtime.lock_holding import holding_as_chief
     with contextlib.ExitStack() as lock:
         try:
-            lock.enter_context(run_lock_of_the_chief(FLAGS.model_dir, FLAGS.strategy))
+            lock.enter_context(holding_as_chief(FLAGS.model_dir, FLAGS.strategy))
         except RunLockedError as error:
             refuse(error)
         _configure_and_train(overrides_fn, release_lock=lock.close)

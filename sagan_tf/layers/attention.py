@@ -30,21 +30,12 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from sagan_tf.layers.arguments import check_query_block
 from sagan_tf.layers.initializers import get_initializer
 from sagan_tf.layers.serialization import register
 from sagan_tf.layers.spectral_norm import SpectralNormalization
 
-__all__ = ["SelfAttention", "attention", "check_query_block", "query_blocks"]
-
-
-def check_query_block(query_block, name: str = "query_block") -> int:
-    """`query_block` as an int >= 0, or a ValueError naming `name` (the layer's argument, or the config
-    field ``config.attention_query_block``) and the value. The one check of the layer, the networks'
-    model fields and the config validation."""
-    if isinstance(query_block, bool) or not isinstance(query_block, int) or query_block < 0:
-        raise ValueError(f"{name}={query_block!r} is not allowed; allowed: an integer >= 0 "
-                         f"(query rows per attention block; 0 = one einsum over all queries).")
-    return query_block
+__all__ = ["SelfAttention", "attention", "query_blocks"]
 
 
 def _softmax(theta, phi):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-from sagan_tf.layers.attention import check_query_block
+from sagan_tf.layers.arguments import check_query_block
 
 __all__ = ["RESOLUTIONS", "DEFAULT_ATTENTION", "GENERATOR_BASE_RESOLUTION", "MODEL_FIELDS", "RESUME_FIXED_FIELDS",
            "Stage", "generator_stages", "discriminator_stages", "attention_resolutions", "model_fields"]

@@ -23,15 +23,12 @@ TensorFlow is imported only for a URI.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
 import sys
 import time
-from typing import Iterator
 
-from sagan_tf.runtime import stop_signals
 
 __all__ = ["LOCK_FILE", "RunLockedError", "RunLock", "pid_alive", "held_lock", "hold"]
 
@@ -279,28 +276,3 @@ def held_lock(model_dir) -> RunLock | None:
     if lock is None or not lock.held or json.loads(lock._content).get("pid") != os.getpid():
         return None  # (a forked child does not hold its parent's lock)
     return lock
-
-
-@contextlib.contextmanager
-def hold(model_dir, log=None) -> Iterator[RunLock]:
-    """Holds the run lock of `model_dir` for the body; released on any exit, including a stop signal that
-    arrives while the lock is being taken (it is handled once the lock is held, so the release below sees
-    it) and a second signal's forced exit (a registered cleanup).
-
-    When this process holds the lock already (a trainer CLI takes it before importing TensorFlow, then
-    calls `train`, which holds it for the run), the body runs under that lock, which stays held: its
-    outer holder releases it."""
-    already = held_lock(model_dir)
-    if already is not None:
-        yield already
-        return
-    lock = RunLock(model_dir, log=log)
-    try:
-        with stop_signals.deferred():
-            lock.acquire()
-            stop_signals.add_cleanup(lock.release)
-        yield lock
-    finally:
-        with stop_signals.deferred():
-            stop_signals.remove_cleanup(lock.release)
-            lock.release()

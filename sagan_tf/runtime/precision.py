@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import functools
 
-from sagan_tf.run import run_dir
-
 AUTO = "auto"
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -134,6 +132,7 @@ def resume_precision(requested: str, model_dir: str, strategy=None) -> str:
     its config.json recorded, so a run moved to a machine with (or without) native bfloat16 keeps its
     arithmetic. An explicit policy is obeyed, with a message when it changes the run's.
     """
+    from sagan_tf.run import run_dir  # tf.io.gfile: imported when a run starts, not with the policy names
     stored = run_dir.recorded_config(model_dir)
     recorded = (stored or {}).get("mixed_precision")
     if recorded is None:

@@ -10,7 +10,7 @@
   after running the registered cleanups (the lock). Checkpoints are written atomically, so the last
   complete one stays usable. "Second" means after the first was handled (its message printed): Python
   records a pending signal as a flag, so two that both arrive during one TensorFlow call count as one.
-* Inside :func:`deferred` (taking or releasing the run lock) signals are recorded and handled on
+* Inside :func:`deferred` (taking or releasing the run lock: `sagan_tf.runtime.lock_holding`) signals are recorded and handled on
   leaving it, so that a stop can never fall between "the lock file exists" and "the process knows it
   holds it" and leave the file behind.
 """
@@ -121,3 +121,4 @@ def add_cleanup(function: Callable[[], None]) -> None:
 def remove_cleanup(function: Callable[[], None]) -> None:
     if function in _cleanups:
         _cleanups.remove(function)
+

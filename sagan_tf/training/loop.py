@@ -24,8 +24,8 @@ from sagan_tf.evaluation.periodic import build_periodic_evaluation
 from sagan_tf.losses import get_losses
 from sagan_tf.run import files, run_dir
 from sagan_tf.run.class_map import write_class_map
-from sagan_tf.run.run_lock import RunLock, hold
-from sagan_tf.runtime import stop_signals
+from sagan_tf.run.run_lock import RunLock
+from sagan_tf.runtime import lock_holding, stop_signals
 from sagan_tf.runtime.cluster import check_same_start_step, is_chief, num_workers
 from sagan_tf.runtime.precision import agree_on_precision, resume_precision
 from sagan_tf.runtime.replicas import distributed_call, replica_major_order
@@ -135,10 +135,10 @@ def write_config(config: ml_collections.ConfigDict, model_dir: str) -> None:
 
 
 def holding(model_dir: str) -> contextlib.AbstractContextManager[RunLock]:
-    """Holds the run lock of `model_dir` for the body (`sagan_tf.run.run_lock.hold`): released on any
+    """Holds the run lock of `model_dir` for the body (`sagan_tf.runtime.lock_holding`): released on any
     exit, a stop signal while it is being taken and a second signal's forced exit included; a lock this
     process already holds (a trainer CLI takes it before TensorFlow starts) is kept, not taken twice."""
-    return hold(model_dir)
+    return lock_holding.holding_run_lock(model_dir)
 
 
 def train(config: ml_collections.ConfigDict, model_dir: str, strategy: tf.distribute.Strategy | None = None,
