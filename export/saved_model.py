@@ -10,7 +10,7 @@ float32 whatever precision it was trained in (``--compute_dtype=bfloat16``: bflo
 float32 weights, inputs and images, for serving hardware with bfloat16 units), and writes
 
 ``--statistics_truncation=t`` exports batch-norm statistics recomputed for z truncated to [-t, t]
-(`sagan_tf.standing_statistics`) instead of the stored ones (those of untruncated z): for a server whose
+(`sagan_tf.sampling.standing_statistics`) instead of the stored ones (those of untruncated z): for a server whose
 clients sample with that truncation (`generate` with truncation t); other truncations then sample with
 statistics that are not their own. ``sagan_export.json`` records it (``statistics_truncation``), and where
 the export came from without the training machine's paths: ``run`` (the run directory's name),
@@ -19,7 +19,7 @@ the export came from without the training machine's paths: ``run`` (the run dire
     <export_base>/<version>/                       the SavedModel (signatures: see export.signatures)
     <export_base>/<version>/assets.extra/          tf_serving_warmup_requests, sagan_export.json,
                                                    classes.json (the class name -> label map, when the
-                                                   run has class names: see sagan_tf.class_map)
+                                                   run has class names: see sagan_tf.run.class_map)
     <export_base>/models.config                    TF-Serving model_config_list (see export.serving_config)
     <export_base>/batching_parameters.txt          TF-Serving batching parameters
 
@@ -62,7 +62,7 @@ class ExportError(ValueError):
     """A bad export request (an existing version, class names that do not fit); the message names the value.
 
     Problems with the run directory itself (no config.json, no or a damaged checkpoint) are
-    :class:`sagan_tf.run_dir.RunDirError`s.
+    :class:`sagan_tf.run.run_dir.RunDirError`s.
     """
 
 
@@ -249,7 +249,7 @@ def export_run(model_dir, export_base, version=None, checkpoint=None, compute_dt
     """Exports the EMA generator of the run in `model_dir`; returns the version directory.
     `statistics_truncation` t: with batch-norm statistics recomputed for z truncated to [-t, t].
 
-    Raises ExportError for a bad request, sagan_tf.run_dir.RunDirError for a run directory without a
+    Raises ExportError for a bad request, sagan_tf.run.run_dir.RunDirError for a run directory without a
     readable config or checkpoint that fits it."""
     config = run_dir.read_config(model_dir)
     if export_base is None:

@@ -1,4 +1,4 @@
-"""A run directory written before sagan_tf.run_dir existed still restores, for sampling and for resuming.
+"""A run directory written before sagan_tf.run.run_dir existed still restores, for sampling and for resuming.
 
 tests/data/run_before_run_dir was written by the code at commit d611085 (a tiny config trained 2 steps:
 config.json, checkpoints/ckpt-2, and the EMA generator's images for four fixed (z, label) pairs, computed
