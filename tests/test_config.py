@@ -1,13 +1,36 @@
-"""Config validation names the field, the value and what is allowed."""
+"""Config validation names the field, the value and what is allowed; presets round-trip through config.json."""
+import json
+
 import pytest
 
 from sagan_tf.config import validate_config
 from tests.helpers import load_preset, tiny_config
 
 
-@pytest.mark.parametrize("preset", ["imagenet128", "imagenet64", "cifar10", "fashion_mnist"])
+PRESETS = ["imagenet128", "imagenet64", "cifar10", "fashion_mnist", "fashion_mnist_ttur2x"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
 def test_presets_are_valid(preset):
     validate_config(load_preset(preset))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_a_preset_round_trips_through_the_run_config(preset, tmp_path):
+    """What a run records in config.json (and a resume, an export or an evaluation reads back) is the preset:
+    every field, with JSON's lists where the preset has tuples."""
+    from sagan_tf.run.run_dir import read_config, write_config
+    config = load_preset(preset)
+    write_config(str(tmp_path), config)
+    assert read_config(str(tmp_path)).to_dict() == json.loads(json.dumps(config.to_dict()))
+    validate_config(read_config(str(tmp_path)))
+
+
+def test_the_ttur2x_preset_is_the_default_with_twice_the_paper_rates():
+    default, fast = load_preset("fashion_mnist").to_dict(), load_preset("fashion_mnist_ttur2x").to_dict()
+    assert (fast["g_lr"], fast["d_lr"]) == (2 * default["g_lr"], 2 * default["d_lr"]) == (2e-4, 8e-4)
+    changed = {key for key in default if default[key] != fast[key]}
+    assert changed == {"g_lr", "d_lr", "train_steps"} and set(fast) == set(default)
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -1,4 +1,5 @@
 """Each trainer CLI, run as a user would in a subprocess, on a tiny config."""
+import json
 import os
 import re
 import signal
@@ -44,6 +45,22 @@ def test_fashion_mnist_trainer_writes_checkpoint_events_and_samples(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Resuming at step 2" in result.stdout
     assert_run_outputs(model_dir, 4)
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_MNIST), reason="dataset-fashion-mnist is not installed")
+@pytest.mark.slow  # trains for tens of seconds (docs/testing.md)
+def test_the_shipped_recipe_preset_trains_with_its_rates_from_the_command_line(tmp_path):
+    """`--config=configs/fashion_mnist_ttur2x.py` (the quickstart's and the shipped model's recipe) is what
+    the run records and what its optimizers hold."""
+    model_dir = tmp_path / "fmnist"
+    result = run_cli("trainers.fashion_mnist", "--config=configs/fashion_mnist_ttur2x.py", f"--model_dir={model_dir}",
+                     "--train_steps=2", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    recorded = json.loads((model_dir / "config.json").read_text())
+    assert (recorded["g_lr"], recorded["d_lr"], recorded["ch"]) == (2e-4, 8e-4, 4)
+    reader = tf.train.load_checkpoint(str(model_dir / "checkpoints"))
+    rates = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map() if "learning_rate" in name}
+    assert sorted(np.round(list(rates.values()), 8)) == [2e-4, 8e-4], rates
 
 
 IMAGENET_TINY = ["--strategy=mirrored", "--num_cpu_devices=2", "--config.resolution=32",
