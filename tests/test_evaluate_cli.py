@@ -385,3 +385,43 @@ def test_evaluate_cli_names_bad_values(tmp_path_factory, tmp_path):
     assert result.returncode != 0 and "--feature_network=inception:/nowhere" in result.stderr
     result = run_cli("trainers.classifier", "--dataset=cifar10", f"--model_dir={tmp_path}")
     assert result.returncode != 0 and "cifar10" in result.stderr
+
+
+CLASSIFIER = "pretrained/fashion_mnist_classifier"
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_MNIST), reason="dataset-fashion-mnist is not installed")
+@pytest.mark.slow  # ~60 s: an export and two evaluation processes
+def test_an_export_scores_as_the_run_it_was_exported_from(tmp_path_factory, tmp_path):
+    """`--saved_model` rebuilds the exported EMA generator: the same samples, so every metric equals the
+    `--model_dir` evaluation of the checkpoint it was exported from (how a shipped model's row is reproduced)."""
+    model_dir = tiny_run(tmp_path_factory)
+    result = run_cli("export.saved_model", f"--model_dir={model_dir}", f"--export_base={tmp_path / 'export'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [export] = [os.path.dirname(path) for path in glob.glob(str(tmp_path / "export" / "*" / "saved_model.pb"))]
+    common = ["--num_samples=40", "--batch_size=20", f"--feature_network=classifier:{CLASSIFIER}",
+              f"--reference_cache={tmp_path / 'refs'}"]
+    records = {}
+    for source in (f"--model_dir={model_dir}", f"--saved_model={export}"):
+        out = tmp_path / f"{source.split('=')[0][2:]}.json"
+        result = run_cli("trainers.evaluate", source, *common, f"--json={out}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        records[source.split("=")[0]] = json.loads(out.read_text())
+    run, exported = records["--model_dir"], records["--saved_model"]
+    assert exported["step"] == run["step"] == 1 and exported["checkpoint"] == export
+    assert exported["reference"] == run["reference"] and set(exported["metrics"]) == set(run["metrics"])
+    for name, value in run["metrics"].items():
+        assert exported["metrics"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+
+
+@pytest.mark.slow  # CLI processes
+@pytest.mark.parametrize("flags, message", [
+    ([], "exactly one of --model_dir"),
+    (["--model_dir=x", "--saved_model=y"], "exactly one of --model_dir"),
+    (["--saved_model=tests"], "--saved_model=tests holds no saved_model.pb"),
+    (["--saved_model=pretrained/fashion_mnist/1", "--preset=nope"], "--preset=nope: no configs/nope.py"),
+])
+def test_evaluate_cli_names_a_bad_source(flags, message):
+    result = run_cli("trainers.evaluate", *flags, f"--feature_network=classifier:{CLASSIFIER}", "--num_samples=2")
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

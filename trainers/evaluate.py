@@ -3,15 +3,21 @@
     python -m trainers.evaluate --model_dir=runs/fmnist --num_samples=10000 \
         --feature_network=classifier:runs/fmnist_classifier [--reference_split=test] \
         [--reference_cache=runs/reference_stats] [--checkpoint_dir=runs/fmnist/best] [--json=out.json]
+    python -m trainers.evaluate --saved_model=pretrained/fashion_mnist/2 \
+        --feature_network=classifier:pretrained/fashion_mnist_classifier [--preset=fashion_mnist]
 
 The EMA generator is restored (float32) from the latest checkpoint of ``<model_dir>/checkpoints`` (or
---checkpoint_dir / a --checkpoint prefix). Real-data statistics come from the config's data set
+--checkpoint_dir / a --checkpoint prefix), or rebuilt from an export of export.saved_model
+(--saved_model; its real data set is that of configs/<--preset>.py, its step the one the export records). Real-data statistics come from the config's data set
 (--reference_split, default "test" for Fashion-MNIST, "train" otherwise) and are cached under
 --reference_cache (default ``<model_dir>/reference_stats``), named by feature network, data set and count.
 Prints a table (metric, value, network) and writes JSON (default ``<model_dir>/eval_<step>.json``). Feature
 networks (nothing is downloaded): ``classifier:<dir>`` (trainers.classifier), ``savedmodel:<dir>``
 (TF-GAN-style Inception SavedModel), ``keras_inception:<weights.h5>``.
 """
+import os
+import tempfile
+
 from absl import app, flags
 
 from trainers.common import usage_errors
@@ -19,6 +25,9 @@ from trainers.common import usage_errors
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("model_dir", None, "Training run directory (config.json, checkpoints/).")
+flags.DEFINE_string("saved_model", None, "Instead of --model_dir: an export of export.saved_model (the generator is "
+                    "rebuilt from it, weights and batch-norm statistics as exported).")
+flags.DEFINE_string("preset", "fashion_mnist", "With --saved_model: configs/<preset>.py names the real data set.")
 flags.DEFINE_string("checkpoint_dir", None, "Directory whose latest checkpoint is evaluated "
                     "(default <model_dir>/checkpoints; <model_dir>/best for the best-FID one).")
 flags.DEFINE_string("checkpoint", None, "A checkpoint prefix (e.g. .../ckpt-2000); overrides --checkpoint_dir.")
@@ -41,8 +50,20 @@ flags.DEFINE_bool("truncation_statistics", True, "With --truncation: sample the 
 flags.DEFINE_integer("seed", 0, "Seeds the noise and labels.")
 flags.DEFINE_string("real_split", None, "Score real images of this split (e.g. train) instead of the generator: the "
                     "real-vs-real FID and the classifier's conditional accuracy on real data, for comparison.")
-flags.DEFINE_string("json", None, "Output JSON path (default <model_dir>/eval_<step>.json).")
-flags.mark_flag_as_required("model_dir")
+flags.DEFINE_string("json", None, "Output JSON path (default <model_dir>/eval_<step>.json; with --saved_model, "
+                    "none unless given).")
+flags.register_multi_flags_validator(
+    ["model_dir", "saved_model"], lambda values: (values["model_dir"] is None) != (values["saved_model"] is None),
+    message="give exactly one of --model_dir (a training run) and --saved_model (an export)")
+
+
+def _preset_config(name):
+    """configs/<name>.py's config; a UsageError naming --preset if there is none."""
+    import importlib
+    try:
+        return importlib.import_module(f"configs.{name}").get_config()
+    except ModuleNotFoundError as error:
+        raise app.UsageError(f"--preset={name}: no configs/{name}.py ({error})") from error
 
 
 def _check_flags():
@@ -50,7 +71,13 @@ def _check_flags():
     from sagan_tf.run import files, run_dir
     from sagan_tf.sampling.noise import check_truncation
 
-    if not run_dir.is_run_dir(FLAGS.model_dir):
+    if FLAGS.saved_model is not None:
+        from sagan_tf.sampling import exported
+        if not exported.is_saved_model(FLAGS.saved_model):
+            raise app.UsageError(f"--saved_model={FLAGS.saved_model} holds no saved_model.pb (not an export)")
+        if FLAGS.real_split or FLAGS.checkpoint or FLAGS.checkpoint_dir:
+            raise app.UsageError("--real_split, --checkpoint and --checkpoint_dir need --model_dir, not --saved_model")
+    elif not run_dir.is_run_dir(FLAGS.model_dir):
         raise app.UsageError(f"--model_dir={FLAGS.model_dir} holds no config.json (not a training run)")
     if not FLAGS.feature_network:
         raise app.UsageError("--feature_network is required: classifier:<dir> (train one with "
@@ -82,6 +109,13 @@ def main(argv):
             generator = real_images.real_split_sample_fn(config, FLAGS.real_split, FLAGS.num_samples,
                                                          FLAGS.batch_size, FLAGS.data_dir, seed=FLAGS.seed)
         checkpoint, step = f"real:{FLAGS.real_split}", None
+    elif FLAGS.saved_model:
+        from sagan_tf.sampling import exported
+        config = _preset_config(FLAGS.preset)
+        with usage_errors(f"--saved_model={FLAGS.saved_model}"):  # NotAnExportError
+            generator = exported.keras_generator(FLAGS.saved_model)
+        checkpoint, step = FLAGS.saved_model, exported.read_info(FLAGS.saved_model).get("step")
+        config.update({field: generator.spec[field] for field in ("num_classes", "z_dim")})
     else:
         with usage_errors(f"--model_dir={FLAGS.model_dir}"):  # RunDirError
             restored = run_dir.load_ema_generator(FLAGS.model_dir, FLAGS.checkpoint or FLAGS.checkpoint_dir)
@@ -89,10 +123,13 @@ def main(argv):
     network = load_feature_network(FLAGS.feature_network)
     num_reference = FLAGS.num_reference or FLAGS.num_samples
     num_real_features = FLAGS.num_real_features or min(num_reference, FLAGS.num_samples)
+    cache = FLAGS.reference_cache
+    if cache is None and FLAGS.saved_model:  # not beside the export: it may be a committed or served directory
+        cache = os.path.join(tempfile.gettempdir(), "sagan_tf_reference_stats")
     with usage_errors(f"--reference_split={FLAGS.reference_split or '(default)'}"):  # ReferenceSplitError
         reference, reference_name, num_reference = runner.run_reference(
-            config, network, FLAGS.model_dir, num_reference, num_real_features, FLAGS.batch_size,
-            split=FLAGS.reference_split, cache=FLAGS.reference_cache, data_dir=FLAGS.data_dir)
+            config, network, FLAGS.model_dir or "", num_reference, num_real_features, FLAGS.batch_size,
+            split=FLAGS.reference_split, cache=cache, data_dir=FLAGS.data_dir)
     num_real_features = min(num_real_features, num_reference)
     if not FLAGS.truncation_statistics:  # a plain callable is sampled with the stored statistics
         generator = sampling.as_sample_fn(generator)
@@ -110,6 +147,8 @@ def main(argv):
               "batch_norm_statistics": "recomputed for the truncation" if recomputed else "stored",
               "reference": {"dataset": reference_name, "num": int(reference["num"]), "num_features": num_real_features},
               "metrics": metrics}
+    if FLAGS.saved_model and not FLAGS.json:
+        return
     name = f"real_{FLAGS.real_split}" if FLAGS.real_split else step if step is not None else "latest"
     out = FLAGS.json or run_dir.eval_record_file(FLAGS.model_dir, name)
     files.atomic_write_json(out, record, indent=2)
