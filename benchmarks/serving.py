@@ -16,6 +16,11 @@ after one untimed warm-up call:
 * ``savedmodel_bf16`` (not in the default list): ``serving_default`` of the same weights exported with
   ``compute_dtype=bfloat16`` (``--compute_dtype`` of export.saved_model); the table adds its speed
   relative to the float32 SavedModel. Only worth it where bfloat16 is native (``lscpu | grep amx``).
+* ``grpc`` / ``grpc_bf16`` (not in the default list): ``serving_default`` of the float32 / bfloat16-compute
+  export through ``python -m export.grpc_server``, a subprocess on a loopback port, called with
+  tensorflow-serving-api's Predict on one channel kept open (``export.client.GrpcClient``): what a client
+  of a server on the same machine gets, request encoding and the response's bytes included. The table
+  adds each one's speed relative to its in-process call.
 
 Weights are random: throughput does not depend on their values. 128² at ch=64 is ~9 GMAC per image,
 slow on a 2-core CPU: keep ``--iters`` small there.
@@ -23,6 +28,7 @@ slow on a 2-core CPU: keep ``--iters`` small there.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -37,7 +43,7 @@ if ROOT not in sys.path:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PRESET_FOR_RESOLUTION = {32: "cifar10", 64: "imagenet64", 128: "imagenet128"}
-VARIANTS = ("savedmodel", "keras_eager", "generate", "savedmodel_bf16")
+VARIANTS = ("savedmodel", "keras_eager", "generate", "savedmodel_bf16", "grpc", "grpc_bf16")
 DEFAULT_VARIANTS = VARIANTS[:3]
 
 
@@ -76,8 +82,26 @@ def load_preset(name):
     return module.get_config()
 
 
-def build_variants(resolution, ch, workdir, names):
-    """({variant: fn(batch inputs)}, model fields) for one resolution."""
+def serve_over_grpc(version_dir, workdir, stack):
+    """A fn(batch inputs) that calls `version_dir` served by a grpc_server subprocess (stopped by `stack`)."""
+    from export.client import GrpcClient
+    try:
+        from benchmarks.server_process import MODEL_NAME, ServerProcess
+    except ImportError:  # run as a script from benchmarks/
+        from server_process import MODEL_NAME, ServerProcess
+
+    server = ServerProcess(version_dir, read_timeout=60,
+                           log_path=os.path.join(workdir, f"server-{os.path.basename(version_dir)}.log"))
+    stack.callback(server.stop)
+    server.wait_ready()
+    client = stack.enter_context(GrpcClient(server.address))
+    return lambda b: client.predict(MODEL_NAME, "serving_default", {"z": b["z"].numpy(),
+                                                                    "label": b["label"].numpy()})["images"]
+
+
+def build_variants(resolution, ch, workdir, names, stack):
+    """({variant: fn(batch inputs)}, model fields) for one resolution; servers it starts are stopped by
+    the contextlib.ExitStack `stack`."""
     import keras
     import tensorflow as tf
 
@@ -94,13 +118,17 @@ def build_variants(resolution, ch, workdir, names):
     version_dir = export_generator(generator, os.path.join(workdir, f"res{resolution}"), version=1)
     loaded = tf.saved_model.load(version_dir)
     serve, generate = loaded.signatures["serving_default"], loaded.signatures["generate"]
-    if "savedmodel_bf16" in names:  # the same weights, bfloat16 compute (what --compute_dtype=bfloat16 exports)
+    if {"savedmodel_bf16", "grpc_bf16"} & set(names):  # the same weights, bfloat16 compute (--compute_dtype=bfloat16)
         bf16_generator = Generator(spec, dtype="mixed_bfloat16", name="ema_generator")
         bf16_generator.build()
         bf16_generator.set_weights(generator.get_weights())
         bf16_dir = export_generator(bf16_generator, os.path.join(workdir, f"res{resolution}"), version=2)
         serve_bf16 = tf.saved_model.load(bf16_dir).signatures["serving_default"]
+    grpc_fp32 = serve_over_grpc(version_dir, workdir, stack) if "grpc" in names else None
+    grpc_bf16 = serve_over_grpc(bf16_dir, workdir, stack) if "grpc_bf16" in names else None
     fns = {
+        "grpc": lambda b: grpc_fp32(b),
+        "grpc_bf16": lambda b: grpc_bf16(b),
         "savedmodel_bf16": lambda b: serve_bf16(z=b["z"], label=b["label"])["images"],
         "savedmodel": lambda b: serve(z=b["z"], label=b["label"])["images"],
         "keras_eager": lambda b: generator((b["z"], b["label"]), training=False),
@@ -120,42 +148,57 @@ def make_batch(batch, spec, seed=0):
 
 
 def time_call(fn, batch):
+    import numpy as np
+
     start = time.perf_counter()
     result = fn(batch)
-    _ = result.numpy()  # wait for the values
+    _ = np.asarray(result)  # wait for the values (a tensor's; a served response is numpy already)
     return time.perf_counter() - start
+
+
+RATIOS = (  # (column, numerator variant, denominator variant)
+    ("SavedModel/eager", "savedmodel", "keras_eager"),
+    ("bf16/fp32 SavedModel", "savedmodel_bf16", "savedmodel"),
+    ("gRPC/in-process", "grpc", "savedmodel"),
+    ("gRPC bf16/in-process", "grpc_bf16", "savedmodel_bf16"),
+    ("gRPC bf16/fp32", "grpc_bf16", "grpc"),
+)
+
+
+def time_resolution(args, resolution, workdir):
+    """The table's rows of one resolution: every variant at every batch size, in interleaved rounds."""
+    with contextlib.ExitStack() as stack:
+        variants, spec = build_variants(resolution, args.ch, workdir, args.variants, stack)
+        batches = {b: make_batch(b, spec) for b in args.batch_sizes}
+        times = {(b, v): [] for b in args.batch_sizes for v in variants}
+        for b in args.batch_sizes:
+            for name, fn in variants.items():
+                for _ in range(args.warmup):
+                    time_call(fn, batches[b])
+        for _ in range(args.iters):  # interleaved rounds
+            for b in args.batch_sizes:
+                for name, fn in variants.items():
+                    times[(b, name)].append(time_call(fn, batches[b]))
+    rows = []
+    for b in args.batch_sizes:
+        row = {"resolution": resolution, "ch": args.ch, "batch": b}
+        for name in variants:
+            seconds = statistics.median(times[(b, name)])
+            row[f"{name}_img_per_s"] = b / seconds
+            row[f"{name}_ms_per_batch"] = 1000 * seconds
+        for column, numerator, denominator in RATIOS:
+            if numerator in variants and denominator in variants:
+                row[column] = row[f"{numerator}_img_per_s"] / row[f"{denominator}_img_per_s"]
+        rows.append(row)
+    return rows
 
 
 def benchmark(args):
     import tensorflow as tf
 
-    rows = []
     workdir = tempfile.mkdtemp(prefix="sagan-serving-bench-")
     try:
-        for resolution in args.resolutions:
-            variants, spec = build_variants(resolution, args.ch, workdir, args.variants)
-            batches = {b: make_batch(b, spec) for b in args.batch_sizes}
-            times = {(b, v): [] for b in args.batch_sizes for v in variants}
-            for b in args.batch_sizes:
-                for name, fn in variants.items():
-                    for _ in range(args.warmup):
-                        time_call(fn, batches[b])
-            for _ in range(args.iters):  # interleaved rounds
-                for b in args.batch_sizes:
-                    for name, fn in variants.items():
-                        times[(b, name)].append(time_call(fn, batches[b]))
-            for b in args.batch_sizes:
-                row = {"resolution": resolution, "ch": args.ch, "batch": b}
-                for name in variants:
-                    seconds = statistics.median(times[(b, name)])
-                    row[f"{name}_img_per_s"] = b / seconds
-                    row[f"{name}_ms_per_batch"] = 1000 * seconds
-                if "savedmodel" in variants and "keras_eager" in variants:
-                    row["savedmodel_speedup"] = row["savedmodel_img_per_s"] / row["keras_eager_img_per_s"]
-                if "savedmodel" in variants and "savedmodel_bf16" in variants:
-                    row["bf16_speedup"] = row["savedmodel_bf16_img_per_s"] / row["savedmodel_img_per_s"]
-                rows.append(row)
-            del variants
+        rows = [row for resolution in args.resolutions for row in time_resolution(args, resolution, workdir)]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return {"rows": rows, "iters": args.iters, "warmup": args.warmup, "tensorflow": tf.__version__,
@@ -164,25 +207,20 @@ def benchmark(args):
 
 def format_table(result):
     variants = result["variants"]
-    header = ["res", "ch", "batch"] + [f"{v} img/s" for v in variants]
-    if "savedmodel" in variants and "keras_eager" in variants:
-        header.append("SavedModel/eager")
-    if "savedmodel" in variants and "savedmodel_bf16" in variants:
-        header.append("bf16/fp32 SavedModel")
+    ratios = [column for column, numerator, denominator in RATIOS if {numerator, denominator} <= set(variants)]
+    header = ["res", "ch", "batch"] + [f"{v} img/s" for v in variants] + ratios
     lines = [header]
     for row in result["rows"]:
         line = [f"{row['resolution']}²", str(row["ch"]), str(row["batch"])]
         line += [f"{row[f'{v}_img_per_s']:.1f}" for v in variants]
-        if "savedmodel_speedup" in row:
-            line.append(f"{row['savedmodel_speedup']:.2f}x")
-        if "bf16_speedup" in row:
-            line.append(f"{row['bf16_speedup']:.2f}x")
+        line += [f"{row[column]:.2f}x" for column in ratios]
         lines.append(line)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in lines]
     text.insert(1, "  ".join("-" * width for width in widths))
     text.append(f"(median of {result['iters']} interleaved rounds after {result['warmup']} warm-up call(s); "
-                f"TF {result['tensorflow']}, {result['cpus']} CPUs; generate = server-side noise + uint8 + PNG)")
+                f"TF {result['tensorflow']}, {result['cpus']} CPUs; generate = server-side noise + uint8 + PNG; "
+                f"gRPC = export.grpc_server on loopback, one open channel)")
     return "\n".join(text)
 
 

@@ -67,40 +67,60 @@ def _model_spec(spec, model_name, signature_name=None, version=None):
         spec.version.value = int(version)
 
 
-def predict_grpc(server, model_name, signature_name, inputs, output_filter=(), timeout=60.0, version=None):
-    """{output: ndarray} of one Predict call; `inputs` maps input names to arrays of the signature's dtypes."""
+class GrpcClient:
+    """One channel to `server` kept open across calls (a connection set up once, as a long-lived client
+    holds it); a context manager that closes it. `predict_grpc` / `signature_inputs_grpc` open one per call."""
 
-    request = predict_pb2.PredictRequest()
-    _model_spec(request.model_spec, model_name, signature_name, version)
-    for key, value in inputs.items():
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
-    request.output_filter.extend(output_filter)
-    channel, stub = _stub(server)
-    try:
-        response = stub.Predict(request, timeout=timeout)
-    except grpc.RpcError as error:
-        raise ServingError(error.code().name, error.details()) from error
-    finally:
-        channel.close()
-    return {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
+    def __init__(self, server):
+        self.server = server
+        self._channel, self._stub = _stub(server)
+
+    def predict(self, model_name, signature_name, inputs, output_filter=(), timeout=60.0, version=None):
+        """{output: ndarray} of one Predict call; `inputs` maps input names to arrays of the signature's dtypes."""
+        request = predict_pb2.PredictRequest()
+        _model_spec(request.model_spec, model_name, signature_name, version)
+        for key, value in inputs.items():
+            request.inputs[key].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
+        request.output_filter.extend(output_filter)
+        try:
+            response = self._stub.Predict(request, timeout=timeout)
+        except grpc.RpcError as error:
+            raise ServingError(error.code().name, error.details()) from error
+        return {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
+
+    def signature_inputs(self, model_name, timeout=30.0, version=None):
+        """{signature: {input: shape list}} from GetModelMetadata (-1 = any size)."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        _model_spec(request.model_spec, model_name, version=version)
+        try:
+            response = self._stub.GetModelMetadata(request, timeout=timeout)
+        except grpc.RpcError as error:
+            raise ServingError(error.code().name, error.details()) from error
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        return {name: {key: [d.size for d in info.tensor_shape.dim] for key, info in signature.inputs.items()}
+                for name, signature in signature_map.signature_def.items()}
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def predict_grpc(server, model_name, signature_name, inputs, output_filter=(), timeout=60.0, version=None):
+    """{output: ndarray} of one Predict call on a channel of its own (see `GrpcClient.predict`)."""
+    with GrpcClient(server) as client:
+        return client.predict(model_name, signature_name, inputs, output_filter, timeout, version)
 
 
 def signature_inputs_grpc(server, model_name, timeout=30.0, version=None):
-    """{signature: {input: shape list}} from GetModelMetadata (-1 = any size)."""
-
-    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-    _model_spec(request.model_spec, model_name, version=version)
-    channel, stub = _stub(server)
-    try:
-        response = stub.GetModelMetadata(request, timeout=timeout)
-    except grpc.RpcError as error:
-        raise ServingError(error.code().name, error.details()) from error
-    finally:
-        channel.close()
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
-    response.metadata["signature_def"].Unpack(signature_map)
-    return {name: {key: [d.size for d in info.tensor_shape.dim] for key, info in signature.inputs.items()}
-            for name, signature in signature_map.signature_def.items()}
+    """{signature: {input: shape list}} from GetModelMetadata (-1 = any size), on a channel of its own."""
+    with GrpcClient(server) as client:
+        return client.signature_inputs(model_name, timeout, version)
 
 
 # --- REST --------------------------------------------------------------------------------------------

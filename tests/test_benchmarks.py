@@ -212,3 +212,32 @@ def test_recipe_study_tables_and_cpu_accounting(tmp_path):
     study.write_pending(model_dir, 12.5)
     assert study.read_pending(model_dir) == 12.5
     assert "diffaug" in study.RECIPES and study.RECIPES["diffaug"][0] == ("--config.augment=translation,cutout",)
+
+
+@pytest.mark.slow  # starts two export.grpc_server processes
+def test_serving_benchmark_grpc_rows_serve_what_the_in_process_call_computes(tmp_path):
+    """The gRPC variants call the same export through a served subprocess: the same images as the in-process
+    signature (float32 exactly; bfloat16 compute against its own in-process call), and the table's ratio
+    columns are the ratios of its img/s columns."""
+    import contextlib
+
+    import numpy as np
+
+    from benchmarks import serving
+    with contextlib.ExitStack() as stack:
+        names = ["savedmodel", "grpc", "savedmodel_bf16", "grpc_bf16"]
+        variants, spec = serving.build_variants(32, 8, str(tmp_path), names, stack)
+        batch = serving.make_batch(3, spec)
+        images = {name: np.asarray(variants[name](batch)) for name in names}
+    assert images["grpc"].shape == (3, 32, 32, 3)
+    np.testing.assert_array_equal(images["grpc"], images["savedmodel"])
+    np.testing.assert_array_equal(images["grpc_bf16"], images["savedmodel_bf16"])
+    assert np.abs(images["savedmodel_bf16"] - images["savedmodel"]).max() > 0  # a different computation
+    args = serving.parse_args(["--resolutions=32", "--ch=8", "--batch_sizes=1,2", "--iters=1", "--warmup=0",
+                               f"--variants={','.join(names)}"])
+    result = serving.benchmark(args)
+    row = result["rows"][1]
+    assert row["gRPC/in-process"] == pytest.approx(row["grpc_img_per_s"] / row["savedmodel_img_per_s"])
+    assert row["gRPC bf16/fp32"] == pytest.approx(row["grpc_bf16_img_per_s"] / row["grpc_img_per_s"])
+    table = serving.format_table(result)
+    assert "gRPC/in-process" in table and f"{row['gRPC bf16/in-process']:.2f}x" in table
