@@ -174,6 +174,64 @@ def test_profile_step_assigns_ops_to_stages_and_counts_their_flops():
     assert rest == [{"op_type": "Mul", "op_ms": 40.0}, {"op_type": "Sub", "op_ms": 20.0}]
 
 
+# Op names as a bfloat16 Fashion-MNIST step's trace records them (benchmarks/profile_step.py), with their class.
+TRACED_OPS = {
+    "StatefulPartitionedCall/gradient_tape/discriminator_1/block4_1/sn_conv2_1/convolution/Conv2DBackpropInput:"
+    "_MklNativeConv2DBackpropInput": "conv backward-input",
+    "StatefulPartitionedCall/gradient_tape/generator_3/block2_1/Conv2DBackpropFilter:_MklNativeConv2DBackpropFilter":
+        "conv backward-filter",
+    "StatefulPartitionedCall/discriminator_1/block1_1/Pad:_MklNativePadWithConv2D": "conv forward",
+    "StatefulPartitionedCall/generator_3/block0_1/sn_conv2_1/add:_MklNativeFusedConv2D": "conv forward",
+    "StatefulPartitionedCall/generator_3/sn_linear_1/add:_MklNativeFusedMatMul": "matmul / einsum",
+    "StatefulPartitionedCall/gradient_tape/generator_3/attention1_1/einsum_1/Einsum:_MklEinsum": "matmul / einsum",
+    "StatefulPartitionedCall/discriminator_3/attention0_1/sn_theta_1/power_iteration/MatMul:_MklMatMul":
+        "spectral norm",
+    "StatefulPartitionedCall/discriminator_1/block2_1/sn_conv1_1/power_iteration/Sum:Sum": "spectral norm",
+    "StatefulPartitionedCall/gradient_tape/discriminator_1/attention0_1/softmax/mul:Mul": "attention softmax",
+    "StatefulPartitionedCall/discriminator_1/attention0_1/softmax/Softmax:_MklSoftmax": "attention softmax",
+    "StatefulPartitionedCall/gradient_tape/discriminator_1/attention0_1/softmax/Cast/Cast:Cast": "cast",
+    "StatefulPartitionedCall/generator_3/bn_out_1/bn_1/Cast_5:Cast": "cast",
+    "StatefulPartitionedCall/generator_1/block2_1/cbn2_1/bn_1/moments/SquaredDifference:SquaredDifference":
+        "batch norm",
+    "StatefulPartitionedCall/gradient_tape/generator_3/bn_out_1/bn_1/moments/Tile:Tile": "batch norm",
+    "StatefulPartitionedCall/d_adam/Sqrt_47:Sqrt": "optimizer (Adam)",
+    "StatefulPartitionedCall/g_adam/AssignSubVariableOp_7:AssignSubVariableOp": "optimizer (Adam)",
+    "StatefulPartitionedCall/ema/mul_29:Mul": "EMA",
+    "StatefulPartitionedCall/gradient_tape/generator_3/block2_1/strided_slice_11/StridedSliceGrad:StridedSliceGrad":
+        "slice / pad / tile",
+    "StatefulPartitionedCall/generator_1/block2_1/Repeat/Tile:Tile": "slice / pad / tile",
+    "StatefulPartitionedCall/generator_3/block2_1/Relu_1:Relu": "elementwise and other",
+    "StatefulPartitionedCall/UnsortedSegmentSum_9:UnsortedSegmentSum": "elementwise and other",
+}
+
+
+@pytest.mark.parametrize("name, expected", TRACED_OPS.items())
+def test_profile_step_op_classes(name, expected):
+    from benchmarks import profile_step
+    assert profile_step.op_class(name) == expected
+
+
+def test_profile_step_class_rows_and_host_idle_against_a_naive_timeline():
+    import numpy as np
+
+    from benchmarks import profile_step
+    rng = np.random.default_rng(0)
+    events = [(name, int(start), int(length)) for name, start, length in
+              zip(TRACED_OPS, rng.integers(0, 10 ** 9, len(TRACED_OPS)), rng.integers(1, 2 * 10 ** 8, len(TRACED_OPS)))]
+    timeline = np.zeros(2 * 10 ** 9 // 10 ** 6, bool)  # 1 µs resolution, in ps units of 10⁶
+    for _, start, length in events:
+        timeline[start // 10 ** 6:(start + length) // 10 ** 6] = True
+    assert profile_step.busy_ms(events) == pytest.approx(timeline.sum() / 1e3, abs=len(events) * 2e-3)
+    times = {name: length / 1e9 for name, _, length in events}
+    rows = profile_step.class_rows(times, wall_ms=2000.0, busy_ms_per_step=profile_step.busy_ms(events))
+    assert [row["class"] for row in rows] == [*profile_step.CLASSES, "host idle (no op running)"]
+    by_class = {row["class"]: row["op_ms"] for row in rows}
+    for cls in profile_step.CLASSES:
+        assert by_class[cls] == pytest.approx(sum(times[n] for n, c in TRACED_OPS.items() if c == cls))
+    assert sum(row["op_share_%"] for row in rows[:-1]) == pytest.approx(100)
+    assert rows[-1]["op_ms"] == pytest.approx(2000.0 - profile_step.busy_ms(events))
+
+
 def test_layer_memory_rows_cover_every_attention_placement(monkeypatch):
     import subprocess
 

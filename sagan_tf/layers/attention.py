@@ -41,7 +41,8 @@ __all__ = ["SelfAttention", "attention", "query_blocks"]
 def _softmax(theta, phi):
     """float32 softmax over the keys of θ φᵀ, the logits computed in the compute dtype: [B, n, M]."""
     logits = ops.einsum("bnc,bmc->bnm", theta, phi)
-    return ops.softmax(ops.cast(logits, "float32"), axis=-1)
+    with keras.name_scope("softmax"):  # the casts, the softmax and their gradients, by name in a profile
+        return ops.softmax(ops.cast(logits, "float32"), axis=-1)
 
 
 def _attend(theta, phi, g):

@@ -104,19 +104,21 @@ class SpectralNormalization(keras.layers.Wrapper):
         return self.layer.embeddings if self._is_embedding else self.layer.kernel
 
     def normalized_kernel(self, training=False):
-        """Returns (W / σ, σ, u) in float32; `u` is the advanced vector when training."""
-        w = ops.cast(self.kernel, "float32")
-        w_mat = ops.reshape(w, (-1, w.shape[-1]))
-        u = ops.convert_to_tensor(self.u)
-        if training:
-            for _ in range(self.power_iterations):
-                v = _l2_normalize(ops.matmul(w_mat, u[:, None])[:, 0], self.epsilon)
-                u = _l2_normalize(ops.matmul(v[None, :], w_mat)[0], self.epsilon)
-        else:  # a no-op once training has stored a unit u; the initial draw is not unit length
-            u = _l2_normalize(u, self.epsilon)
-        u = ops.stop_gradient(u)
-        sigma = ops.sqrt(ops.sum(ops.square(ops.matmul(w_mat, u[:, None]))))
-        return w / ops.maximum(sigma, self.epsilon), sigma, u
+        """Returns (W / σ, σ, u) in float32; `u` is the advanced vector when training. Its ops (and their
+        gradients) are named under ``power_iteration/``, so a profile can tell them from the layer's own."""
+        with keras.name_scope("power_iteration"):
+            w = ops.cast(self.kernel, "float32")
+            w_mat = ops.reshape(w, (-1, w.shape[-1]))
+            u = ops.convert_to_tensor(self.u)
+            if training:
+                for _ in range(self.power_iterations):
+                    v = _l2_normalize(ops.matmul(w_mat, u[:, None])[:, 0], self.epsilon)
+                    u = _l2_normalize(ops.matmul(v[None, :], w_mat)[0], self.epsilon)
+            else:  # a no-op once training has stored a unit u; the initial draw is not unit length
+                u = _l2_normalize(u, self.epsilon)
+            u = ops.stop_gradient(u)
+            sigma = ops.sqrt(ops.sum(ops.square(ops.matmul(w_mat, u[:, None]))))
+            return w / ops.maximum(sigma, self.epsilon), sigma, u
 
     def kernel_for_call(self, training=False):
         """W / σ (float32) for one forward pass, advancing `u` as `call` does. For callers that apply the
