@@ -109,15 +109,31 @@ def format_table(rows, columns=None, title=None):
     return "\n".join(lines)
 
 
+# The CPU features that decide which precision is fast (docs/performance.md, machine classes).
+ISA_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")
+
+
+def cpu_description(cpuinfo: str) -> tuple[str, str]:
+    """(model name, the ISA_FLAGS present) of a /proc/cpuinfo text: a model name alone ("AMD EPYC",
+    "Intel(R) Xeon(R) Processor") does not tell the machine classes apart."""
+    name, flags = "unknown", set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and name == "unknown":
+            name = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return name, " ".join(flag for flag in ISA_FLAGS if flag in flags)
+
+
 def machine_info():
-    """CPU model name and core count (Linux), and the TF / Keras versions if importable."""
+    """CPU model name, its ISA flags (ISA_FLAGS) and core count (Linux), and the TF / Keras versions if
+    importable; "cpu" is the model name followed by the flags in brackets."""
     info = {"cpu": "unknown", "cpus": os.cpu_count()}
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
+            name, isa = cpu_description(f.read())
+        info.update(cpu=f"{name} [{isa}]" if isa else name, isa=isa)
     except OSError:
         pass
     for module in ("tensorflow", "keras"):

@@ -299,3 +299,14 @@ def test_serving_benchmark_grpc_rows_serve_what_the_in_process_call_computes(tmp
     assert row["gRPC bf16/fp32"] == pytest.approx(row["grpc_bf16_img_per_s"] / row["grpc_img_per_s"])
     table = serving.format_table(result)
     assert "gRPC/in-process" in table and f"{row['gRPC bf16/in-process']:.2f}x" in table
+
+
+def test_machine_info_names_the_isa_that_decides_the_precision():
+    from benchmarks import common
+    text = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx2 avx512f avx512_bf16 "
+            "amx_tile amx_bf16 amx_int8\n\nprocessor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n")
+    assert common.cpu_description(text) == ("Intel(R) Xeon(R) Processor", "amx_bf16 amx_tile avx512_bf16 avx512f avx2")
+    assert common.cpu_description("model name\t: AMD EPYC\nflags\t: fpu avx2 fma\n") == ("AMD EPYC", "avx2")
+    with open("/proc/cpuinfo") as f:
+        name, isa = common.cpu_description(f.read())
+    assert common.machine_info()["cpu"] == (f"{name} [{isa}]" if isa else name)
