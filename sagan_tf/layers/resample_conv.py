@@ -51,10 +51,12 @@ def upsample_conv(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     height, width = tf.shape(x)[1], tf.shape(x)[2]
     padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
     phases = tf.nn.conv2d(padded, upsample_conv_kernel(kernel), strides=1, padding="VALID")  # [B, H+1, W+1, 4C]
-    c = kernel.shape[-1]
     # Phase (a, b) reads neighbours starting at (i - 1 + a, j - 1 + b): row/column offset a, b in the padded map.
-    parts = [phases[:, a:a + height, b:b + width, (2 * a + b) * c:(2 * a + b + 1) * c]
-             for a in (0, 1) for b in (0, 1)]
+    # Split the phases' channels first, then crop each: the backward pass then pads four [B, H+1, W+1, C]
+    # gradients and concatenates them, where cropping the 4C-channel map directly would write four
+    # zero-filled [B, H+1, W+1, 4C] gradients and add them up (4× the memory traffic, and an AddN).
+    per_phase = tf.split(phases, 4, axis=-1)
+    parts = [per_phase[2 * a + b][:, a:a + height, b:b + width, :] for a in (0, 1) for b in (0, 1)]
     return tf.nn.depth_to_space(tf.concat(parts, axis=-1), 2)
 
 
