@@ -264,6 +264,13 @@ def test_recipe_study_tables_and_cpu_accounting(tmp_path):
                                                                         (4000, 1.0, 5.0)]
     (budgets,) = study.budget_rows(rows)
     assert (budgets["FID ≤0.25 CPU-h"], budgets["FID ≤0.5 CPU-h"], budgets["FID ≤1 CPU-h"]) == (15.0, 9.0, 5.0)
+    assert "FID ≤2 CPU-h" not in budgets  # no recipe was followed past 1 CPU-h
+    # A second, shorter recipe: blank beyond the budget its run ended in, not its last FID repeated.
+    study.append_point(records, "ch32", {"step": 1000, "train_cpu_seconds": 1000.0, "precision": "float32",
+                                         "metrics": {"fid": 12.0, "precision": 0.9, "recall": 0.4,
+                                                     "conditional_accuracy": 0.8}})
+    _, short = study.budget_rows(study.table_rows(records))
+    assert (short["FID ≤0.25 CPU-h"], short["FID ≤0.5 CPU-h"], short["FID ≤1 CPU-h"]) == ("", 12.0, "")
     # CPU of a segment a signal cut short is carried to the next recorded point.
     model_dir = str(tmp_path / "run")
     assert study.read_pending(model_dir) == 0.0
