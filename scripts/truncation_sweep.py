@@ -21,7 +21,6 @@ draws sweeps measured before (``label=path``, the --json of each), --statistics 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -168,6 +167,7 @@ def main(argv=None) -> int:
         if path is not None and not os.path.isdir(path):
             parser.error(f"{flag}={path} is not a directory")
 
+    import configs
     from sagan_tf import sampling
     from sagan_tf.data import real_images
     from sagan_tf.evaluation import load_feature_network, runner
@@ -180,9 +180,9 @@ def main(argv=None) -> int:
             generator, config, source = restored.generator, restored.config, restored.checkpoint
         else:
             generator = exported.keras_generator(args.saved_model)
-            config = importlib.import_module(f"configs.{args.preset}").get_config()
+            config = configs.load(args.preset)
             source = args.saved_model
-    except (ValueError, ModuleNotFoundError) as error:  # RunDirError, NotAnExportError, an unknown preset
+    except ValueError as error:  # RunDirError, NotAnExportError, an unknown preset
         parser.error(str(error))
     network = load_feature_network(args.feature_network)
     cache = args.reference_cache or run_dir.reference_cache(args.model_dir or os.path.dirname(args.saved_model))

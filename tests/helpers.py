@@ -217,3 +217,9 @@ if __name__ == "__main__":
     _request = _serve()
     if _request is not None:
         _run_as_main(_request)
+
+
+def shipped_generator():
+    """The shipped generator: the highest version under pretrained/fashion_mnist (what models.config serves)."""
+    versions = [path for path in (ROOT / "pretrained" / "fashion_mnist").iterdir() if path.name.isdigit()]
+    return max(versions, key=lambda path: int(path.name))

@@ -83,3 +83,10 @@ def test_each_constant_has_one_home():
     assert is_tfds("tfds:cifar10") and not is_tfds("cifar10")
     assert tfds_name("tfds:imagenet2012:5.1.0") == "imagenet2012:5.1.0"
     assert real_images.canonical_dataset_name("tfds:cifar10:3.0.2/plain") == "cifar10"
+
+
+def test_configs_load_names_an_unknown_preset_and_the_known_ones():
+    import configs
+    assert configs.load("fashion_mnist_ttur2x").to_dict() == load_preset("fashion_mnist_ttur2x").to_dict()
+    with pytest.raises(ValueError, match=r"no preset 'nope'.*'cifar10', 'fashion_mnist', 'fashion_mnist_ttur2x'"):
+        configs.load("nope")

@@ -419,7 +419,7 @@ def test_an_export_scores_as_the_run_it_was_exported_from(tmp_path_factory, tmp_
     ([], "exactly one of --model_dir"),
     (["--model_dir=x", "--saved_model=y"], "exactly one of --model_dir"),
     (["--saved_model=tests"], "--saved_model=tests holds no saved_model.pb"),
-    (["--saved_model=pretrained/fashion_mnist/1", "--preset=nope"], "--preset=nope: no configs/nope.py"),
+    (["--saved_model=pretrained/fashion_mnist/1", "--preset=nope"], "--preset=nope: no preset 'nope'"),
 ])
 def test_evaluate_cli_names_a_bad_source(flags, message):
     result = run_cli("trainers.evaluate", *flags, f"--feature_network=classifier:{CLASSIFIER}", "--num_samples=2")

@@ -1,4 +1,5 @@
-"""The committed artifacts: pretrained/fashion_mnist/1 (EMA generator SavedModel) and the classifier that scores it.
+"""The committed artifacts: the shipped generator (the highest version under pretrained/fashion_mnist, the one
+TF-Serving's models.config serves) and the classifier that scores it.
 
 docs/results.md reports their quality on 10,000 samples; here 500 samples must still be drawn from the
 requested classes (a re-export of an untrained or broken generator scores ≈ 0.1).
@@ -9,9 +10,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, run_cli, shipped_generator
 
-GENERATOR = ROOT / "pretrained" / "fashion_mnist" / "1"
+GENERATOR = shipped_generator()
 CLASSIFIER = ROOT / "pretrained" / "fashion_mnist_classifier"
 
 

@@ -8,6 +8,7 @@ import statistics
 import pytest
 
 from tests.helpers import ROOT
+from tests.markdown_tables import agrees, tables_with
 
 RECORDS = ROOT / "docs" / "records" / "seeds"
 STEP = 4000
@@ -58,23 +59,6 @@ def seed_tables_with(path, column):
     return tables_with(path.read_text(), column)
 
 
-def tables_with(text, column):
-    """Every markdown table in the markdown `text` with a column headed `column`: (header cells, rows of cells)."""
-    tables, current = [], None
-    for line in text.splitlines():
-        if not line.startswith("|"):
-            current = None
-            continue
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if current is None:
-            current = (cells, [])
-            if column in cells:
-                tables.append(current)
-        elif not set(line) <= set("|-: "):
-            current[1].append(cells)
-    return tables
-
-
 def record_runs(row):
     """The committed records of one row of the table, one directory per seed."""
     return sorted(RECORDS.glob(f"{row}_s[0-9]*"))
@@ -88,13 +72,6 @@ def record_values(row, metric):
         [value] = plot.metric_series({STEP: history[STEP]}, metric)[1]
         values.append(value)
     return values
-
-
-def agrees(cell, value):
-    """`cell` shows `value` rounded to its own number of decimals (unicode minus allowed)."""
-    cell = cell.replace("−", "-")
-    decimals = len(cell.partition(".")[2])
-    return abs(float(cell) - value) <= 0.5001 * 10 ** -decimals  # a value at the half rounds either way
 
 
 def committed_generator_scores():
