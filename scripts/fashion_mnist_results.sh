@@ -76,11 +76,11 @@ $PY scripts/plot_eval_history.py --table_step="$STEPS" --welch "default=$(runs a
 
 [[ -n $EXPORT_RUN ]] || { echo "EXPORT_RUN unset: the committed generator and its figures are kept"; exit 0; }
 
-# 4. The committed generator's figures, the real-vs-real reference (10k train images against the test
-#    set) and the pretrained EMA generator (float32 SavedModel) under pretrained/, replaced whole.
+# 4. Version 1's figures, the real-vs-real reference (10k train images against the test set) and
+#    version 1 of the pretrained EMA generator (float32 SavedModel) under pretrained/, replaced whole.
 $PY -m trainers.evaluate --model_dir="$OUT/$EXPORT_RUN" --feature_network=classifier:"$CLS" \
   --reference_cache="$OUT/reference_stats" --num_samples=10000 --real_split=train --json="$OUT/real_train.json"
-$PY -m trainers.sample --model_dir="$OUT/$EXPORT_RUN" --mode=sheet --columns=10 --out=$FIG/sample_sheet.png
+$PY -m trainers.sample --model_dir="$OUT/$EXPORT_RUN" --mode=sheet --columns=10 --out=$FIG/sample_sheet_v1.png
 $PY -m trainers.sample --model_dir="$OUT/no_attention_${EXPORT_RUN##*_}" --mode=sheet --columns=10 \
   --out=$FIG/sample_sheet_no_attention.png
 $PY -m trainers.sample --model_dir="$OUT/$EXPORT_RUN" --mode=interpolate_z --labels=0,5,7,9 --columns=10 \
@@ -99,8 +99,9 @@ sheet.paste(left, (0, 0))
 sheet.paste(right, (left.width + 16, 0))
 sheet.save(sys.argv[3])
 EOF
+# Version 1 only: the shipped version 2 (the recipe study's, docs/results.md) and models.config stay.
 rm -rf "$EXPORT.tmp"
 $PY -m export.saved_model --model_dir="$OUT/$EXPORT_RUN" --export_base="$EXPORT.tmp" --version=1 \
   --serving_base_path=/models/sagan
-rm -rf "$EXPORT" && mv "$EXPORT.tmp" "$EXPORT"
+mkdir -p "$EXPORT" && rm -rf "$EXPORT/1" && mv "$EXPORT.tmp/1" "$EXPORT/1" && rm -rf "$EXPORT.tmp"
 du -sh "$EXPORT/1"

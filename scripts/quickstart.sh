@@ -25,6 +25,6 @@ echo "Samples:     $(ls -1 "$RUN"/samples/*.png | tail -n 1)"
 echo "SavedModel:  $(ls -d "$RUN"/export/*/ | tail -n 1)"
 echo "TensorBoard: .venv/bin/tensorboard --logdir $RUN"
 echo
-echo "The shipped generator, the same recipe trained for longer: pretrained/fashion_mnist/2."
+echo "The shipped generator, the same learning rates trained for 8,000 steps: pretrained/fashion_mnist/2."
 echo "A sheet from it, one row per class:"
 echo "  .venv/bin/python -m trainers.sample --saved_model=pretrained/fashion_mnist/2 --out=pretrained_sheet.png"

@@ -32,12 +32,11 @@ ROWS = {  # a table row's label -> the records' row name (<row>_s<seed>)
 # Seed-table rows that are no average of docs/records/seeds, by label -> what checks them instead. Any other
 # label fails: a new row is either a records row (ROWS) or listed here with its reason.
 NON_RECORD_ROWS = {
-    # The committed SavedModel: one run of the default recipe from an earlier session, whose run directory
+    # Version 1 of the shipped SavedModel: one run of the default recipe, whose run directory
     # (and eval_history) was lost with its machine. Its scores are checked against the same model's
     # evaluation in docs/figures/truncation.json (untruncated z, stored statistics, 10,000 samples against
     # the test set; `scripts/truncation_sweep.py`).
-    "the committed generator (`pretrained/fashion_mnist/1`: the default, seed 0 of an earlier session)": "committed",
-    "the committed generator (default, one earlier seed)": "committed",
+    "`pretrained/fashion_mnist/1` (the default, one earlier seed)": "committed",
     # Real train images against the test set: what the metrics give for real data under this feature
     # network, not a training run (no seeds, nothing in the records). docs/results.md holds the numbers;
     # README's copy is checked against them.

@@ -189,10 +189,12 @@ def flag(argv, name):
 
 def test_results_script_trains_every_cell_then_sweeps_tabulates_and_exports(tmp_path):
     """Every placement and the regulariser for each seed; the two sweeps of seed 0 (skipped when rerun);
-    the table and the t-tests over exactly those runs; the export replacing the old one whole."""
+    the table and the t-tests over exactly those runs; the export replacing version 1 whole, no other."""
     pretrained = tmp_path / "pre"
     (pretrained / "1").mkdir(parents=True)
     (pretrained / "1" / "old_model").write_text("")
+    (pretrained / "2").mkdir()
+    (pretrained / "2" / "shipped_model").write_text("")
     env, record = script_env(tmp_path, SEEDS="0 1", PRETRAINED=str(pretrained), FIGURES=str(tmp_path / "fig"),
                              EXPORT_RUN="attention_s0", RECORDS=str(tmp_path / "records"))
     out = tmp_path / "out"
@@ -235,7 +237,8 @@ def test_results_script_trains_every_cell_then_sweeps_tabulates_and_exports(tmp_
 
     [export] = [argv for argv in calls if argv[:2] == ["-m", "export.saved_model"]]
     assert flag(export, "model_dir") == str(out / "attention_s0")
-    assert sorted(p.name for p in pretrained.iterdir()) == ["1"] and not (pretrained / "1" / "old_model").exists()
+    assert sorted(p.name for p in pretrained.iterdir()) == ["1", "2"] and not (pretrained / "1" / "old_model").exists()
+    assert (pretrained / "2" / "shipped_model").exists()  # the shipped version is not the seed table's to replace
     assert not pathlib.Path(f"{pretrained}.tmp").exists()
 
     for path in record.glob("*.args"):
