@@ -148,7 +148,10 @@ def test_generate_samples_with_truncation_uses_the_recomputed_statistics(generat
     rng = np.random.default_rng(3)  # the same draws: noise per batch of 4, from one stream
     z = np.concatenate([sampling.sample_noise(4, z_dim, t, rng), sampling.sample_noise(2, z_dim, t, rng)])
     recomputed, _ = reference_images(generator, z, labels, t)
-    np.testing.assert_array_equal(images, to_uint8(recomputed))
+    # Equal up to float rounding: a value on a uint8 rounding boundary may land one level off (oneDNN's
+    # summation order differs between CPUs); the stored statistics would be tens of levels off everywhere.
+    difference = np.abs(images.astype(int) - to_uint8(recomputed).astype(int))
+    assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3, (difference.max(), np.mean(difference > 0))
 
 
 class MomentsNetwork:
