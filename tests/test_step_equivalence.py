@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sagan_tf.layers import SpectralNormalization
 from sagan_tf.training import build_model
+from sagan_tf.training.gan import spectral_norm_layers
 from tests.helpers import tiny_config
 from tests.shared_runs import StepLogs, in_memory_dataset
 
@@ -21,8 +21,7 @@ LOSSES = ("d_loss", "g_loss", "d_real", "d_fake")
 
 
 def sn_layers(model):
-    return [layer for network in (model.generator, model.discriminator)
-            for layer in network._flatten_layers(include_self=False) if isinstance(layer, SpectralNormalization)]
+    return spectral_norm_layers(model.generator) + spectral_norm_layers(model.discriminator)
 
 
 def sigmas(model):
@@ -38,8 +37,8 @@ def sigmas(model):
 
 
 def train_from(config, source=None):
-    """A model of `config` (weights copied from `source` when given) trained STEPS steps on the shared
-    in-memory batches: (model, {step: logs}, [σ after each step])."""
+    """A model of `config` (weights copied from `source` when given) and what trains it STEPS steps on the
+    shared in-memory batches: (model, StepLogs, [σ after each step], run), filled in when run() is called."""
     model = build_model(config, tf.distribute.get_strategy())
     if source is not None:
         for a, b in ((source.generator, model.generator), (source.discriminator, model.discriminator),
